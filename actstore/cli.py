@@ -1,0 +1,200 @@
+"""The ``actstore`` command line: each command turns its options into one library call."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import traceback
+import warnings
+from functools import wraps
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from . import defaults
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Extract activations of vision models into chunked Zarr/HDF5 stores.")
+_state = {"debug": bool(os.environ.get("ACTSTORE_DEBUG"))}
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+
+
+def command(func: Callable) -> Callable:
+    """Run a command with one-line errors (``--debug`` shows tracebacks)."""
+    @wraps(func)
+    def wrapper(*args, **kwargs):
+        warnings.showwarning = _show_warning
+        try:
+            return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except UserError as error:
+            if _state["debug"]:
+                traceback.print_exc()
+            from .extract import Interrupted
+            _fail(str(error), 130 if isinstance(error, Interrupted) else 1)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as error:  # unexpected: still one line unless --debug
+            if _state["debug"]:
+                traceback.print_exc()
+            _fail(f"{type(error).__name__}: {error} (run with --debug for the traceback)")
+    return wrapper
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+def _choose_modules(model_name: str, weights: str, model_path: Optional[Path]) -> list[str]:
+    """--interactive: show the module tree and ask until a real module is named."""
+    from .models import load_model, module_tree, suggest
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tree = module_tree(load_model(model_name, weights="none"))
+    typer.echo(_format_tree(tree), err=True)
+    names = [m.name for m in tree]
+    while True:
+        answer = typer.prompt("module name(s), separated by commas", err=True)
+        chosen = [a.strip() for a in answer.replace(" ", ",").split(",") if a.strip()]
+        unknown = [c for c in chosen if c not in names]
+        if chosen and not unknown:
+            return chosen
+        typer.secho(suggest(unknown[0], names, "module") if unknown else "name a module",
+                    fg=typer.colors.YELLOW, err=True)
+
+
+def _format_tree(tree) -> str:
+    rows = [("module", "type", "output per image", "bytes/image (float32)")]
+    for m in tree:
+        shape = "x".join(map(str, m.shape)) if m.shape is not None else "(not a tensor)"
+        if m.calls > 1:
+            shape += f"  runs {m.calls}x"
+        elif m.calls == 0:
+            shape = "(does not run)"
+        size = m.bytes_per_image()
+        rows.append(("  " * m.depth + m.name, m.type, shape, f"{size:,}" if size else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+@app.command()
+@command
+def extract(
+    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="torchvision model, e.g. alexnet (see `actstore models`)."),
+    module_names: List[str] = typer.Option([], "--module-name", "--module_name", help="Module to store, e.g. features.11; repeat for several (one forward pass)."),
+    in_path: Path = typer.Option(..., "--in-path", "--in_path", help="Folder of images, flat or one subfolder per class."),
+    out_path: Path = typer.Option(..., "--out-path", "--out_path", help="Store path (.zarr directory, .h5/.hdf5 file), or a folder for txt/npy."),
+    model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="State-dict file, or folder of torchvision checkpoint files."),
+    weights: str = typer.Option("DEFAULT", "--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1, ...) or 'none' for random init; also picks the preprocessing."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, "--batch-size", "--batch_size", help="Images per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    flatten_acts: bool = typer.Option(False, "--flatten-acts", "--flatten_acts", help="Store (N, units) instead of the native shape."),
+    fraction: float = typer.Option(1.0, "--fraction", help="Random fraction of the images (0 < F <= 1), picked with --rnd-seed."),
+    rnd_seed: int = typer.Option(42, "--rnd-seed", "--rnd_seed", help="Seed for --fraction and for random initialisation."),
+    things: bool = typer.Option(False, "--things", help="Order classes by the THINGS concept file (uniqueID column)."),
+    things_tsv: Optional[Path] = typer.Option(None, "--things-tsv", help="Path to things_concept.tsv [default: data/things_concept.tsv]."),
+    file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr, hdf5, or the original tool's txt/npy [default: from the out path's suffix, else zarr]."),
+    dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 or float16."),
+    compression: str = typer.Option(defaults.COMPRESSION, "--compression", help="zstd, lz4, gzip or none."),
+    compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the codec's own]."),
+    chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
+    chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 4 MiB]."),
+    num_workers: int = typer.Option(defaults.NUM_WORKERS, "--num-workers", help="DataLoader processes decoding images."),
+    interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Extract activations of MODEL at the given modules for every image into one store."""
+    from .extract import extract as run_extract
+    if interactive:
+        if not model_name:
+            raise UserError("--interactive needs --model-name")
+        module_names = _choose_modules(model_name, weights, model_path)
+    result = run_extract(
+        model_name=model_name, module_names=module_names, in_path=in_path, out_path=out_path,
+        model_path=model_path, weights=weights, batch_size=batch_size, device=device,
+        flatten_acts=flatten_acts, fraction=fraction, rnd_seed=rnd_seed, things=things,
+        things_tsv=things_tsv, file_format=file_format, dtype=dtype, compression=compression,
+        compression_level=compression_level, chunk_images=chunk_images,
+        chunk_channels=chunk_channels, num_workers=num_workers, overwrite=overwrite, quiet=quiet,
+        command_line=shlex.join(["actstore", *sys.argv[1:]]))
+    rate = result.rows_this_run / result.seconds if result.seconds else 0.0
+    state = "complete" if result.complete else f"incomplete ({result.rows_written}/{result.n_images} rows)"
+    verb = "resumed" if result.resumed else "wrote"
+    typer.echo(f"{verb} {result.rows_this_run} rows of {len(result.layers)} layer(s) to {result.path} "
+               f"[{result.file_format}] in {result.seconds:.1f} s ({rate:.1f} img/s); store {state}",
+               err=quiet)
+
+
+@app.command()
+@command
+def layers(
+    model_name: str = typer.Argument(..., help="torchvision model name, e.g. alexnet."),
+) -> None:
+    """Print MODEL's module tree with each module's output shape and bytes per image."""
+    from .models import load_model, module_tree
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights: shapes do not depend on them
+        tree = module_tree(load_model(model_name, weights="none"))
+    typer.echo(_format_tree(tree))
+
+
+@app.command()
+@command
+def models() -> None:
+    """List every torchvision classification model (* the original tool's nine)."""
+    from .models import ORIGINAL_MODELS, available_models
+    for name in available_models():
+        typer.echo(f"{name}{' *' if name in ORIGINAL_MODELS else ''}")
+
+
+@app.command()
+@command
+def info(
+    store_path: Path = typer.Argument(..., metavar="STORE", help="A .zarr directory or .h5 file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Show a store at a glance: model, layers, shapes, chunking, compression, status, provenance."""
+    from .store import open_store
+    with open_store(store_path) as store:
+        summary = store.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, default=str))
+        return
+    attrs = summary["attrs"]
+    typer.echo(f"{summary['path']}  [{summary['format']}]  status: {summary['status']}  "
+               f"rows: {summary['rows_written']}/{summary['rows']}  classes: {summary['classes']}")
+    typer.echo(f"model: {attrs.get('model_name')}  weights: {attrs.get('weights')}  "
+               f"dtype: {attrs.get('dtype')}  compression: {attrs.get('compression')}")
+    for name, layer in summary["layers"].items():
+        ratio = f"{layer['compression_ratio']}x" if layer["compression_ratio"] else "-"
+        typer.echo(f"  {name}: {tuple(layer['shape'])} ({', '.join(layer['dims'])}) "
+                   f"chunks {tuple(layer['chunks'])}  {layer['bytes_stored']:,} B stored, ratio {ratio}")
+    for key in ("created", "completed", "actstore_version", "torch_version", "torchvision_version",
+                "device", "in_path", "image_layout", "fraction", "rnd_seed", "weights_sha256",
+                "preprocessing", "command_line"):
+        if attrs.get(key) is not None:
+            value = str(attrs[key]).replace("\n", " ")
+            typer.echo(f"  {key}: {' '.join(value.split())}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="actstore")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,456 @@
+"""Extractor and the batch loop: images -> model -> store, one mini-batch at a time.
+
+Decoding runs in DataLoader workers; the model runs in the main thread; a
+background thread compresses and writes finished batches, fed through a
+bounded queue, so memory stays at a few batches whatever the image count.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from . import __version__, defaults
+from .errors import UserError
+from .images import ImageSet
+from .models import Model, load_model, suggest
+from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec, Layout,
+                    StoreWriter, choose_chunks, create_writer, detect_format, is_store,
+                    remove_store, reopen_writer)
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every requested module has run: the rest of the
+    network is not needed."""
+
+
+class Extractor:
+    """Captures the outputs of several modules in one forward pass.
+
+    Outputs are cloned inside the hook, before later in-place operations
+    (AlexNet's ``ReLU(inplace=True)``) can change them, and the forward pass
+    stops once the last requested module has run.
+
+    Example:
+        >>> extractor = Extractor(model.module, ["features.0", "classifier.4"])   # doctest: +SKIP
+        >>> outputs = extractor(batch)        # {"features.0": (B, 64, 55, 55), ...}
+    """
+
+    def __init__(self, module: torch.nn.Module, module_names: Sequence[str]) -> None:
+        if not module_names:
+            raise UserError("no module given: pass --module-name (see `actstore layers MODEL`)")
+        modules = dict(module.named_modules())
+        for name in module_names:
+            if name not in modules or name == "":
+                raise UserError(suggest(name, [n for n in modules if n], "module") +
+                                " (see `actstore layers MODEL`)")
+        if len(set(module_names)) != len(module_names):
+            raise UserError("a --module-name is given twice: name each module once")
+        self.module = module
+        self.module_names = list(module_names)
+        self._modules = {name: modules[name] for name in module_names}
+
+    def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._run(batch, stop_early=True)[0]
+
+    def probe(self, batch: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """Per-image output shapes from a full forward pass, refusing modules
+        that run more than once or return something other than a tensor."""
+        outputs, calls = self._run(batch, stop_early=False)
+        repeated = [name for name, count in calls.items() if count > 1]
+        if repeated:
+            raise UserError(f"module {repeated[0]} runs {calls[repeated[0]]} times per forward pass, "
+                            "so its output is ambiguous: choose a module that runs once")
+        return {name: tuple(out.shape[1:]) for name, out in outputs.items()}
+
+    def _run(self, batch: torch.Tensor, stop_early: bool):
+        captured: dict[str, torch.Tensor] = {}
+        calls: dict[str, int] = {name: 0 for name in self.module_names}
+
+        def hook_for(name: str) -> Callable:
+            def hook(_module, _inputs, output):
+                calls[name] += 1
+                if not isinstance(output, torch.Tensor):
+                    raise UserError(f"module {name} returns a {type(output).__name__}, not a tensor: "
+                                    "choose one of its submodules (see `actstore layers`)")
+                if name not in captured:
+                    captured[name] = output.detach().clone()
+                if stop_early and len(captured) == len(self.module_names):
+                    raise _StopForward
+            return hook
+
+        handles = [m.register_forward_hook(hook_for(n)) for n, m in self._modules.items()]
+        try:
+            with torch.inference_mode():
+                self.module(batch)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [name for name in self.module_names if name not in captured]
+        if missing:
+            raise UserError(f"module {missing[0]} did not run in the forward pass: choose another module")
+        return captured, calls
+
+
+def resolve_device(device: str) -> torch.device:
+    """The torch device for ``device``, refusing one that is not there."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise UserError(f"unknown --device {device!r}: use cpu, cuda or cuda:N") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is available here; use --device cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {device}: MPS is not available here; use --device cpu")
+    return resolved
+
+
+class _ImageRows(Dataset):
+    """Decoded, preprocessed images for the given rows; a bad image becomes
+    an error string instead of an exception, so the main process can name it."""
+
+    def __init__(self, images: ImageSet, rows: np.ndarray, transform: Callable) -> None:
+        self.images, self.rows, self.transform = images, rows, transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = int(self.rows[i])
+        try:
+            return self.transform(self.images.load(row)), row, ""
+        except Exception as error:  # any decoder failure names the file
+            return None, row, f"{type(error).__name__}: {error}"
+
+
+def _collate(items):
+    good = [(x, row) for x, row, err in items if not err]
+    bad = [(row, err) for _x, row, err in items if err]
+    tensor = torch.stack([x for x, _ in good]) if good else None
+    return tensor, np.array([row for _, row in good], dtype=np.int64), bad
+
+
+class _RowBuffer:
+    """Gathers batches into blocks that end on chunk boundaries, so every
+    write fills whole chunks (no read-modify-write, no shared chunks between
+    shards)."""
+
+    def __init__(self, chunk_images: int, n_rows: int) -> None:
+        self.chunk, self.n_rows = chunk_images, n_rows
+        self.start: int | None = None
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.length = 0
+
+    def add(self, rows: np.ndarray, arrays: Mapping[str, np.ndarray]):
+        for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1):
+            if not len(run):
+                continue
+            first = int(rows[run[0]])
+            if self.start is not None and first != self.start + self.length:
+                yield from self.flush()
+            if self.start is None:
+                self.start = first
+            self.parts.append({k: v[run[0]:run[-1] + 1] for k, v in arrays.items()})
+            self.length += len(run)
+            end = self.start + self.length
+            aligned = end if end == self.n_rows else end - end % self.chunk
+            if aligned > self.start:
+                yield from self._emit(aligned - self.start)
+
+    def flush(self):
+        if self.length:
+            yield from self._emit(self.length)
+
+    def _emit(self, count: int):
+        block = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        yield self.start, {k: v[:count] for k, v in block.items()}
+        rest = self.length - count
+        self.parts = [{k: v[count:] for k, v in block.items()}] if rest else []
+        self.start = self.start + count if rest else None
+        self.length = rest
+
+
+class _BackgroundWriter:
+    """A thread that writes queued batches; errors surface in the main thread."""
+
+    def __init__(self, writer: StoreWriter, chunk_images: int, n_rows: int, progress) -> None:
+        self.writer, self.progress = writer, progress
+        self.buffer = _RowBuffer(chunk_images, n_rows)
+        self.queue: queue.Queue = queue.Queue(maxsize=defaults.WRITE_QUEUE_BATCHES)
+        self.error: BaseException | None = None
+        self.rows_written = 0
+        self.thread = threading.Thread(target=self._loop, name="actstore-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, rows: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+        while True:
+            self.raise_error()
+            try:
+                self.queue.put((rows, arrays), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _write(self, blocks) -> None:
+        for start, block in blocks:
+            self.writer.write_rows(start, block)
+            count = len(next(iter(block.values())))
+            self.rows_written += count
+            self.progress.update(count)
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                break
+            if self.error is not None:
+                continue  # drain so the producer never blocks
+            try:
+                self._write(self.buffer.add(*item))
+            except BaseException as error:  # re-raised in the main thread
+                self.error = error
+        if self.error is None:
+            try:
+                self._write(self.buffer.flush())
+            except BaseException as error:
+                self.error = error
+
+
+@dataclass
+class ExtractResult:
+    """What a run did: where the store is and how many rows it holds."""
+
+    path: Path
+    file_format: str
+    n_images: int
+    rows_written: int
+    rows_this_run: int
+    seconds: float
+    layers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    resumed: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.rows_written == self.n_images
+
+
+class Interrupted(UserError):
+    """Ctrl-C: what was finished is kept; rerunning the command resumes."""
+
+
+def fingerprint(model: Model, images: ImageSet, layout: Layout, flatten: bool) -> dict[str, Any]:
+    """Everything that determines a store's contents. A rerun must match it to resume."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256,
+        "preprocessing": model.preprocessing,
+        "layers": [spec.module_name for spec in layout.layers],
+        "shapes": {spec.module_name: list(spec.shape) for spec in layout.layers},
+        "chunks": {spec.module_name: list(spec.chunks) for spec in layout.layers},
+        "dtype": layout.layers[0].dtype, "flatten": flatten,
+        "compression": layout.compression, "compression_level": layout.compression_level,
+        "images_sha256": images.digest(), "n_images": len(images),
+        "rnd_seed": images.rnd_seed, "fraction": images.fraction,
+    }
+
+
+def _fingerprint_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    keys = sorted(set(stored) | set(current))
+    return [f"{k} (store: {json.dumps(stored.get(k))[:60]}, now: {json.dumps(current.get(k))[:60]})"
+            for k in keys if stored.get(k) != current.get(k)]
+
+
+def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence[str],
+            model_name: str | None = None, model: Model | None = None,
+            model_path: str | Path | None = None, weights: str | None = "DEFAULT",
+            batch_size: int = defaults.BATCH_SIZE, device: str = "cpu", flatten_acts: bool = False,
+            fraction: float = 1.0, rnd_seed: int = 42, things: bool = False,
+            things_tsv: str | Path | None = None, file_format: str | None = None,
+            dtype: str = "float32", compression: str = defaults.COMPRESSION,
+            compression_level: int | None = None, chunk_images: int = defaults.CHUNK_IMAGES,
+            chunk_channels: int | None = None, num_workers: int = defaults.NUM_WORKERS,
+            overwrite: bool = False, quiet: bool = False,
+            command_line: str | None = None) -> ExtractResult:
+    """Extract ``module_names`` of a model for every image under ``in_path`` into one store.
+
+    Pass ``model_name`` (a torchvision model, weights from ``model_path`` or
+    ``weights``) or a ready ``model`` (see :func:`actstore.models.from_module`).
+    Running again on an incomplete store from the same configuration resumes it.
+
+    Returns:
+        An :class:`ExtractResult`.
+
+    Raises:
+        UserError: any input a user can fix, with a one-line message.
+
+    Example:
+        >>> extract(model_name="alexnet", module_names=["features.11", "classifier.4"],
+        ...         in_path="images", out_path="alexnet.zarr")                  # doctest: +SKIP
+    """
+    started = time.perf_counter()
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    if chunk_images < 1:
+        raise UserError(f"--chunk-images must be at least 1, got {chunk_images}")
+    if dtype not in DTYPES:
+        raise UserError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if compression not in COMPRESSIONS:
+        raise UserError(f"unknown --compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
+    if num_workers < 0:
+        raise UserError(f"--num-workers must be 0 or more, got {num_workers}")
+    torch_device = resolve_device(device)
+    out_path = Path(out_path)
+    file_format = detect_format(out_path, file_format)
+    images = ImageSet.scan(in_path, things=things, things_tsv=things_tsv,
+                           fraction=fraction, rnd_seed=rnd_seed)
+    if model is None:
+        if not model_name:
+            raise UserError("no model given: pass --model-name (see `actstore models`)")
+        model = load_model(model_name, weights=weights, model_path=model_path, seed=rnd_seed)
+    model.module.to(torch_device)
+    extractor = Extractor(model.module, module_names)
+    probe = torch.zeros(1, 3, *model.input_size, device=torch_device)
+    shapes = extractor.probe(probe)
+    itemsize = np.dtype(dtype).itemsize
+    specs = []
+    for name in module_names:
+        native = shapes[name]
+        stored = (math.prod(native),) if flatten_acts else native
+        specs.append(LayerSpec(module_name=name, shape=stored, native_shape=native, dtype=dtype,
+                               chunks=choose_chunks(stored, itemsize, chunk_images, chunk_channels)))
+    layout = Layout(n_rows=len(images), layers=tuple(specs), chunk_images=chunk_images,
+                    compression=compression, compression_level=compression_level)
+    current = fingerprint(model, images, layout, flatten_acts)
+    writer, resumed = _open_or_create(out_path, file_format, layout, images, model, current,
+                                      overwrite=overwrite, device=str(torch_device),
+                                      command_line=command_line, things=things, flatten=flatten_acts)
+    try:
+        todo = np.flatnonzero(~writer.written())
+        done_before = len(images) - len(todo)
+        rows_this_run = _run(extractor, model, images, todo, writer, layout, torch_device,
+                             batch_size=batch_size, num_workers=num_workers, dtype=dtype,
+                             flatten=flatten_acts, quiet=quiet, done_before=done_before)
+        written = writer.written()
+        if written.all():
+            writer.update_attrs({"status": "complete",
+                                 "completed": _dt.datetime.now(_dt.timezone.utc).isoformat()})
+    finally:
+        writer.close()
+    return ExtractResult(path=out_path, file_format=file_format, n_images=len(images),
+                         rows_written=int(written.sum()), rows_this_run=rows_this_run,
+                         seconds=time.perf_counter() - started,
+                         layers={s.module_name: s.shape for s in layout.layers}, resumed=resumed)
+
+
+def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: ImageSet, model: Model,
+                    current: dict, *, overwrite: bool, device: str, command_line: str | None,
+                    things: bool, flatten: bool) -> tuple[StoreWriter, bool]:
+    if out_path.exists():
+        if not is_store(out_path):
+            empty_dir = out_path.is_dir() and not any(out_path.iterdir())
+            if not empty_dir:
+                raise UserError(f"out path {out_path} exists and is not an actstore store; nothing was "
+                                f"changed: choose a new path such as {out_path / 'store.zarr'}")
+            out_path.rmdir()
+        elif overwrite:
+            remove_store(out_path)
+        else:
+            writer = reopen_writer(out_path)
+            stored = writer.root_attrs().get("fingerprint", {})
+            differences = _fingerprint_differences(stored, current)
+            if differences:
+                writer.close()
+                raise UserError(f"out path {out_path} holds a store from a different run: "
+                                f"{'; '.join(differences[:3])}; pass --overwrite to replace it "
+                                "or choose another --out-path")
+            return writer, True
+    attrs = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "actstore_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        **model.provenance(),
+        "dtype": layout.layers[0].dtype, "compression": layout.compression,
+        "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
+        "flatten_acts": flatten,
+        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
+        "device": device, "rnd_seed": images.rnd_seed, "fraction": images.fraction,
+        "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
+        "things": things, "n_images": len(images),
+        "command_line": command_line or " ".join(sys.argv),
+        "status": "incomplete",
+        "fingerprint": current,
+        "fingerprint_sha256": hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest(),
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = create_writer(out_path, file_format, layout, images.file_names, images.targets,
+                           images.classes, attrs)
+    return writer, False
+
+
+def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray, writer: StoreWriter,
+         layout: Layout, device: torch.device, *, batch_size: int, num_workers: int, dtype: str,
+         flatten: bool, quiet: bool, done_before: int) -> int:
+    if not len(todo):
+        return 0
+    loader = DataLoader(_ImageRows(images, todo, model.transform), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_collate,
+                        pin_memory=device.type == "cuda",
+                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+    torch_dtype = getattr(torch, dtype)
+    progress = tqdm(total=len(images), initial=done_before, unit="img", disable=quiet,
+                    file=sys.stderr, desc="extract", dynamic_ncols=True)
+    background = _BackgroundWriter(writer, layout.chunk_images, layout.n_rows, progress)
+    try:
+        for batch, rows, bad in loader:
+            if bad:
+                names = ", ".join(f"{images.file_names[r]} ({err[:80]})" for r, err in bad)
+                raise UserError(f"cannot read {len(bad)} image(s): {names}; fix or remove them "
+                                "and run again (finished rows are kept)")
+            outputs = extractor(batch.to(device, non_blocking=True))
+            arrays = {}
+            for name, out in outputs.items():
+                out = out.to(torch_dtype)
+                if flatten:
+                    out = out.reshape(out.shape[0], -1)
+                arrays[name] = out.cpu().numpy()
+            background.put(rows, arrays)
+    except KeyboardInterrupt:
+        background.finish()
+        progress.close()
+        raise Interrupted(f"interrupted: {done_before + background.rows_written} of {len(images)} "
+                          "rows are kept; run the same command again to resume")
+    except BaseException:
+        background.finish()
+        progress.close()
+        raise
+    background.finish()
+    progress.close()
+    return background.rows_written

@@ -1,0 +1,169 @@
+"""ImageSet: the ordered list of stimuli, their targets and classes.
+
+The order fixed here is the row order of every store, so it must not depend
+on the file system: classes sorted by name (or the THINGS concept order),
+files sorted naturally inside a class (``img2`` before ``img10``).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+DEFAULT_THINGS_TSV = Path("data/things_concept.tsv")
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers by value: ``img2`` < ``img10``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower() + part)
+            for part in re.split(r"(\d+)", name) if part != ""]
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Images in row order, with a target per image and the class names.
+
+    ``file_names`` are relative to ``root`` with ``/`` separators. ``targets``
+    are class indices for a class layout, image indices for a flat one (as the
+    original THINGSvision tool did).
+
+    Example:
+        >>> images = ImageSet.scan("examples/images")       # doctest: +SKIP
+        >>> images.file_names[0], images.targets[0]          # doctest: +SKIP
+        ('cat/cat_01.png', 0)
+    """
+
+    root: Path
+    file_names: tuple[str, ...]
+    targets: tuple[int, ...]
+    classes: tuple[str, ...] = ()
+    fraction: float = 1.0
+    rnd_seed: int | None = None
+    layout: str = field(default="flat")
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    @classmethod
+    def scan(cls, in_path: str | Path, *, things: bool = False,
+             things_tsv: str | Path | None = None, fraction: float = 1.0,
+             rnd_seed: int | None = 42) -> "ImageSet":
+        """Find the images under ``in_path``, detect the layout and fix the order.
+
+        Raises:
+            UserError: missing or empty folder, mixed layout, a bad ``fraction``,
+                or (with ``things``) a missing TSV or folders that do not match it.
+        """
+        root = Path(in_path)
+        if not root.exists():
+            raise UserError(f"in-path {root} does not exist: point --in-path at a folder of images")
+        if not root.is_dir():
+            raise UserError(f"in-path {root} is not a folder: point --in-path at a folder of images")
+        if not 0 < fraction <= 1:
+            raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+
+        entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+        top_images = sorted((p for p in entries if is_image(p)), key=lambda p: natural_key(p.name))
+        class_dirs = [p for p in entries if p.is_dir() and any(is_image(q) for q in p.iterdir())]
+
+        if class_dirs and top_images:
+            raise UserError(f"in-path {root} mixes images ({top_images[0].name}) and class folders "
+                            f"({class_dirs[0].name}/): use one layout")
+        if class_dirs:
+            if things:
+                classes = _things_order(root, class_dirs, things_tsv)
+            else:
+                classes = sorted((d.name for d in class_dirs), key=natural_key)
+            file_names, targets = [], []
+            for index, name in enumerate(classes):
+                files = sorted((p.name for p in (root / name).iterdir() if is_image(p)), key=natural_key)
+                file_names += [f"{name}/{f}" for f in files]
+                targets += [index] * len(files)
+            layout = "classes"
+        elif things:
+            raise UserError(f"--things needs one folder per concept under {root}, found none")
+        else:
+            classes = []
+            file_names = [p.name for p in top_images]
+            targets = list(range(len(file_names)))
+            layout = "flat"
+        if not file_names:
+            raise UserError(f"in-path {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+
+        if fraction < 1:
+            keep = _subset(len(file_names), fraction, rnd_seed)
+            file_names = [file_names[i] for i in keep]
+            targets = [targets[i] for i in keep]
+        return cls(root=root, file_names=tuple(file_names), targets=tuple(targets),
+                   classes=tuple(classes), fraction=fraction, rnd_seed=rnd_seed, layout=layout)
+
+    def path(self, index: int) -> Path:
+        return self.root / self.file_names[index]
+
+    def load(self, index: int) -> Image.Image:
+        """Decode one image to 8-bit RGB (grayscale, RGBA, palette, CMYK, 16-bit all occur)."""
+        with Image.open(self.path(index)) as image:
+            return image.convert("RGB") if image.mode not in ("I;16", "I;16B", "I;16L", "I") \
+                else _wide_to_rgb(image)
+
+    def digest(self) -> str:
+        """SHA-256 of the ordered file names and targets: part of a store's fingerprint."""
+        payload = json.dumps([self.file_names, self.targets, self.classes]).encode()
+        return hashlib.sha256(payload).hexdigest()
+
+    def subset(self, rows: Sequence[int]) -> "ImageSet":
+        return ImageSet(root=self.root, file_names=tuple(self.file_names[i] for i in rows),
+                        targets=tuple(self.targets[i] for i in rows), classes=self.classes,
+                        fraction=self.fraction, rnd_seed=self.rnd_seed, layout=self.layout)
+
+
+def _wide_to_rgb(image: Image.Image) -> Image.Image:
+    # Pillow's convert("RGB") clips 16/32-bit integer images instead of scaling them.
+    array = np.asarray(image, dtype=np.float64)
+    top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+    gray = np.clip(np.round(array / top * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
+def _subset(n: int, fraction: float, seed: int | None) -> np.ndarray:
+    """Random rows, in their original order, so the store stays sorted."""
+    k = max(1, math.floor(n * fraction + 0.5))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def _things_order(root: Path, class_dirs: list[Path], things_tsv: str | Path | None) -> list[str]:
+    tsv = Path(things_tsv) if things_tsv is not None else DEFAULT_THINGS_TSV
+    if not tsv.is_file():
+        raise UserError(f"THINGS concept file {tsv} not found: pass --things-tsv PATH to things_concept.tsv")
+    with tsv.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        if not reader.fieldnames or "uniqueID" not in reader.fieldnames:
+            raise UserError(f"THINGS concept file {tsv} has no uniqueID column")
+        concepts = [row["uniqueID"].strip() for row in reader if row["uniqueID"].strip()]
+    folders = {d.name for d in class_dirs}
+    missing = [c for c in concepts if c not in folders]
+    extra = sorted(folders - set(concepts))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} concepts without a folder (e.g. {', '.join(missing[:3])})")
+        if extra:
+            parts.append(f"{len(extra)} folders not in {tsv.name} (e.g. {', '.join(extra[:3])})")
+        raise UserError(f"folders under {root} do not match {tsv}: " + "; ".join(parts))
+    return concepts

@@ -1,0 +1,199 @@
+"""The one interface every store format fills in, and the layout they share.
+
+A store holds, for N images in a fixed order:
+
+- ``file_names`` (N,) strings, ``targets`` (N,) int64, ``classes`` (K,) strings;
+- ``activations/<module name>`` (N, *per-image shape), chunked along images;
+- ``written`` (N,) uint8: 1 once a row's activations are durable. Readers trust
+  only these rows, and a resumed run fills the others;
+- root attributes (provenance, fingerprint, status) and per-layer attributes.
+
+Backends (``zarr.py``, ``hdf5.py``) implement :class:`StoreWriter` and
+:class:`StoreReader`; nothing outside this package knows which one it has.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from .. import defaults
+
+FORMAT_NAME = "actstore"
+FORMAT_VERSION = 1
+ACTIVATIONS = "activations"
+ROW_ARRAYS = ("file_names", "targets", "written")
+COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
+DTYPES = ("float32", "float16")
+
+
+def dim_names(native_shape: Sequence[int], flattened: bool) -> tuple[str, ...]:
+    """Names of a layer's dimensions, the image axis first."""
+    if flattened or len(native_shape) == 1:
+        return ("image", "unit")
+    if len(native_shape) == 3:
+        return ("image", "channel", "height", "width")
+    if len(native_shape) == 2:
+        return ("image", "token", "unit")
+    return ("image",) + tuple(f"dim_{i}" for i in range(1, len(native_shape) + 1))
+
+
+def choose_chunks(shape: Sequence[int], itemsize: int, chunk_images: int,
+                  chunk_channels: int | None = None, max_bytes: int = defaults.CHUNK_BYTES) -> tuple[int, ...]:
+    """Chunk shape for a layer of per-image ``shape``: ``chunk_images`` rows,
+    split along the first per-image axis (channels / units) when a chunk would
+    exceed ``max_bytes``."""
+    if not shape:
+        return (chunk_images,)
+    per_image = math.prod(shape) * itemsize
+    first = shape[0]
+    if chunk_channels is not None:
+        first_chunk = max(1, min(first, chunk_channels))
+    elif chunk_images * per_image > max_bytes:
+        parts = math.ceil(chunk_images * per_image / max_bytes)
+        first_chunk = max(1, math.ceil(first / parts))
+    else:
+        first_chunk = first
+    return (chunk_images, first_chunk, *shape[1:])
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One stored layer: its name, per-image shape and how it is laid out."""
+
+    module_name: str
+    shape: tuple[int, ...]          # per image, as stored
+    native_shape: tuple[int, ...]   # per image, as the module returned it
+    dtype: str
+    chunks: tuple[int, ...]         # including the image axis
+
+    @property
+    def flattened(self) -> bool:
+        return self.shape != self.native_shape
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return dim_names(self.native_shape, self.flattened)
+
+    @property
+    def bytes_per_image(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+    def attrs(self) -> dict[str, Any]:
+        return {"module_name": self.module_name, "dims": list(self.dims),
+                "native_shape": list(self.native_shape), "shape": list(self.shape),
+                "flattened": self.flattened, "dtype": self.dtype}
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any], chunks: Sequence[int]) -> "LayerSpec":
+        return cls(module_name=attrs["module_name"], shape=tuple(attrs["shape"]),
+                   native_shape=tuple(attrs["native_shape"]), dtype=attrs["dtype"],
+                   chunks=tuple(chunks))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Everything a backend needs to create a store's arrays."""
+
+    n_rows: int
+    layers: tuple[LayerSpec, ...]
+    chunk_images: int = defaults.CHUNK_IMAGES
+    compression: str = defaults.COMPRESSION
+    compression_level: int | None = None
+
+    def layer(self, name: str) -> LayerSpec:
+        for spec in self.layers:
+            if spec.module_name == name:
+                return spec
+        raise KeyError(name)
+
+
+class StoreWriter(ABC):
+    """Creates a store or reopens one to add rows. One class per format.
+
+    Capabilities are class attributes so callers never branch on the format.
+    """
+
+    format_name: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]]
+    supports_concurrent_writers: ClassVar[bool] = False
+
+    path: Path
+
+    @classmethod
+    @abstractmethod
+    def create(cls, path: Path, layout: Layout, file_names: Sequence[str],
+               targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> "StoreWriter":
+        """Create the store with every array preallocated and no row written."""
+
+    @classmethod
+    @abstractmethod
+    def reopen(cls, path: Path) -> "StoreWriter":
+        """Open an existing store to write its missing rows."""
+
+    @abstractmethod
+    def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write rows ``start:start+len`` of each layer; then mark them written.
+
+        The mark is stored only after the data, so a crash never leaves a row
+        marked that holds no data.
+        """
+
+    @abstractmethod
+    def written(self) -> np.ndarray:
+        """The (N,) bool mask of rows already written."""
+
+    @abstractmethod
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` into the root attributes."""
+
+    @abstractmethod
+    def root_attrs(self) -> dict[str, Any]:
+        """The root attributes as stored."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release files; what was written stays."""
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class StoreReader(ABC):
+    """Read access to one store: attributes and array handles that read lazily."""
+
+    format_name: ClassVar[str]
+
+    @abstractmethod
+    def root_attrs(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def layer_names(self) -> list[str]: ...
+
+    @abstractmethod
+    def layer_attrs(self, name: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def array(self, name: str) -> Any:
+        """A handle with ``shape``, ``dtype``, ``chunks`` and basic slicing;
+        ``name`` is ``file_names``, ``targets``, ``classes``, ``written`` or
+        ``activations/<module name>``."""
+
+    @abstractmethod
+    def read(self, name: str, selection: tuple) -> np.ndarray:
+        """Read an orthogonal selection: each item an int, a slice or a sorted
+        array of unique ints."""
+
+    @abstractmethod
+    def chunk_stats(self, name: str) -> tuple[int, int]:
+        """(stored bytes, number of stored chunks) of one array."""
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,192 @@
+"""HDF5 backend: one file, chunked datasets, the same layout as Zarr.
+
+The file is written in SWMR mode (single writer, multiple readers): readers
+may open it while rows are being added and see a consistent file. Codecs
+other than gzip are HDF5 filter plugins; ``import hdf5plugin`` makes them
+readable from h5py, and ``HDF5_PLUGIN_PATH=$(python -c 'import hdf5plugin;
+print(hdf5plugin.PLUGIN_PATH)')`` from h5dump and other HDF5 tools.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from .. import defaults
+from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
+
+JSON_KEYS = "_json_keys"   # attributes stored as JSON text (dicts, lists, None)
+LEVELS = {"zstd": defaults.COMPRESSION_LEVEL, "lz4": 5, "gzip": 4}
+
+
+def _filters(compression: str, level: int | None) -> dict[str, Any]:
+    level = LEVELS.get(compression) if level is None else level
+    if compression in ("zstd", "lz4"):
+        return dict(hdf5plugin.Blosc(cname=compression, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": level, "shuffle": True}
+    return {}
+
+
+def _set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+    json_keys = set(json.loads(node.attrs.get(JSON_KEYS, "[]")))
+    for key, value in attrs.items():
+        if isinstance(value, (str, bool, int, float)) and not isinstance(value, np.generic):
+            node.attrs[key] = value
+            json_keys.discard(key)
+        else:
+            node.attrs[key] = json.dumps(value)
+            json_keys.add(key)
+    node.attrs[JSON_KEYS] = json.dumps(sorted(json_keys))
+
+
+def _get_attrs(node: h5py.HLObject) -> dict[str, Any]:
+    json_keys = set(json.loads(node.attrs.get(JSON_KEYS, "[]")))
+    out = {}
+    for key, value in node.attrs.items():
+        if key == JSON_KEYS:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, np.generic):
+            value = value.item()
+        out[key] = json.loads(value) if key in json_keys else value
+    return out
+
+
+class Hdf5Writer(StoreWriter):
+    format_name = "hdf5"
+    suffixes = (".h5", ".hdf5")
+    supports_concurrent_writers = False
+
+    def __init__(self, path: Path, file: h5py.File) -> None:
+        self.path = Path(path)
+        self._file = file
+        self._layers = dict(file[ACTIVATIONS].items())
+        self._written = file["written"]
+
+    @classmethod
+    def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
+               classes: Sequence[str], attrs: Mapping[str, Any]) -> "Hdf5Writer":
+        file = h5py.File(path, "w-", libver="latest")
+        n, text = layout.n_rows, h5py.string_dtype("utf-8")
+        file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
+        file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64))
+        file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
+                            shape=(len(classes),))
+        file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(layout.chunk_images,),
+                            fillvalue=0)
+        for name in ("file_names", "targets", "written"):
+            file[name].attrs["dims"] = json.dumps(["image"])
+        acts = file.create_group(ACTIVATIONS)
+        for spec in layout.layers:
+            dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
+                                       chunks=spec.chunks, fillvalue=0,
+                                       **_filters(layout.compression, layout.compression_level))
+            _set_attrs(dset, spec.attrs())
+        _set_attrs(file, attrs)
+        file.flush()
+        file.swmr_mode = True
+        return cls(path, file)
+
+    @classmethod
+    def reopen(cls, path: Path) -> "Hdf5Writer":
+        file = h5py.File(path, "r+", libver="latest")
+        file.swmr_mode = True
+        return cls(path, file)
+
+    def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        stop = start + len(next(iter(arrays.values())))
+        for name, data in arrays.items():
+            self._layers[name][start:stop] = data
+        self._file.flush()
+        self._written[start:stop] = 1
+        self._file.flush()
+
+    def written(self) -> np.ndarray:
+        return self._written[:].astype(bool)
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        # New attributes cannot be added in SWMR mode: reopen the file plainly.
+        self._file.close()
+        with h5py.File(self.path, "r+", libver="latest") as file:
+            _set_attrs(file, attrs)
+        self._file = h5py.File(self.path, "r+", libver="latest")
+        self._file.swmr_mode = True
+        self._layers = dict(self._file[ACTIVATIONS].items())
+        self._written = self._file["written"]
+
+    def root_attrs(self) -> dict[str, Any]:
+        return _get_attrs(self._file)
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+
+class Hdf5Reader(StoreReader):
+    format_name = "hdf5"
+
+    def __init__(self, path: Path | str) -> None:
+        try:
+            self._file = h5py.File(path, "r", swmr=True)
+        except OSError:
+            self._file = h5py.File(path, "r")
+
+    def root_attrs(self) -> dict[str, Any]:
+        return _get_attrs(self._file)
+
+    def layer_names(self) -> list[str]:
+        return list(self._file[ACTIVATIONS].keys())
+
+    def layer_attrs(self, name: str) -> dict[str, Any]:
+        return _get_attrs(self._file[ACTIVATIONS][name])
+
+    def array(self, name: str) -> h5py.Dataset:
+        dset = self._file[name]
+        return dset.asstr() if h5py.check_string_dtype(dset.dtype) else dset
+
+    def read(self, name: str, selection: tuple) -> np.ndarray:
+        dset = self.array(name)
+        # h5py takes one index list per read; read contiguous runs of the
+        # first list as slices and let h5py handle the rest.
+        first, rest = selection[0], selection[1:]
+        if isinstance(first, np.ndarray):
+            if first.size == 0:
+                shape = np.empty(self._file[name].shape)[(slice(0, 0),) + rest].shape
+                return np.empty(shape, dtype=self._file[name].dtype)
+            breaks = np.flatnonzero(np.diff(first) != 1) + 1
+            runs = np.split(first, breaks)
+            parts = [_read_h5(dset, (slice(int(r[0]), int(r[-1]) + 1),) + rest) for r in runs]
+            return np.concatenate(parts, axis=0)
+        return _read_h5(dset, selection)
+
+    def chunk_stats(self, name: str) -> tuple[int, int]:
+        dset = self._file[name]
+        if dset.chunks is None:
+            return int(dset.id.get_storage_size()), 1
+        return int(dset.id.get_storage_size()), int(dset.id.get_num_chunks())
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+
+def _read_h5(dset, selection: tuple) -> np.ndarray:
+    arrays = [i for i, s in enumerate(selection) if isinstance(s, np.ndarray)]
+    if len(arrays) <= 1:
+        return np.asarray(dset[tuple(s.tolist() if isinstance(s, np.ndarray) else s for s in selection)])
+    # More than one list: read the first as a selection, then index the rest in memory.
+    head = tuple(s if i == arrays[0] or not isinstance(s, np.ndarray) else slice(None)
+                 for i, s in enumerate(selection))
+    block = _read_h5(dset, head)
+    squeeze = [i for i, s in enumerate(selection) if isinstance(s, (int, np.integer))]
+    out_axes = [i for i in range(len(selection)) if i not in squeeze]
+    for axis_in, s in enumerate(selection):
+        if isinstance(s, np.ndarray) and axis_in != arrays[0]:
+            block = np.take(block, s, axis=out_axes.index(axis_in))
+    return block
