@@ -29,7 +29,7 @@ from . import __version__, defaults
 from .errors import UserError
 from .images import ImageSet
 from .models import Model, load_model, suggest
-from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec, Layout,
+from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS, LayerSpec, Layout,
                     StoreWriter, choose_chunks, create_writer, detect_format, is_store,
                     remove_store, reopen_writer)
 
@@ -374,6 +374,26 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
 def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: ImageSet, model: Model,
                     current: dict, *, overwrite: bool, device: str, command_line: str | None,
                     things: bool, flatten: bool) -> tuple[StoreWriter, bool]:
+    attrs = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "actstore_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        **model.provenance(),
+        "dtype": layout.layers[0].dtype, "compression": layout.compression,
+        "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
+        "flatten_acts": flatten,
+        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
+        "device": device, "rnd_seed": images.rnd_seed, "fraction": images.fraction,
+        "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
+        "things": things, "n_images": len(images),
+        "command_line": command_line or " ".join(sys.argv),
+        "status": "incomplete",
+        "fingerprint": current,
+        "fingerprint_sha256": hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest(),
+    }
+    if file_format in LEGACY_FORMATS:
+        # The original tool's folder of txt/npy files: written afresh, never resumed.
+        return create_writer(out_path, file_format, layout, images.file_names, images.targets,
+                             images.classes, {**attrs, "overwrite": overwrite}), False
     if out_path.exists():
         if not is_store(out_path):
             empty_dir = out_path.is_dir() and not any(out_path.iterdir())
@@ -393,22 +413,6 @@ def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: Im
                                 f"{'; '.join(differences[:3])}; pass --overwrite to replace it "
                                 "or choose another --out-path")
             return writer, True
-    attrs = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "actstore_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-        **model.provenance(),
-        "dtype": layout.layers[0].dtype, "compression": layout.compression,
-        "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
-        "flatten_acts": flatten,
-        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
-        "device": device, "rnd_seed": images.rnd_seed, "fraction": images.fraction,
-        "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
-        "things": things, "n_images": len(images),
-        "command_line": command_line or " ".join(sys.argv),
-        "status": "incomplete",
-        "fingerprint": current,
-        "fingerprint_sha256": hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest(),
-    }
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = create_writer(out_path, file_format, layout, images.file_names, images.targets,
                            images.classes, attrs)

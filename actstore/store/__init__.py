@@ -24,6 +24,8 @@ BACKENDS: dict[str, tuple[type[StoreWriter], type[StoreReader]]] = {
     "hdf5": (Hdf5Writer, Hdf5Reader),
 }
 DEFAULT_FORMAT = "zarr"
+# The original THINGSvision text/npy layout (actstore.legacy): written, never resumed or read lazily.
+LEGACY_FORMATS = ("txt", "npy")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -33,8 +35,9 @@ def detect_format(path: str | Path, file_format: str | None = None) -> str:
     if file_format:
         name = file_format.lower().lstrip(".")
         name = {"h5": "hdf5"}.get(name, name)
-        if name not in BACKENDS:
-            raise UserError(f"unknown --file-format {file_format!r}: use one of {', '.join(BACKENDS)}")
+        if name not in BACKENDS and name not in LEGACY_FORMATS:
+            raise UserError(f"unknown --file-format {file_format!r}: use one of "
+                            f"{', '.join([*BACKENDS, *LEGACY_FORMATS])}")
         return name
     path = Path(path)
     if path.is_dir() and (path / "zarr.json").is_file():
@@ -80,6 +83,10 @@ def remove_store(path: str | Path) -> None:
 
 def create_writer(path: str | Path, file_format: str, layout: Layout, file_names: Sequence[str],
                   targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> StoreWriter:
+    if file_format in LEGACY_FORMATS:
+        from ..legacy import LegacyWriter
+        return LegacyWriter.create(Path(path), layout, file_names, targets, classes,
+                                   {**attrs, "file_format": file_format})
     return BACKENDS[file_format][0].create(Path(path), layout, file_names, targets, classes, attrs)
 
 
@@ -122,7 +129,7 @@ def open_store(path: str | Path) -> Store:
     return Store(path, reader)
 
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION",
+__all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION", "LEGACY_FORMATS",
            "LayerSpec", "Layout", "LazyArray", "Store", "StoreReader", "StoreWriter", "choose_chunks",
            "create_writer", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
            "reopen_writer", "writer_class"]

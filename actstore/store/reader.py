@@ -167,6 +167,10 @@ class Store:
     def spec(self, layer: str) -> LayerSpec:
         return self._specs[self._layer_name(layer)]
 
+    def layer_attrs(self, layer: str) -> dict[str, Any]:
+        """The layer's attributes as stored."""
+        return self._reader.layer_attrs(self._layer_name(layer))
+
     def __getitem__(self, layer: str) -> LazyArray:
         name = self._layer_name(layer)
         return LazyArray(self._reader, name, self.written, self._specs[name])

@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny image folders the tests generate, random weights saved to disk,
+and an independent reference forward pass to compare stored activations against."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+CLASSES = ("cat", "dog", "zebra")
+
+
+def make_images(root: Path, layout: str = "classes", per_class: int = 4, seed: int = 0) -> Path:
+    """A folder of small images in assorted modes (RGB, L, RGBA, P, CMYK) and formats."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    modes = ["RGB", "L", "RGBA", "P", "CMYK", "RGB"]
+    suffixes = [".png", ".jpg", ".png", ".png", ".jpg", ".JPEG"]
+
+    def one(path: Path, k: int) -> None:
+        h, w = int(rng.integers(24, 48)), int(rng.integers(24, 48))
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+        mode = modes[k % len(modes)]
+        image = image.convert(mode) if mode != "P" else image.quantize(16)
+        image.save(path.with_suffix(suffixes[k % len(suffixes)]))
+
+    if layout == "classes":
+        for c in CLASSES:
+            (root / c).mkdir(exist_ok=True)
+            for i in range(1, per_class + 1):
+                one(root / c / f"{c}_img{i}", i)
+    else:
+        for i in range(1, per_class * len(CLASSES) + 1):
+            one(root / f"img{i}", i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """3 classes x 4 images: cat/cat_img1.png ... zebra/zebra_img4.png."""
+    return make_images(tmp_path_factory.mktemp("images") / "in", "classes")
+
+
+@pytest.fixture(scope="session")
+def flat_dir(tmp_path_factory) -> Path:
+    """12 images in one folder: img1 ... img12."""
+    return make_images(tmp_path_factory.mktemp("flat") / "in", "flat")
+
+
+def save_random_weights(model_name: str, path: Path, seed: int = 1) -> Path:
+    torch.manual_seed(seed)
+    model = torchvision.models.get_model(model_name, weights=None)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory):
+    """Factory: a state-dict file of random weights for a torchvision model, saved once."""
+    folder = tmp_path_factory.mktemp("weights")
+    cache: dict[str, Path] = {}
+
+    def get(model_name: str) -> Path:
+        if model_name not in cache:
+            cache[model_name] = save_random_weights(model_name, folder / f"{model_name}.pth")
+        return cache[model_name]
+
+    return get
+
+
+def reference_activations(model_name: str, weights: Path, root: Path, file_names, module_name: str) -> np.ndarray:
+    """Activations computed without actstore: torchvision model, state dict, the
+    DEFAULT weights' transforms, a plain forward hook that copies the output."""
+    model = torchvision.models.get_model(model_name, weights=None)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    model.eval()
+    transform = torchvision.models.get_model_weights(model_name).DEFAULT.transforms()
+    captured = []
+    module = dict(model.named_modules())[module_name]
+    handle = module.register_forward_hook(lambda m, i, o: captured.append(o.detach().clone()))
+    with torch.no_grad():
+        for name in file_names:
+            with Image.open(root / name) as image:
+                model(transform(image.convert("RGB")).unsqueeze(0))
+    handle.remove()
+    return torch.cat(captured).numpy()
