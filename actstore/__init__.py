@@ -1,6 +1,8 @@
 """actstore: hidden-unit activations of vision models, streamed into one chunked,
 compressed Zarr or HDF5 store with file names and targets beside them.
 
+Reading a store never imports torch; extraction does, on first use.
+
 Example:
     >>> import actstore
     >>> actstore.extract(model_name="alexnet", module_names=["features.11"],
@@ -9,13 +11,26 @@ Example:
     ...     store["features.11"][:4].shape
     (4, 256, 13, 13)
 """
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
 from .errors import UserError  # noqa: E402
-from .images import ImageSet  # noqa: E402
-from .models import Model, from_module, load_model, module_tree  # noqa: E402
 from .store import Store, open_store  # noqa: E402
-from .extract import Extractor, ExtractResult, extract  # noqa: E402
+
+# Names whose modules import torch: loaded when first used.
+_LAZY = {"extract": "extractor", "Extractor": "extractor", "ExtractResult": "extractor",
+         "ImageSet": "images", "Model": "models", "from_module": "models",
+         "load_model": "models", "module_tree": "models"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'actstore' has no attribute {name!r}")
+
 
 __all__ = ["ExtractResult", "Extractor", "ImageSet", "Model", "Store", "UserError", "__version__",
            "extract", "from_module", "load_model", "module_tree", "open_store"]

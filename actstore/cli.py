@@ -42,7 +42,7 @@ def command(func: Callable) -> Callable:
         except UserError as error:
             if _state["debug"]:
                 traceback.print_exc()
-            from .extract import Interrupted
+            from .extractor import Interrupted
             _fail(str(error), 130 if isinstance(error, Interrupted) else 1)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -118,7 +118,7 @@ def extract(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Extract activations of MODEL at the given modules for every image into one store."""
-    from .extract import extract as run_extract
+    from .extractor import extract as run_extract
     if interactive:
         if not model_name:
             raise UserError("--interactive needs --model-name")
