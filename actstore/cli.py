@@ -131,6 +131,9 @@ def extract(
         compression_level=compression_level, chunk_images=chunk_images,
         chunk_channels=chunk_channels, num_workers=num_workers, overwrite=overwrite, quiet=quiet,
         command_line=shlex.join(["actstore", *sys.argv[1:]]))
+    if result.resumed and result.rows_this_run == 0 and result.complete:
+        typer.echo(f"{result.path} is already complete ({result.n_images} rows); nothing to do", err=quiet)
+        return
     rate = result.rows_this_run / result.seconds if result.seconds else 0.0
     state = "complete" if result.complete else f"incomplete ({result.rows_written}/{result.n_images} rows)"
     verb = "resumed" if result.resumed else "wrote"

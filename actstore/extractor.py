@@ -126,17 +126,16 @@ def resolve_device(device: str) -> torch.device:
 
 
 class _ImageRows(Dataset):
-    """Decoded, preprocessed images for the given rows; a bad image becomes
-    an error string instead of an exception, so the main process can name it."""
+    """Decoded, preprocessed images by row; a bad image becomes an error
+    string instead of an exception, so the main process can name it."""
 
-    def __init__(self, images: ImageSet, rows: np.ndarray, transform: Callable) -> None:
-        self.images, self.rows, self.transform = images, rows, transform
+    def __init__(self, images: ImageSet, transform: Callable) -> None:
+        self.images, self.transform = images, transform
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.images)
 
-    def __getitem__(self, i: int):
-        row = int(self.rows[i])
+    def __getitem__(self, row: int):
         try:
             return self.transform(self.images.load(row)), row, ""
         except Exception as error:  # any decoder failure names the file
@@ -381,7 +380,7 @@ def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: Im
         "dtype": layout.layers[0].dtype, "compression": layout.compression,
         "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
         "flatten_acts": flatten,
-        "torch_version": torch.__version__, "torchvision_version": torchvision.__version__,
+        "torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
         "device": device, "rnd_seed": images.rnd_seed, "fraction": images.fraction,
         "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
         "things": things, "n_images": len(images),
@@ -409,8 +408,9 @@ def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: Im
             differences = _fingerprint_differences(stored, current)
             if differences:
                 writer.close()
-                raise UserError(f"out path {out_path} holds a store from a different run: "
-                                f"{'; '.join(differences[:3])}; pass --overwrite to replace it "
+                keys = ", ".join(d.split(" ")[0] for d in differences)
+                raise UserError(f"out path {out_path} holds a store from a different run ({keys} "
+                                f"differ: {differences[0]}); pass --overwrite to replace it "
                                 "or choose another --out-path")
             return writer, True
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -424,7 +424,15 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
          flatten: bool, quiet: bool, done_before: int) -> int:
     if not len(todo):
         return 0
-    loader = DataLoader(_ImageRows(images, todo, model.transform), batch_size=batch_size,
+    # Batches are fixed slices of the full row range, so a resumed or sharded
+    # run feeds the model exactly the batches an uninterrupted run would, and
+    # its results are bit-identical; rows already written are computed again
+    # (at most one batch per gap) but not written.
+    pending = np.zeros(len(images), dtype=bool)
+    pending[todo] = True
+    batches = [list(range(k * batch_size, min((k + 1) * batch_size, len(images))))
+               for k in np.unique(todo // batch_size)]
+    loader = DataLoader(_ImageRows(images, model.transform), batch_sampler=batches,
                         num_workers=num_workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
@@ -439,13 +447,14 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                 raise UserError(f"cannot read {len(bad)} image(s): {names}; fix or remove them "
                                 "and run again (finished rows are kept)")
             outputs = extractor(batch.to(device, non_blocking=True))
+            keep = pending[rows]
             arrays = {}
             for name, out in outputs.items():
                 out = out.to(torch_dtype)
                 if flatten:
                     out = out.reshape(out.shape[0], -1)
-                arrays[name] = out.cpu().numpy()
-            background.put(rows, arrays)
+                arrays[name] = out.cpu().numpy()[keep]
+            background.put(rows[keep], arrays)
     except KeyboardInterrupt:
         background.finish()
         progress.close()

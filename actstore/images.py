@@ -24,10 +24,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
 DEFAULT_THINGS_TSV = Path("data/things_concept.tsv")
 
 
-def natural_key(name: str) -> list:
-    """Sort key that orders embedded numbers by value: ``img2`` < ``img10``."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower() + part)
-            for part in re.split(r"(\d+)", name) if part != ""]
+def natural_key(name: str) -> tuple:
+    """Sort key that orders embedded numbers by value (``img2`` < ``img10``),
+    ignoring case first and breaking ties by the exact name."""
+    parts = [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+             for part in re.split(r"(\d+)", name) if part != ""]
+    return (parts, name)
 
 
 def is_image(path: Path) -> bool:

@@ -42,6 +42,14 @@ def dim_names(native_shape: Sequence[int], flattened: bool) -> tuple[str, ...]:
     return ("image",) + tuple(f"dim_{i}" for i in range(1, len(native_shape) + 1))
 
 
+def stored_dim_names(module_name: str, dims: Sequence[str]) -> tuple[str, ...]:
+    """Dimension names as written into a Zarr store: ``image`` shared, the others
+    qualified by the layer (``features.0:channel``), because layers of one store
+    share ``activations/`` and ``xarray.open_zarr(path, group="activations")``
+    needs one size per name (``channel`` is 64 in one layer, 256 in another)."""
+    return tuple(d if d == "image" else f"{module_name}:{d}" for d in dims)
+
+
 def choose_chunks(shape: Sequence[int], itemsize: int, chunk_images: int,
                   chunk_channels: int | None = None, max_bytes: int = defaults.CHUNK_BYTES) -> tuple[int, ...]:
     """Chunk shape for a layer of per-image ``shape``: ``chunk_images`` rows,

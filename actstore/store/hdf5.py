@@ -36,7 +36,7 @@ def _set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
     json_keys = set(json.loads(node.attrs.get(JSON_KEYS, "[]")))
     for key, value in attrs.items():
         if isinstance(value, (str, bool, int, float)) and not isinstance(value, np.generic):
-            node.attrs[key] = value
+            node.attrs[key] = str(value) if isinstance(value, str) else value  # str subclasses too
             json_keys.discard(key)
         else:
             node.attrs[key] = json.dumps(value)
@@ -78,14 +78,14 @@ class Hdf5Writer(StoreWriter):
         file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64))
         file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
                             shape=(len(classes),))
-        file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(layout.chunk_images,),
+        file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(min(layout.chunk_images, n),),
                             fillvalue=0)
         for name in ("file_names", "targets", "written"):
             file[name].attrs["dims"] = json.dumps(["image"])
         acts = file.create_group(ACTIVATIONS)
         for spec in layout.layers:
             dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
-                                       chunks=spec.chunks, fillvalue=0,
+                                       chunks=(min(spec.chunks[0], n), *spec.chunks[1:]), fillvalue=0,
                                        **_filters(layout.compression, layout.compression_level))
             _set_attrs(dset, spec.attrs())
         _set_attrs(file, attrs)

@@ -1,13 +1,32 @@
-"""The reader: a store's metadata in memory, its activations read lazily."""
+"""The reader: a store's metadata in memory, its activations read lazily.
+
+Analysis code selects rows by class or file name (:meth:`Store.select`),
+reads units of a conv layer as columns (:meth:`Store.flat`), streams
+(:meth:`Store.iter_batches`) or hands a layer to dask / xarray
+(:meth:`Store.to_dask`, :meth:`Store.to_xarray`); none of them reads a chunk
+that holds nothing selected.
+"""
 from __future__ import annotations
 
+import fnmatch
 import math
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import UserError
 from .base import ACTIVATIONS, LayerSpec, StoreReader
+
+if TYPE_CHECKING:  # optional dependencies, imported where used
+    import dask.array
+    import xarray
+
+# Largest block a flat column read decompresses at once: its memory use stays
+# at this plus the result, whatever the number of images.
+READ_BLOCK_BYTES = 64 * 2**20
+GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 class RowsNotWrittenError(ValueError):
@@ -59,16 +78,46 @@ class LazyArray:
 
     def __getitem__(self, key: Any) -> np.ndarray:
         selection, post = _normalise(key, self.shape)
-        rows = selection[0]
-        checked = np.arange(self.shape[0])[rows] if not isinstance(rows, np.ndarray) else rows
-        missing = ~self._written[checked]
-        if np.any(missing):
-            first = int(np.atleast_1d(checked)[np.atleast_1d(missing)][0])
-            raise RowsNotWrittenError(
-                f"{int(np.sum(missing))} selected rows of {self.name!r} are not written yet "
-                f"(first: row {first}); select from store.written_rows")
+        check_written(self._written, selection[0], self.name)
         data = self._reader.read(self._key, selection)
         return post(data)
+
+
+def check_written(written: np.ndarray, rows: Any, name: str) -> None:
+    """Raise :class:`RowsNotWrittenError` if any of ``rows`` (an int, a slice
+    or an index array) is not written: unwritten rows hold fill values, not data."""
+    checked = np.arange(len(written))[rows] if not isinstance(rows, np.ndarray) else rows
+    missing = ~written[checked]
+    if np.any(missing):
+        first = int(np.atleast_1d(checked)[np.atleast_1d(missing)][0])
+        raise RowsNotWrittenError(
+            f"{int(np.sum(missing))} selected rows of {name!r} are not written yet "
+            f"(first: row {first}); select from store.written_rows")
+
+
+def _axis_index(k: Any, size: int, axis: int) -> int | slice | np.ndarray:
+    """One axis of a NumPy-style key as an int, a step-1 slice, or an int
+    array in the order asked (bool masks and negative ints resolved)."""
+    if isinstance(k, (int, np.integer)):
+        k = int(k)
+        if not -size <= k < size:
+            raise IndexError(f"index {k} is out of bounds for axis {axis} with size {size}")
+        return k % size
+    if isinstance(k, slice):
+        start, stop, step = k.indices(size)
+        return slice(start, max(start, stop)) if step == 1 else np.arange(start, stop, step)
+    index = np.asarray(k)
+    if index.dtype == bool:
+        if index.shape != (size,):
+            raise IndexError(f"boolean index of shape {index.shape} does not match axis {axis} of size {size}")
+        index = np.flatnonzero(index)
+    if index.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if index.dtype.kind not in "iu" or index.ndim != 1:
+        raise IndexError(f"unsupported index for axis {axis}: {k!r}")
+    if index.min() < -size or index.max() >= size:
+        raise IndexError(f"index out of bounds for axis {axis} with size {size}")
+    return index.astype(np.int64) % size
 
 
 def _normalise(key: Any, shape: tuple[int, ...]):
@@ -84,28 +133,7 @@ def _normalise(key: Any, shape: tuple[int, ...]):
     key = key + (slice(None),) * (len(shape) - len(key))
     selection, inverses = [], []
     for axis, (k, size) in enumerate(zip(key, shape)):
-        if isinstance(k, (int, np.integer)):
-            k = int(k)
-            if not -size <= k < size:
-                raise IndexError(f"index {k} is out of bounds for axis {axis} with size {size}")
-            selection.append(k % size)
-        elif isinstance(k, slice):
-            start, stop, step = k.indices(size)
-            if step == 1:
-                selection.append(slice(start, max(start, stop)))
-            else:
-                selection.append(np.arange(start, stop, step))
-        else:
-            index = np.asarray(k)
-            if index.dtype == bool:
-                if index.shape != (size,):
-                    raise IndexError(f"boolean index of shape {index.shape} does not match axis {axis} of size {size}")
-                index = np.flatnonzero(index)
-            if index.dtype.kind not in "iu" or index.ndim != 1:
-                raise IndexError(f"unsupported index for axis {axis}: {k!r}")
-            if index.size and (index.min() < -size or index.max() >= size):
-                raise IndexError(f"index out of bounds for axis {axis} with size {size}")
-            selection.append(index % size if index.size else index.astype(np.int64))
+        selection.append(_axis_index(k, size, axis))
         if isinstance(selection[-1], np.ndarray):
             unique, inverse = np.unique(selection[-1], return_inverse=True)
             sorted_already = unique.size == selection[-1].size and np.all(unique == selection[-1])
@@ -125,6 +153,77 @@ def _normalise(key: Any, shape: tuple[int, ...]):
         return data
 
     return tuple(selection), post
+
+
+class FlatArray:
+    """A layer seen as (images, units), units in C order of the per-image shape
+    (unit ``k`` of a conv layer is ``np.unravel_index(k, (C, H, W))``).
+
+    A column selection reads only the chunks that hold those units, in row
+    blocks of at most :data:`READ_BLOCK_BYTES`, so the (N, C, H, W) layer
+    is never materialised. Rows take what :class:`LazyArray` takes; columns
+    take an int, a slice, an int list (any order, repeats) or a bool mask.
+
+    Example:
+        >>> flat = store.flat("features.0")                   # doctest: +SKIP
+        >>> flat.shape                                         # (N, 64*55*55)
+        >>> flat[:, [7, 3025]]                                 # two units, every image
+    """
+
+    def __init__(self, layer: LazyArray) -> None:
+        self.layer = layer
+        self.name = layer.name
+        self.units_shape: tuple[int, ...] = layer.shape[1:]
+        self.shape: tuple[int, int] = (layer.shape[0], math.prod(self.units_shape))
+        self.dtype = layer.dtype
+
+    ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"<FlatArray {self.name!r} shape={self.shape} dtype={self.dtype} units of {self.units_shape}>"
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        data = self[:, :]
+        return data.astype(dtype) if dtype is not None else data
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if any(k is Ellipsis for k in key) or len(key) > 2:
+            raise IndexError("a flat layer takes [rows] or [rows, units]")
+        rows_key, units_key = (key + (slice(None), slice(None)))[:2]
+        if len(self.units_shape) == 1:
+            return self.layer[rows_key, units_key]
+        units = _axis_index(units_key, self.shape[1], 1)
+        wanted = np.atleast_1d(np.arange(self.shape[1])[units] if isinstance(units, slice) else units)
+        rows = _axis_index(rows_key, self.shape[0], 0)
+        row_list = np.atleast_1d(np.arange(self.shape[0])[rows] if isinstance(rows, slice) else rows)
+        check_written(self.layer._written, row_list, self.name)
+        unique_rows, row_order = np.unique(row_list, return_inverse=True)
+        out = self._read_units(unique_rows, wanted)[row_order.reshape(-1)]
+        if isinstance(rows, int):
+            out = out[0]
+        return out[..., 0] if isinstance(units, int) else out
+
+    def _read_units(self, rows: np.ndarray, units: np.ndarray) -> np.ndarray:
+        """Read ``units`` for sorted unique ``rows``: the channels that hold them,
+        cropped to their bounding box, one row block at a time."""
+        index = np.unravel_index(units, self.units_shape)
+        channels = np.unique(index[0])
+        lows = [int(i.min()) if i.size else 0 for i in index[1:]]
+        box = tuple(slice(lo, int(i.max()) + 1 if i.size else 0) for lo, i in zip(lows, index[1:]))
+        box_shape = (len(channels), *(b.stop - b.start for b in box))
+        within = np.ravel_multi_index((np.searchsorted(channels, index[0]),
+                                       *(i - lo for i, lo in zip(index[1:], lows))), box_shape)
+        row_bytes = max(1, math.prod(box_shape) * self.dtype.itemsize)
+        block = self.layer.chunks[0] * max(1, READ_BLOCK_BYTES // (row_bytes * self.layer.chunks[0]))
+        out = np.empty((len(rows), len(units)), dtype=self.dtype)
+        for start in range(0, len(rows), block):
+            part = self.layer[(rows[start:start + block], channels, *box)]
+            out[start:start + block] = part.reshape(len(part), -1)[:, within]
+        return out
 
 
 class Store:
@@ -182,6 +281,133 @@ class Store:
         if layer not in self._specs:
             raise KeyError(f"no layer {layer!r} in {self.path}; layers: {', '.join(self.layers)}")
         return layer
+
+    @property
+    def class_names(self) -> np.ndarray:
+        """The class name of every row (``""`` for a store of one flat folder)."""
+        if not self.classes:
+            return np.full(len(self), "", dtype=str)
+        return np.asarray(self.classes, dtype=str)[self.targets]
+
+    def select(self, classes: str | Sequence[str] | None = None,
+               files: str | Sequence[str] | None = None) -> np.ndarray:
+        """Rows of the images of some classes and/or some files, to index layers with.
+
+        Rows come in store order; when ``files`` are all exact names (no
+        ``*``, ``?`` or ``[``) they come in the order given. Patterns match the
+        whole relative file name (``dog/*``, ``*_img1.png``); ``*`` also
+        matches ``/``. Given both, a row must match both.
+
+        Args:
+            classes: class name(s), as in ``store.classes``.
+            files: file name(s) as in ``store.file_names``, or glob patterns.
+
+        Returns:
+            An int64 array of row indices (empty when no pattern matches).
+
+        Raises:
+            UserError: an unknown class or exact file name, or classes asked
+                of a store whose images had none.
+
+        Example:
+            >>> rows = store.select(classes=["dog"])                 # doctest: +SKIP
+            >>> dogs = store["features.0"][rows]                    # (n_dogs, 64, 55, 55)
+        """
+        keep = np.ones(len(self), dtype=bool)
+        if classes is not None:
+            keep &= np.isin(self.targets, self._class_targets(classes))
+        if files is None:
+            return np.flatnonzero(keep)
+        files = [files] if isinstance(files, str) else list(files)
+        if any(GLOB_CHARS.search(name) for name in files):
+            patterns = re.compile("|".join(f"(?:{fnmatch.translate(name)})" for name in files))
+            matched = np.fromiter((bool(patterns.match(name)) for name in self.file_names),
+                                  dtype=bool, count=len(self))
+            return np.flatnonzero(keep & matched)
+        rows = self._rows_of(files)
+        return rows[keep[rows]]
+
+    def _class_targets(self, classes: str | Sequence[str]) -> list[int]:
+        classes = [classes] if isinstance(classes, str) else list(classes)
+        if not self.classes:
+            raise UserError(f"{self.path} has no classes (its images were one flat folder): "
+                            "select by files instead")
+        unknown = [c for c in classes if c not in self.classes]
+        if unknown:
+            shown = ", ".join(self.classes[:20]) + (", ..." if len(self.classes) > 20 else "")
+            raise UserError(f"no class {unknown[0]!r} in {self.path}; its classes: {shown}")
+        return [self.classes.index(c) for c in classes]
+
+    def _rows_of(self, files: Sequence[str]) -> np.ndarray:
+        if not hasattr(self, "_row_of_file"):
+            self._row_of_file = {name: row for row, name in enumerate(self.file_names)}
+        unknown = [name for name in files if name not in self._row_of_file]
+        if unknown:
+            raise UserError(f"no file {unknown[0]!r} in {self.path} (names are relative to the "
+                            "image folder, as in store.file_names); use a pattern such as "
+                            "'*name*' to search")
+        return np.asarray([self._row_of_file[name] for name in files], dtype=np.int64)
+
+    def flat(self, layer: str) -> FlatArray:
+        """``layer`` as an (images, units) array that reads only the units asked for.
+
+        Args:
+            layer: a module name from ``store.layers``.
+
+        Returns:
+            A :class:`FlatArray`; indexing it returns a NumPy array.
+
+        Example:
+            >>> store.flat("features.0")[:, 12345]             # doctest: +SKIP
+        """
+        return FlatArray(self[layer])
+
+    def iter_batches(self, layer: str, batch_size: int, rows: Any = None,
+                     flat: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream a layer in batches of rows, for computations that accumulate.
+
+        A ``batch_size`` that is a multiple of the layer's chunk rows reads
+        every chunk once.
+
+        Args:
+            layer: a module name.
+            batch_size: rows per batch.
+            rows: the rows to visit, in this order (anything the image axis
+                takes; ``store.select(...)``); default every row.
+            flat: yield (rows, units) arrays instead of the stored shape.
+
+        Returns:
+            An iterator of ``(rows, data)``: the batch's row indices and its
+            activations, ``data[i]`` being row ``rows[i]``.
+
+        Raises:
+            RowsNotWrittenError: some of ``rows`` are not written (pass
+                ``rows=store.written_rows`` to read a store still being written).
+
+        Example:
+            >>> total = sum(data.sum(axis=0) for _, data in store.iter_batches("classifier.4", 256))  # doctest: +SKIP
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        array = self.flat(layer) if flat else self[layer]
+        rows = np.atleast_1d(np.arange(len(self))[_axis_index(slice(None) if rows is None else rows,
+                                                              len(self), 0)])
+        check_written(self.written, rows, layer)
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            contiguous = bool(np.all(np.diff(batch) == 1))
+            yield batch, array[slice(int(batch[0]), int(batch[-1]) + 1) if contiguous else batch]
+
+    def to_dask(self, layer: str, rows: Any = None, chunks: tuple[int, ...] | None = None) -> "dask.array.Array":
+        """``layer`` as a lazy dask array; see :func:`actstore.store.analysis.to_dask`."""
+        from .analysis import to_dask
+        return to_dask(self, layer, rows=rows, chunks=chunks)
+
+    def to_xarray(self, layers: str | Sequence[str] | None = None,
+                  rows: Any = None) -> "xarray.DataArray | xarray.Dataset":
+        """Layers as lazy xarray objects; see :func:`actstore.store.analysis.to_xarray`."""
+        from .analysis import to_xarray
+        return to_xarray(self, layers, rows=rows)
 
     def stored_bytes(self, layer: str) -> int:
         return self._reader.chunk_stats(f"{ACTIVATIONS}/{layer}")[0]

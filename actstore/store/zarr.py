@@ -15,7 +15,7 @@ import zarr
 from zarr.codecs import BloscCodec, GzipCodec
 
 from .. import defaults
-from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
+from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
 
 LEVELS = {"zstd": defaults.COMPRESSION_LEVEL, "lz4": 5, "gzip": 5}
 
@@ -65,7 +65,7 @@ class ZarrWriter(StoreWriter):
             arr = acts.create_array(spec.module_name, shape=(n, *spec.shape), chunks=spec.chunks,
                                     dtype=spec.dtype, fill_value=0,
                                     compressors=_compressors(layout.compression, layout.compression_level),
-                                    dimension_names=list(spec.dims))
+                                    dimension_names=list(stored_dim_names(spec.module_name, spec.dims)))
             arr.attrs.update(spec.attrs())
         group.attrs.update(dict(attrs))
         return cls(path, group)

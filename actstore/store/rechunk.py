@@ -1,0 +1,154 @@
+"""Copy a store into another chunk layout, one block of rows at a time.
+
+Extraction writes image-major chunks (a few images, all or many channels):
+fast for "these 64 images, every unit". An analysis that reads mostly along
+units (one channel over every image, unit tuning, encoding models fit per
+unit) wants unit-major chunks: many images, one channel or a few units.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import defaults
+from ..errors import UserError
+from .base import LayerSpec, Layout, choose_chunks
+
+LAYOUTS = ("unit-major", "image-major")
+# Memory the copy may hold: a block of rows of every layer, read and then
+# compressed. The default suits a laptop; a larger budget means fewer,
+# larger unit-major chunks along images.
+MAX_MEMORY = 1 * 2**30
+
+
+@dataclass
+class RechunkResult:
+    """Where the copy is, its chunks per layer, and what the copy took."""
+
+    path: Path
+    file_format: str
+    layout: str
+    rows: int
+    chunks: dict[str, tuple[int, ...]]
+    block_rows: int
+    seconds: float
+
+
+def unit_major_chunks(shape: tuple[int, ...], itemsize: int, rows: int,
+                      chunk_channels: int | None = None) -> tuple[int, ...]:
+    """Chunks of ``rows`` images and as few channels (units) as keep a chunk
+    near ``defaults.CHUNK_BYTES``: reading one channel then reads ``N / rows``
+    chunks that hold nothing else."""
+    rest = math.prod(shape[1:]) * itemsize
+    fit = max(1, defaults.CHUNK_BYTES // max(1, rows * rest))
+    first = max(1, min(shape[0], chunk_channels or fit))
+    return (rows, first, *shape[1:])
+
+
+def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
+            chunk_images: int | None = None, chunk_channels: int | None = None,
+            max_memory: int = MAX_MEMORY, file_format: str | None = None,
+            overwrite: bool = False) -> RechunkResult:
+    """Copy the complete store ``src`` to ``out`` with new chunks, in bounded memory.
+
+    Rows are copied in blocks that fill whole output chunks, so memory stays
+    near ``max_memory`` whatever the store's size. The copy keeps the
+    values, row metadata and provenance; its ``fingerprint`` records the new
+    chunks and ``rechunked_from`` the source.
+
+    Args:
+        src: a complete store.
+        out: the new store (``.zarr`` or ``.h5``; another format than ``src`` is fine).
+        layout: ``unit-major`` (many images, one channel or a few units per
+            chunk) or ``image-major`` (what ``extract`` writes).
+        chunk_images: rows per chunk [unit-major: as many as ``max_memory``
+            allows; image-major: ``defaults.CHUNK_IMAGES``].
+        chunk_channels: channels (units) per chunk [default: from
+            ``defaults.CHUNK_BYTES``].
+        max_memory: bytes the copy may hold at once.
+        file_format: ``zarr`` or ``hdf5`` [default: from ``out``'s suffix].
+        overwrite: replace an existing store at ``out``.
+
+    Returns:
+        A :class:`RechunkResult`.
+
+    Raises:
+        UserError: unknown layout, incomplete source, ``out`` exists, or a
+            budget too small for one chunk row of every layer.
+
+    Example:
+        >>> rechunk("alexnet.zarr", "alexnet-units.zarr", "unit-major")      # doctest: +SKIP
+    """
+    from . import LEGACY_FORMATS, create_writer, detect_format, is_store, open_store, remove_store
+    started = time.perf_counter()
+    if layout not in LAYOUTS:
+        raise UserError(f"unknown --layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    for option, value in (("--chunk-images", chunk_images), ("--chunk-channels", chunk_channels)):
+        if value is not None and value < 1:
+            raise UserError(f"{option} must be at least 1, got {value}")
+    src, out = Path(src), Path(out)
+    file_format = detect_format(out, file_format)
+    if file_format in LEGACY_FORMATS:
+        raise UserError(f"rechunk writes zarr or hdf5, not {file_format}")
+    if out.exists():
+        if not overwrite:
+            raise UserError(f"{out} exists: pass --overwrite to replace it or choose another path")
+        remove_store(out)
+    with open_store(src) as store:
+        if not store.written.all():
+            raise UserError(f"{src} is not complete ({len(store.written_rows)}/{len(store)} rows): "
+                            "run its extract command again to finish it first")
+        specs = [store.spec(name) for name in store.layers]
+        row_bytes = sum(spec.bytes_per_image for spec in specs)
+        fit_rows = max_memory // (2 * row_bytes)   # the block read, and its compressed copy
+        if layout == "unit-major":
+            source_rows = specs[0].chunks[0]   # blocks aligned to source chunks read each once
+            rows = chunk_images or max(1, min(len(store), fit_rows))
+            rows = rows - rows % source_rows if not chunk_images and rows > source_rows else rows
+        else:
+            rows = chunk_images or defaults.CHUNK_IMAGES
+        if fit_rows < rows:
+            raise UserError(f"--max-memory {max_memory:,} B holds {fit_rows} rows of every layer, "
+                            f"fewer than one chunk of {rows} rows: raise it or lower --chunk-images")
+        block = min(rows * max(1, fit_rows // rows), max(rows, len(store)))
+        new_specs = tuple(_respec(spec, layout, rows, chunk_channels) for spec in specs)
+        writer = create_writer(out, file_format, Layout(
+            n_rows=len(store), layers=new_specs, chunk_images=rows,
+            compression=store.attrs.get("compression", defaults.COMPRESSION),
+            compression_level=store.attrs.get("compression_level")),
+            store.file_names, store.targets, store.classes, _attrs(store, new_specs, rows, src))
+        try:
+            for start in range(0, len(store), block):
+                stop = min(start + block, len(store))
+                writer.write_rows(start, {name: store[name][start:stop] for name in store.layers})
+            writer.update_attrs({"status": "complete"})
+        finally:
+            writer.close()
+    return RechunkResult(path=out, file_format=file_format, layout=layout, rows=len(store),
+                         chunks={s.module_name: s.chunks for s in new_specs}, block_rows=block,
+                         seconds=time.perf_counter() - started)
+
+
+def _respec(spec: LayerSpec, layout: str, rows: int, chunk_channels: int | None) -> LayerSpec:
+    itemsize = spec.bytes_per_image // max(1, math.prod(spec.shape))
+    if layout == "unit-major":
+        chunks = unit_major_chunks(spec.shape, itemsize, rows, chunk_channels)
+    else:
+        chunks = choose_chunks(spec.shape, itemsize, rows, chunk_channels)
+    return LayerSpec(module_name=spec.module_name, shape=spec.shape, native_shape=spec.native_shape,
+                     dtype=spec.dtype, chunks=chunks)
+
+
+def _attrs(store, specs: tuple[LayerSpec, ...], rows: int, src: Path) -> dict:
+    attrs = dict(store.attrs)
+    fingerprint = {**attrs.get("fingerprint", {}), "chunks": {s.module_name: list(s.chunks) for s in specs}}
+    attrs.update(status="incomplete", chunk_images=rows, fingerprint=fingerprint,
+                 fingerprint_sha256=hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest(),
+                 rechunked_from=str(src.resolve()),
+                 rechunked=_dt.datetime.now(_dt.timezone.utc).isoformat())
+    return attrs

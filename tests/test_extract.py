@@ -1,0 +1,197 @@
+"""Extraction end to end: stored activations equal an independent forward pass."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from actstore import extract, open_store
+from actstore.errors import UserError
+from actstore.extractor import Extractor
+from actstore.images import ImageSet
+from actstore.models import from_module
+from actstore.store.schema import validate_store
+
+from conftest import reference_activations
+
+FAST = dict(batch_size=5, num_workers=0, quiet=True)
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_alexnet_two_layers_equal_the_reference_forward_pass(tmp_path, image_dir, weights_file, suffix):
+    weights = weights_file("alexnet")
+    out = tmp_path / f"alexnet{suffix}"
+    result = extract(model_name="alexnet", model_path=weights, module_names=["features.0", "classifier.4"],
+                     in_path=image_dir, out_path=out, **FAST)
+    assert result.complete and result.rows_written == 12
+    with open_store(out) as store:
+        validate_store(store)
+        assert store.format == ("zarr" if suffix == ".zarr" else "hdf5")
+        assert store.layers == sorted(["features.0", "classifier.4"]) or set(store.layers) == {"features.0", "classifier.4"}
+        assert list(store.file_names) == list(ImageSet.scan(image_dir).file_names)
+        assert store.targets.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+        assert store.classes == ["cat", "dog", "zebra"]
+        assert store.status == "complete" and store.written.all()
+        assert store.attrs["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+        assert store["features.0"].shape == (12, 64, 55, 55)
+        assert store["features.0"].dims == ("image", "channel", "height", "width")
+        assert store["classifier.4"].shape == (12, 4096)
+        for layer in ("features.0", "classifier.4"):
+            expected = reference_activations("alexnet", weights, image_dir, store.file_names, layer)
+            np.testing.assert_allclose(store[layer][:], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_output_is_stored_before_the_in_place_relu(tmp_path, image_dir, weights_file):
+    weights = weights_file("alexnet")
+    out = tmp_path / "s.zarr"
+    extract(model_name="alexnet", model_path=weights, module_names=["features.0", "features.1"],
+            in_path=image_dir, out_path=out, **FAST)
+    with open_store(out) as store:
+        conv, relu = store["features.0"][:], store["features.1"][:]
+    assert (conv < 0).sum() > 1000
+    assert np.array_equal(relu, np.maximum(conv, 0))
+
+
+def test_flattened_layers_keep_the_native_shape_in_attributes(tmp_path, image_dir, weights_file):
+    weights = weights_file("alexnet")
+    out = tmp_path / "flat.h5"
+    extract(model_name="alexnet", model_path=weights, module_names=["features.11"], flatten_acts=True,
+            in_path=image_dir, out_path=out, **FAST)
+    with open_store(out) as store:
+        validate_store(store)
+        assert store["features.11"].shape == (12, 256 * 13 * 13)
+        assert store.layer_attrs("features.11")["native_shape"] == [256, 13, 13]
+        assert store["features.11"].dims == ("image", "unit")
+        expected = reference_activations("alexnet", weights, image_dir, store.file_names, "features.11")
+        np.testing.assert_allclose(store["features.11"][:], expected.reshape(12, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_resnet_block_layer_and_flat_folder(tmp_path, flat_dir, weights_file):
+    weights = weights_file("resnet18")
+    out = tmp_path / "r.zarr"
+    extract(model_name="resnet18", model_path=weights, module_names=["layer4.1.conv2", "avgpool"],
+            in_path=flat_dir, out_path=out, **FAST)
+    with open_store(out) as store:
+        assert store.targets.tolist() == list(range(12))
+        assert store.classes == []
+        assert store.file_names[:3].tolist() == ["img1.jpg", "img2.png", "img3.png"]
+        for layer in ("layer4.1.conv2", "avgpool"):
+            expected = reference_activations("resnet18", weights, flat_dir, store.file_names, layer)
+            np.testing.assert_allclose(store[layer][:], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_float16_storage_is_the_rounded_float32_activation(tmp_path, image_dir, weights_file):
+    weights = weights_file("alexnet")
+    out = tmp_path / "half.zarr"
+    extract(model_name="alexnet", model_path=weights, module_names=["classifier.4"], dtype="float16",
+            in_path=image_dir, out_path=out, **FAST)
+    with open_store(out) as store:
+        stored = store["classifier.4"][:]
+        assert stored.dtype == np.float16 and store.attrs["dtype"] == "float16"
+    expected = reference_activations("alexnet", weights, image_dir, store.file_names, "classifier.4")
+    np.testing.assert_allclose(stored.astype(np.float32), expected, rtol=2e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("compression", ["lz4", "gzip", "none"])
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_every_codec_round_trips_exactly(tmp_path, image_dir, weights_file, compression, suffix):
+    weights = weights_file("alexnet")
+    common = dict(model_name="alexnet", model_path=weights, module_names=["features.3"],
+                  in_path=image_dir, **FAST)
+    extract(out_path=tmp_path / f"zstd{suffix}", **common)
+    extract(out_path=tmp_path / f"{compression}{suffix}", compression=compression, **common)
+    with open_store(tmp_path / f"zstd{suffix}") as a, open_store(tmp_path / f"{compression}{suffix}") as b:
+        assert b.attrs["compression"] == compression
+        assert np.array_equal(a["features.3"][:], b["features.3"][:])
+
+
+def test_chunks_split_channels_only_for_large_layers(tmp_path, image_dir, weights_file):
+    out = tmp_path / "c.zarr"
+    extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["features.0", "classifier.4"],
+            in_path=image_dir, out_path=out, chunk_images=8, **FAST)
+    with open_store(out) as store:
+        assert store["classifier.4"].chunks == (8, 4096)
+        conv = store["features.0"].chunks
+        assert conv[0] == 8 and conv[2:] == (55, 55) and conv[1] < 64
+        assert 8 * conv[1] * 55 * 55 * 4 <= 4 * 2**20
+
+
+def test_forward_pass_stops_after_the_last_requested_module(weights_file):
+    model = torchvision.models.alexnet()
+    ran = []
+    model.classifier.register_forward_hook(lambda *a: ran.append("classifier"))
+    outputs = Extractor(model, ["features.2"])(torch.zeros(2, 3, 224, 224))
+    assert outputs["features.2"].shape == (2, 64, 27, 27)
+    assert ran == []
+
+
+class _Twice(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.shared = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.shared(self.shared(x.mean(dim=(2, 3))[:, :1].repeat(1, 4))))
+
+
+def test_a_module_that_runs_twice_is_refused():
+    with pytest.raises(UserError, match="shared runs 2 times"):
+        Extractor(_Twice(), ["shared"]).probe(torch.zeros(1, 3, 8, 8))
+
+
+def test_a_module_returning_a_tuple_is_refused():
+    lstm = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Unflatten(1, (1, -1)))
+    model = torch.nn.Sequential()
+    model.add_module("seq", lstm)
+    model.add_module("rnn", torch.nn.GRU(192, 4, batch_first=True))
+    with pytest.raises(UserError, match="rnn returns a tuple, not a tensor"):
+        Extractor(model, ["rnn"]).probe(torch.zeros(1, 3, 8, 8))
+
+
+def test_unknown_module_names_close_matches():
+    with pytest.raises(UserError, match="did you mean features.1"):
+        Extractor(torchvision.models.alexnet(), ["feature.1"])
+
+
+def test_any_module_and_transform_through_the_python_api(tmp_path, image_dir):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(20, 3))
+    transform = torchvision.transforms.Compose([torchvision.transforms.Resize((16, 16)),
+                                                torchvision.transforms.ToTensor()])
+    model = from_module(net, transform, name="tiny", input_size=(16, 16))
+    out = tmp_path / "tiny.zarr"
+    extract(model=model, module_names=["0", "4"], in_path=image_dir, out_path=out, **FAST)
+    images = ImageSet.scan(image_dir)
+    batch = torch.stack([transform(images.load(i)) for i in range(len(images))])
+    with torch.no_grad():
+        conv = net[0](batch)
+        logits = net(batch)
+    with open_store(out) as store:
+        assert store.attrs["model_name"] == "tiny" and store.attrs["weights"] == "user-module"
+        np.testing.assert_allclose(store["0"][:], conv.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(store["4"][:], logits.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fraction_stores_only_the_subset(tmp_path, image_dir, weights_file):
+    out = tmp_path / "frac.zarr"
+    extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["classifier.6"],
+            in_path=image_dir, out_path=out, fraction=0.5, rnd_seed=7, **FAST)
+    with open_store(out) as store:
+        expected = ImageSet.scan(image_dir, fraction=0.5, rnd_seed=7)
+        assert list(store.file_names) == list(expected.file_names) and len(store) == 6
+        assert store.targets.tolist() == list(expected.targets)
+        assert store.attrs["fraction"] == 0.5 and store.attrs["rnd_seed"] == 7
+
+
+def test_random_weights_warn_and_are_reproducible(tmp_path, image_dir):
+    common = dict(model_name="alexnet", weights="none", module_names=["classifier.6"], in_path=image_dir, **FAST)
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        extract(out_path=tmp_path / "a.zarr", **common)
+    with pytest.warns(UserWarning):
+        extract(out_path=tmp_path / "b.zarr", **common)
+    with open_store(tmp_path / "a.zarr") as a, open_store(tmp_path / "b.zarr") as b:
+        assert a.attrs["weights"] == "none"
+        assert np.array_equal(a["classifier.6"][:], b["classifier.6"][:])
