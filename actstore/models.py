@@ -36,7 +36,7 @@ def available_models() -> list[str]:
 
 
 def suggest(name: str, choices: list[str], what: str) -> str:
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.7)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return f"unknown {what} {name!r}{hint}"
 
