@@ -181,7 +181,8 @@ class _RowBuffer:
             yield from self._emit(self.length)
 
     def _emit(self, count: int):
-        block = {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        block = self.parts[0] if len(self.parts) == 1 else \
+            {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
         yield self.start, {k: v[:count] for k, v in block.items()}
         rest = self.length - count
         self.parts = [{k: v[count:] for k, v in block.items()}] if rest else []
@@ -453,7 +454,7 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                 out = out.to(torch_dtype)
                 if flatten:
                     out = out.reshape(out.shape[0], -1)
-                arrays[name] = out.cpu().numpy()[keep]
+                arrays[name] = out.cpu().numpy() if keep.all() else out.cpu().numpy()[keep]
             background.put(rows[keep], arrays)
     except KeyboardInterrupt:
         background.finish()
