@@ -14,6 +14,7 @@ import queue
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -29,7 +30,7 @@ from . import __version__, defaults
 from .errors import UserError
 from .images import ImageSet
 from .models import Model, load_model, suggest
-from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS, LayerSpec, Layout,
+from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS, STORE_SUFFIXES, LayerSpec, Layout,
                     StoreWriter, choose_chunks, create_writer, detect_format, is_store,
                     remove_store, reopen_writer)
 
@@ -329,6 +330,14 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         raise UserError(f"--num-workers must be 0 or more, got {num_workers}")
     torch_device = resolve_device(device)
     out_path = Path(out_path)
+    if file_format is None and not is_store(out_path) and \
+            out_path.suffix.lower() not in STORE_SUFFIXES:
+        # The original extract.py's default: old job scripts keep working unchanged.
+        warnings.warn(f"out path {out_path} has no store suffix ({', '.join(STORE_SUFFIXES)}): writing "
+                      "the original THINGSvision text layout <out>/<model>/<module>/activations.txt; "
+                      "use a path ending in .zarr or .h5 (or --file-format zarr) for a store",
+                      stacklevel=2)
+        file_format = "txt"
     file_format = detect_format(out_path, file_format)
     images = ImageSet.scan(in_path, things=things, things_tsv=things_tsv,
                            fraction=fraction, rnd_seed=rnd_seed)
@@ -459,6 +468,9 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
     except KeyboardInterrupt:
         background.finish()
         progress.close()
+        if not writer.supports_resume:
+            raise Interrupted("interrupted: nothing was kept (the txt/npy layout cannot resume); "
+                              "use a .zarr or .h5 out path for resumable runs")
         raise Interrupted(f"interrupted: {done_before + background.rows_written} of {len(images)} "
                           "rows are kept; run the same command again to resume")
     except BaseException:

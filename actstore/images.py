@@ -143,8 +143,9 @@ def _wide_to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _subset(n: int, fraction: float, seed: int | None) -> np.ndarray:
-    """Random rows, in their original order, so the store stays sorted."""
-    k = max(1, math.floor(n * fraction + 0.5))
+    """Random rows, in their original order, so the store stays sorted.
+    ``int(n * fraction)`` of them, as the original tool took."""
+    k = max(1, math.floor(n * fraction))
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(n, size=k, replace=False))
 

@@ -101,7 +101,7 @@ def test_missing_and_empty_in_path(tmp_path, weights_file):
 
 
 def test_overwrite_never_deletes_a_folder_that_is_not_a_store(tmp_path, image_dir, weights_file):
-    precious = tmp_path / "results"
+    precious = tmp_path / "results.zarr"
     precious.mkdir()
     (precious / "thesis.tex").write_text("years of work")
     for extra in ([], ["--overwrite"]):
@@ -165,3 +165,14 @@ def test_info_shows_the_store_at_a_glance(tmp_path, image_dir, weights_file):
     assert "status: complete" in text and "rows: 12/12" in text and "model: alexnet" in text
     assert "features.4: (12, 192, 27, 27) (image, channel, height, width) chunks (16, 64, 27, 27)" in text
     assert "ratio" in text and "torch_version" in text and "preprocessing" in text
+
+
+def test_an_out_path_without_store_suffix_gets_the_original_text_layout(tmp_path, image_dir, weights_file):
+    out = tmp_path / "activations"
+    result = invoke("extract", "--model_name", "alexnet", "--model_path", weights_file("alexnet"),
+                    "--module_name", "classifier.6", "--in_path", image_dir, "--out_path", out, "-q")
+    assert result.exit_code == 0, result.stderr
+    assert "writing the original THINGSvision text layout" in result.stderr
+    folder = out / "alexnet" / "classifier.6"
+    assert sorted(p.name for p in folder.iterdir()) == ["activations.txt", "file_names.txt", "targets.txt"]
+    assert np.loadtxt(folder / "activations.txt").shape == (12, 1000)

@@ -24,6 +24,7 @@ BACKENDS: dict[str, tuple[type[StoreWriter], type[StoreReader]]] = {
     "hdf5": (Hdf5Writer, Hdf5Reader),
 }
 DEFAULT_FORMAT = "zarr"
+STORE_SUFFIXES = tuple(suffix for writer, _ in BACKENDS.values() for suffix in writer.suffixes)
 # The original THINGSvision text/npy layout (actstore.legacy): written, never resumed or read lazily.
 LEGACY_FORMATS = ("txt", "npy")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -129,7 +130,7 @@ def open_store(path: str | Path) -> Store:
     return Store(path, reader)
 
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION", "LEGACY_FORMATS",
+__all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION", "LEGACY_FORMATS", "STORE_SUFFIXES",
            "LayerSpec", "Layout", "LazyArray", "Store", "StoreReader", "StoreWriter", "choose_chunks",
            "create_writer", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
            "reopen_writer", "writer_class"]

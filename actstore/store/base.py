@@ -129,6 +129,7 @@ class StoreWriter(ABC):
     format_name: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]]
     supports_concurrent_writers: ClassVar[bool] = False
+    supports_resume: ClassVar[bool] = True
 
     path: Path
 

@@ -1,7 +1,12 @@
 """HDF5 backend: one file, chunked datasets, the same layout as Zarr.
 
 The file is written in SWMR mode (single writer, multiple readers): readers
-may open it while rows are being added and see a consistent file. Codecs
+may open it while rows are being added and see a consistent file, and a
+writer killed at any moment leaves a file whose flushed rows are intact. The
+only damage a kill leaves is the superblock's "open for write" flag, which
+:func:`_open_rw` clears on resume (what ``h5clear -s`` does). Rows are marked
+in ``written`` only after the data is flushed. The file is built under a
+temporary name and renamed into place once it is complete and in SWMR mode. Codecs
 other than gzip are HDF5 filter plugins; ``import hdf5plugin`` makes them
 readable from h5py, and ``HDF5_PLUGIN_PATH=$(python -c 'import hdf5plugin;
 print(hdf5plugin.PLUGIN_PATH)')`` from h5dump and other HDF5 tools.
@@ -9,6 +14,7 @@ print(hdf5plugin.PLUGIN_PATH)')`` from h5dump and other HDF5 tools.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -72,7 +78,10 @@ class Hdf5Writer(StoreWriter):
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
                classes: Sequence[str], attrs: Mapping[str, Any]) -> "Hdf5Writer":
-        file = h5py.File(path, "w-", libver="latest")
+        if path.exists():
+            raise FileExistsError(f"{path} exists")
+        partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        file = h5py.File(partial, "w", libver="latest")
         n, text = layout.n_rows, h5py.string_dtype("utf-8")
         file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
         file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64))
@@ -88,16 +97,15 @@ class Hdf5Writer(StoreWriter):
                                        chunks=(min(spec.chunks[0], n), *spec.chunks[1:]), fillvalue=0,
                                        **_filters(layout.compression, layout.compression_level))
             _set_attrs(dset, spec.attrs())
-        _set_attrs(file, attrs)
+        _set_attrs(file, {"completed": None, **attrs})   # created now: SWMR cannot add attributes
         file.flush()
         file.swmr_mode = True
+        os.replace(partial, path)   # a store appears whole or not at all
         return cls(path, file)
 
     @classmethod
     def reopen(cls, path: Path) -> "Hdf5Writer":
-        file = h5py.File(path, "r+", libver="latest")
-        file.swmr_mode = True
-        return cls(path, file)
+        return cls(path, _open_rw(path))
 
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         stop = start + len(next(iter(arrays.values())))
@@ -111,14 +119,18 @@ class Hdf5Writer(StoreWriter):
         return self._written[:].astype(bool)
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
-        # New attributes cannot be added in SWMR mode: reopen the file plainly.
+        # SWMR lets us change attributes that exist (status, completed), not add
+        # new ones; for those, leave SWMR mode for a moment.
+        try:
+            _set_attrs(self._file, attrs)
+            self._file.flush()
+            return
+        except (OSError, RuntimeError, KeyError):
+            pass
         self._file.close()
         with h5py.File(self.path, "r+", libver="latest") as file:
             _set_attrs(file, attrs)
-        self._file = h5py.File(self.path, "r+", libver="latest")
-        self._file.swmr_mode = True
-        self._layers = dict(self._file[ACTIVATIONS].items())
-        self._written = self._file["written"]
+        self.__init__(self.path, _open_rw(self.path))
 
     def root_attrs(self) -> dict[str, Any]:
         return _get_attrs(self._file)
@@ -190,3 +202,31 @@ def _read_h5(dset, selection: tuple) -> np.ndarray:
         if isinstance(s, np.ndarray) and axis_in != arrays[0]:
             block = np.take(block, s, axis=out_axes.index(axis_in))
     return block
+
+
+def _open_rw(path) -> h5py.File:
+    """Open for writing, clearing the superblock's "open for write" flag that a
+    killed SWMR writer leaves behind (what ``h5clear -s`` does)."""
+    try:
+        file = h5py.File(path, "r+", libver="latest")
+    except OSError as error:
+        if "consistency flags" not in str(error) and "already open for write" not in str(error):
+            raise
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+        _clear_status_flags_on(fapl)
+        file = h5py.File(h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDWR, fapl=fapl))
+    file.swmr_mode = True
+    return file
+
+
+def _clear_status_flags_on(fapl) -> None:
+    import ctypes
+    import glob
+    import os
+    libs = glob.glob(os.path.join(os.path.dirname(h5py.__file__), os.pardir, "h5py.libs", "libhdf5-*.so*"))
+    lib = ctypes.CDLL(libs[0]) if libs else ctypes.CDLL(None)
+    lib.H5Pset.argtypes = [ctypes.c_int64, ctypes.c_char_p, ctypes.c_void_p]
+    flag = ctypes.c_bool(True)
+    if lib.H5Pset(fapl.id, b"clear_status_flags", ctypes.byref(flag)) < 0:
+        raise OSError("could not clear the HDF5 status flags of a killed writer")
