@@ -95,8 +95,8 @@ def _format_tree(tree) -> str:
 def extract(
     model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="torchvision model, e.g. alexnet (see `actstore models`)."),
     module_names: List[str] = typer.Option([], "--module-name", "--module_name", help="Module to store, e.g. features.11; repeat for several (one forward pass)."),
-    in_path: Path = typer.Option(..., "--in-path", "--in_path", help="Folder of images, flat or one subfolder per class."),
-    out_path: Path = typer.Option(..., "--out-path", "--out_path", help="Store path (.zarr directory, .h5/.hdf5 file), or a folder for txt/npy."),
+    in_path: Path = typer.Option(Path("./images/"), "--in-path", "--in_path", help="Folder of images, flat or one subfolder per class."),
+    out_path: Path = typer.Option(Path("./activations/"), "--out-path", "--out_path", help="Store path: a .zarr directory or .h5/.hdf5 file. A path without those suffixes gets the original tool's txt layout <out>/<model>/<module>/ unless --file-format says otherwise."),
     model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="State-dict file, or folder of torchvision checkpoint files."),
     weights: str = typer.Option("DEFAULT", "--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1, ...) or 'none' for random init; also picks the preprocessing."),
     batch_size: int = typer.Option(defaults.BATCH_SIZE, "--batch-size", "--batch_size", help="Images per forward pass."),
@@ -116,6 +116,7 @@ def extract(
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained weights are the default here."),
 ) -> None:
     """Extract activations of MODEL at the given modules for every image into one store."""
     from .extractor import extract as run_extract
@@ -192,6 +193,62 @@ def info(
         if attrs.get(key) is not None:
             value = str(attrs[key]).replace("\n", " ")
             typer.echo(f"  {key}: {' '.join(value.split())}")
+
+
+@app.command()
+@command
+def rechunk(
+    store_path: Path = typer.Argument(..., metavar="STORE", help="A complete .zarr directory or .h5 file."),
+    out_path: Path = typer.Argument(..., metavar="OUT", help="The new store (.zarr or .h5)."),
+    layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per chunk) or image-major (as extract writes)."),
+    chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory allows; image-major: 16]."),
+    chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: chunks near 4 MiB]."),
+    max_memory_mb: int = typer.Option(1024, "--max-memory-mb", help="Memory the copy may hold, in MiB."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at OUT."),
+) -> None:
+    """Copy STORE to OUT in another chunk layout, streaming in bounded memory."""
+    from .store.rechunk import rechunk as run_rechunk
+    result = run_rechunk(store_path, out_path, layout, chunk_images=chunk_images,
+                         chunk_channels=chunk_channels, max_memory=max_memory_mb * 2**20,
+                         overwrite=overwrite)
+    chunks = ", ".join(f"{name} {tuple(c)}" for name, c in result.chunks.items())
+    typer.echo(f"rechunked {result.rows} rows to {result.path} [{result.file_format}, {result.layout}] "
+               f"in {result.seconds:.1f} s; chunks: {chunks}")
+
+
+@app.command()
+@command
+def export(
+    store_path: Path = typer.Argument(..., metavar="STORE", help="A .zarr directory or .h5 file."),
+    module_name: str = typer.Option(..., "--module-name", "--module_name", help="The layer to export, e.g. features.11."),
+    file_format: str = typer.Option("txt", "--file-format", "--file_format", help="txt or npy (also .txt/.npy). npy is exact and keeps the stored shape in one array; txt of a 3+-D layer uses the original slices with %-7.5f: LOSSY (5 decimals)."),
+    out_path: Path = typer.Option(..., "--out-path", "--out_path", help="Root folder: files go to OUT/<model>/<module>/."),
+    n_splits: int = typer.Option(1, "--split", help="Write activations_01 ... activations_NN: exactly N files (the original wrote N-1)."),
+    decimals: int = typer.Option(5, "--decimals", help="Decimals of text slices (the original's 5 is lossy; more digits keep more)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing activations* files in that folder (nothing else)."),
+) -> None:
+    """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
+    from .legacy import export_layer
+    result = export_layer(store_path, module_name, out_path, file_format, n_splits=n_splits,
+                          decimals=decimals, overwrite=overwrite)
+    typer.echo(f"exported {module_name} {result.shape} to {result.folder}: "
+               f"{', '.join(p.name for p in result.files)}")
+
+
+@app.command("import-legacy")
+@command
+def import_legacy(
+    source: Path = typer.Argument(..., metavar="DIR", help="An original output folder <out>/<model>/<module>/ (or <out>/<model>/)."),
+    out_path: Path = typer.Option(..., "--out-path", "--out_path", help="The new store (.zarr directory or .h5 file)."),
+    file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr or hdf5 [default: from the out path's suffix, else zarr]."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
+) -> None:
+    """Bring an original txt/npy output folder (single or split files) into a store, streaming."""
+    from .legacy import import_legacy as run_import
+    result = run_import(source, out_path, file_format=file_format, overwrite=overwrite,
+                        command_line=shlex.join(["actstore", *sys.argv[1:]]))
+    typer.echo(f"imported {result.n_images} rows of {len(result.layers)} layer(s) from {source} "
+               f"to {result.path} [{result.file_format}]")
 
 
 def main() -> None:
