@@ -114,6 +114,7 @@ def extract(
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 4 MiB]."),
     num_workers: int = typer.Option(defaults.NUM_WORKERS, "--num-workers", help="DataLoader processes decoding images."),
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in the store) instead of stopping."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained weights are the default here."),
@@ -130,7 +131,8 @@ def extract(
         flatten_acts=flatten_acts, fraction=fraction, rnd_seed=rnd_seed, things=things,
         things_tsv=things_tsv, file_format=file_format, dtype=dtype, compression=compression,
         compression_level=compression_level, chunk_images=chunk_images,
-        chunk_channels=chunk_channels, num_workers=num_workers, overwrite=overwrite, quiet=quiet,
+        chunk_channels=chunk_channels, num_workers=num_workers, skip_bad_images=skip_bad_images,
+        overwrite=overwrite, quiet=quiet,
         command_line=shlex.join(["actstore", *sys.argv[1:]]))
     if result.resumed and result.rows_this_run == 0 and result.complete:
         typer.echo(f"{result.path} is already complete ({result.n_images} rows); nothing to do", err=quiet)
@@ -249,6 +251,26 @@ def import_legacy(
                         command_line=shlex.join(["actstore", *sys.argv[1:]]))
     typer.echo(f"imported {result.n_images} rows of {len(result.layers)} layer(s) from {source} "
                f"to {result.path} [{result.file_format}]")
+
+
+@app.command()
+@command
+def verify(
+    store_path: Path = typer.Argument(..., metavar="STORE", help="A .zarr directory or .h5 file."),
+    recompute: int = typer.Option(0, "--recompute", help="Recompute K random images through the model and compare."),
+    model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="The weights file the store was made with (for --recompute)."),
+    in_path: Optional[Path] = typer.Option(None, "--in-path", "--in_path", help="The image folder, if it moved (for --recompute)."),
+    device: str = typer.Option("cpu", "--device", help="Device for --recompute."),
+) -> None:
+    """Check a store: schema, every chunk decodes, every row written, finite values, unique names."""
+    from .verify import verify as run_verify
+    report = run_verify(store_path, recompute=recompute, model_path=model_path, in_path=in_path,
+                        device=device)
+    for check in report.checks:
+        colour = typer.colors.GREEN if check.ok else typer.colors.RED
+        typer.secho(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}", fg=colour)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ bounded queue, so memory stays at a few batches whatever the image count.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import hashlib
 import json
 import math
@@ -299,13 +300,16 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             dtype: str = "float32", compression: str = defaults.COMPRESSION,
             compression_level: int | None = None, chunk_images: int = defaults.CHUNK_IMAGES,
             chunk_channels: int | None = None, num_workers: int = defaults.NUM_WORKERS,
-            overwrite: bool = False, quiet: bool = False,
+            skip_bad_images: bool = False, overwrite: bool = False, quiet: bool = False,
             command_line: str | None = None) -> ExtractResult:
     """Extract ``module_names`` of a model for every image under ``in_path`` into one store.
 
     Pass ``model_name`` (a torchvision model, weights from ``model_path`` or
     ``weights``) or a ready ``model`` (see :func:`actstore.models.from_module`).
     Running again on an incomplete store from the same configuration resumes it.
+    Images are checked cheaply first: bad ones stop the run before anything is
+    written, naming each, unless ``skip_bad_images`` leaves them out (and
+    records them in the store's ``skipped_images`` attribute).
 
     Returns:
         An :class:`ExtractResult`.
@@ -341,6 +345,17 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
     file_format = detect_format(out_path, file_format)
     images = ImageSet.scan(in_path, things=things, things_tsv=things_tsv,
                            fraction=fraction, rnd_seed=rnd_seed)
+    bad = images.check()
+    skipped = [{"file_name": images.file_names[row], "reason": reason} for row, reason in bad]
+    if bad and not skip_bad_images:
+        listed = "; ".join(f"{s['file_name']}: {s['reason']}" for s in skipped[:10])
+        more = f" (+{len(bad) - 10} more)" if len(bad) > 10 else ""
+        raise UserError(f"{len(bad)} bad image(s) under {in_path}: {listed}{more}; fix or remove "
+                        "them, or pass --skip-bad-images to leave them out")
+    if bad:
+        images = images.without([row for row, _ in bad])
+        if not len(images):
+            raise UserError(f"every image under {in_path} is bad; nothing to extract")
     if model is None:
         if not model_name:
             raise UserError("no model given: pass --model-name (see `actstore models`)")
@@ -361,13 +376,22 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
     current = fingerprint(model, images, layout, flatten_acts)
     writer, resumed = _open_or_create(out_path, file_format, layout, images, model, current,
                                       overwrite=overwrite, device=str(torch_device),
-                                      command_line=command_line, things=things, flatten=flatten_acts)
+                                      command_line=command_line, things=things, flatten=flatten_acts,
+                                      skipped=skipped)
     try:
         todo = np.flatnonzero(~writer.written())
         done_before = len(images) - len(todo)
-        rows_this_run = _run(extractor, model, images, todo, writer, layout, torch_device,
-                             batch_size=batch_size, num_workers=num_workers, dtype=dtype,
-                             flatten=flatten_acts, quiet=quiet, done_before=done_before)
+        try:
+            rows_this_run = _run(extractor, model, images, todo, writer, layout, torch_device,
+                                 batch_size=batch_size, num_workers=num_workers, dtype=dtype,
+                                 flatten=flatten_acts, quiet=quiet, done_before=done_before)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise
+            kept = int(writer.written().sum()) if writer.supports_resume else 0
+            raise UserError(f"out of disk space writing {out_path} ({error.strerror}): {kept} of "
+                            f"{len(images)} rows are kept; free space and run the same command "
+                            "again to resume") from error
         written = writer.written()
         if written.all():
             writer.update_attrs({"status": "complete",
@@ -382,7 +406,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
 
 def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: ImageSet, model: Model,
                     current: dict, *, overwrite: bool, device: str, command_line: str | None,
-                    things: bool, flatten: bool) -> tuple[StoreWriter, bool]:
+                    things: bool, flatten: bool, skipped: list[dict]) -> tuple[StoreWriter, bool]:
     attrs = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "actstore_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
@@ -393,7 +417,7 @@ def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: Im
         "torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
         "device": device, "rnd_seed": images.rnd_seed, "fraction": images.fraction,
         "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
-        "things": things, "n_images": len(images),
+        "things": things, "n_images": len(images), "skipped_images": skipped,
         "command_line": command_line or " ".join(sys.argv),
         "status": "incomplete",
         "fingerprint": current,

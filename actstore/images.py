@@ -11,6 +11,8 @@ import hashlib
 import json
 import math
 import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -123,6 +125,25 @@ class ImageSet:
             return image.convert("RGB") if image.mode not in ("I;16", "I;16B", "I;16L", "I") \
                 else _wide_to_rgb(image)
 
+    def check(self, workers: int = 8) -> list[tuple[int, str]]:
+        """Cheaply find images that would fail or mislead, before any heavy work.
+
+        Reads headers (and PNG checksums, and the end of each JPEG) instead of
+        decoding: zero-byte files, non-images with an image extension,
+        truncated files, decompression-bomb-sized images.
+
+        Returns:
+            ``(row, reason)`` for every bad image, in row order.
+        """
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            reasons = list(pool.map(lambda row: _problem(self.path(row)), range(len(self))))
+        return [(row, reason) for row, reason in enumerate(reasons) if reason]
+
+    def without(self, rows: Sequence[int]) -> "ImageSet":
+        """The set minus ``rows``; targets keep their values."""
+        drop = set(rows)
+        return self.subset([i for i in range(len(self)) if i not in drop])
+
     def digest(self) -> str:
         """SHA-256 of the ordered file names and targets: part of a store's fingerprint."""
         payload = json.dumps([self.file_names, self.targets, self.classes]).encode()
@@ -132,6 +153,40 @@ class ImageSet:
         return ImageSet(root=self.root, file_names=tuple(self.file_names[i] for i in rows),
                         targets=tuple(self.targets[i] for i in rows), classes=self.classes,
                         fraction=self.fraction, rnd_seed=self.rnd_seed, layout=self.layout)
+
+
+def _problem(path: Path) -> str:
+    """Why ``path`` cannot be used as an image, or "" when it can."""
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        return f"unreadable ({error.strerror})"
+    if size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if Image.MAX_IMAGE_PIXELS and width * height > Image.MAX_IMAGE_PIXELS:
+                    return f"decompression-bomb-sized ({width}x{height} pixels)"
+                if image.format == "PNG":
+                    image.verify()   # chunk checksums, without decoding
+                elif image.format == "JPEG" and not _jpeg_ends(path):
+                    image.load()     # no end marker: decode to be sure it is truncated
+    except Image.DecompressionBombError as error:
+        return f"decompression-bomb-sized ({str(error).split('(')[0].strip()})"
+    except Image.UnidentifiedImageError:
+        return "not an image Pillow can read"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"broken or truncated ({str(error)[:80]})"
+    return ""
+
+
+def _jpeg_ends(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 1024))
+        return b"\xff\xd9" in handle.read()
 
 
 def _wide_to_rgb(image: Image.Image) -> Image.Image:
