@@ -7,6 +7,8 @@ makes a Zarr store resumable after ``kill -9``.
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -47,7 +49,11 @@ class ZarrWriter(StoreWriter):
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
                classes: Sequence[str], attrs: Mapping[str, Any]) -> "ZarrWriter":
-        group = _open_group(path, "w-")
+        # Built under a temporary name and renamed into place: readers and other
+        # processes see no store or a whole one, never a half-created one.
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        group = _open_group(partial, "w")
         n, rows = layout.n_rows, (layout.chunk_images,)
         names = group.create_array("file_names", shape=(n,), chunks=(max(n, 1),), dtype=str,
                                    dimension_names=["image"], fill_value="")
@@ -68,7 +74,12 @@ class ZarrWriter(StoreWriter):
                                     dimension_names=list(stored_dim_names(spec.module_name, spec.dims)))
             arr.attrs.update(spec.attrs())
         group.attrs.update(dict(attrs))
-        return cls(path, group)
+        try:
+            os.rename(partial, path)
+        except OSError as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise FileExistsError(f"{path} appeared while the store was being created") from error
+        return cls.reopen(path)
 
     @classmethod
     def reopen(cls, path: Path) -> "ZarrWriter":
