@@ -1,0 +1,113 @@
+"""Bad inputs are named before work starts, and `actstore verify` tells a whole store from a damaged one."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from actstore import extract, open_store
+from actstore.cli import app
+from actstore.errors import UserError
+from actstore.store import reopen_writer
+from actstore.store.schema import validate_store
+from actstore.verify import verify
+
+from conftest import make_images, save_random_weights
+
+FAST = dict(batch_size=4, num_workers=0, quiet=True)
+
+
+@pytest.fixture()
+def with_bad_images(tmp_path, monkeypatch) -> Path:
+    root = make_images(tmp_path / "in", "classes", per_class=3)
+    good = (root / "cat" / "cat_img1.jpg").read_bytes()
+    (root / "cat" / "cut.jpg").write_bytes(good[: len(good) // 2])      # truncated JPEG
+    (root / "dog" / "empty.png").write_bytes(b"")                          # zero bytes
+    (root / "dog" / "notes.png").write_text("not an image")                # wrong content
+    Image.new("L", (400, 300)).save(root / "zebra" / "huge.png")           # too many pixels below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+    return root
+
+
+def test_bad_images_stop_the_run_before_anything_is_written_naming_each(tmp_path, with_bad_images, weights_file):
+    out = tmp_path / "s.zarr"
+    with pytest.raises(UserError) as error:
+        extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["classifier.6"],
+                in_path=with_bad_images, out_path=out, **FAST)
+    message = str(error.value)
+    assert message.startswith("4 bad image(s) under")
+    for name, reason in [("cat/cut.jpg", "truncated"), ("dog/empty.png", "empty file (0 bytes)"),
+                         ("dog/notes.png", "not an image Pillow can read"),
+                         ("zebra/huge.png", "decompression-bomb-sized (400x300 pixels)")]:
+        assert f"{name}: " in message and reason in message
+    assert "--skip-bad-images" in message
+    assert not out.exists()
+
+
+def test_skip_bad_images_stores_exactly_the_good_ones_and_records_the_rest(tmp_path, with_bad_images, weights_file):
+    out = tmp_path / "s.h5"
+    extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["classifier.6"],
+            in_path=with_bad_images, out_path=out, skip_bad_images=True, **FAST)
+    with open_store(out) as store:
+        validate_store(store)
+        assert len(store) == 9 and store.complete
+        assert not any(n in store.file_names for n in ("cat/cut.jpg", "dog/empty.png"))
+        assert store.targets.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        skipped = {s["file_name"]: s["reason"] for s in store.attrs["skipped_images"]}
+    assert sorted(skipped) == ["cat/cut.jpg", "dog/empty.png", "dog/notes.png", "zebra/huge.png"]
+
+
+@pytest.fixture()
+def good_store(tmp_path, image_dir, weights_file) -> Path:
+    out = tmp_path / "good.zarr"
+    extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["features.2", "classifier.6"],
+            in_path=image_dir, out_path=out, chunk_images=4, **FAST)
+    return out
+
+
+def test_verify_passes_a_whole_store_and_recomputes_rows(good_store, weights_file):
+    report = verify(good_store, recompute=3, model_path=weights_file("alexnet"))
+    assert report.ok, report.checks
+    assert [c.name for c in report.checks] == ["schema", "rows written", "unique file names",
+                                               "chunks decode", "finite values", "recompute"]
+    assert report.nonfinite == {"features.2": {"nan": 0, "inf": 0}, "classifier.6": {"nan": 0, "inf": 0}}
+
+
+def test_verify_recompute_refuses_other_weights(good_store, tmp_path):
+    other = save_random_weights("alexnet", tmp_path / "other.pth", seed=2)
+    with pytest.raises(UserError, match="not the weights file the store was made with"):
+        verify(good_store, recompute=2, model_path=other)
+
+
+def test_verify_finds_a_corrupt_chunk(good_store):
+    chunk = good_store / "activations" / "features.2" / "c" / "1" / "0" / "0" / "0"
+    chunk.write_bytes(b"garbage" * 10)
+    report = verify(good_store)
+    failed = {c.name: c.detail for c in report.checks if not c.ok}
+    assert list(failed) == ["chunks decode"]
+    assert failed["chunks decode"].startswith("features.2 rows 4-7:")
+
+
+def test_verify_counts_nan_and_inf_and_unwritten_rows(good_store):
+    writer = reopen_writer(good_store)
+    block = np.zeros((4, 1000), dtype=np.float32)
+    block[0, :3] = np.nan
+    block[1, 0] = np.inf
+    writer.write_rows(4, {"classifier.6": block, "features.2": np.zeros((4, 64, 27, 27), np.float32)})
+    writer.update_attrs({"status": "incomplete"})
+    writer.close()
+    report = verify(good_store)
+    failed = {c.name: c.detail for c in report.checks if not c.ok}
+    assert report.nonfinite["classifier.6"] == {"nan": 3, "inf": 1}
+    assert set(failed) == {"finite values", "rows written"}
+    assert "status incomplete" in failed["rows written"]
+
+
+def test_verify_cli_exit_status(good_store, tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(app, ["verify", str(good_store)])
+    assert ok.exit_code == 0 and ok.stdout.count("ok  ") == 5
+    (good_store / "activations" / "classifier.6" / "c" / "0" / "0").write_bytes(b"")
+    bad = runner.invoke(app, ["verify", str(good_store)])
+    assert bad.exit_code == 1 and "FAIL chunks decode" in bad.stdout
