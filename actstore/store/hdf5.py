@@ -26,11 +26,10 @@ from .. import defaults
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
 
 JSON_KEYS = "_json_keys"   # attributes stored as JSON text (dicts, lists, None)
-LEVELS = {"zstd": defaults.COMPRESSION_LEVEL, "lz4": 5, "gzip": 4}
 
 
 def _filters(compression: str, level: int | None) -> dict[str, Any]:
-    level = LEVELS.get(compression) if level is None else level
+    level = defaults.COMPRESSION_LEVELS.get(compression) if level is None else level
     if compression in ("zstd", "lz4"):
         return dict(hdf5plugin.Blosc(cname=compression, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
     if compression == "gzip":
@@ -111,9 +110,10 @@ class Hdf5Writer(StoreWriter):
         stop = start + len(next(iter(arrays.values())))
         for name, data in arrays.items():
             self._layers[name][start:stop] = data
+        # One flush a block: it makes this block's data durable, and the marks
+        # of the block before (set after that block's flush) durable with it.
         self._file.flush()
         self._written[start:stop] = 1
-        self._file.flush()
 
     def written(self) -> np.ndarray:
         return self._written[:].astype(bool)
@@ -137,6 +137,7 @@ class Hdf5Writer(StoreWriter):
 
     def close(self) -> None:
         if self._file.id.valid:
+            self._file.flush()
             self._file.close()
 
 
@@ -144,10 +145,13 @@ class Hdf5Reader(StoreReader):
     format_name = "hdf5"
 
     def __init__(self, path: Path | str) -> None:
+        # h5py's default 1 MiB chunk cache holds no whole chunk of a big layer,
+        # so reading rows one run at a time would decompress a chunk per row.
+        cache = dict(rdcc_nbytes=defaults.HDF5_CHUNK_CACHE_BYTES, rdcc_nslots=10007)
         try:
-            self._file = h5py.File(path, "r", swmr=True)
+            self._file = h5py.File(path, "r", swmr=True, **cache)
         except OSError:
-            self._file = h5py.File(path, "r")
+            self._file = h5py.File(path, "r", **cache)
 
     def root_attrs(self) -> dict[str, Any]:
         return _get_attrs(self._file)

@@ -41,9 +41,10 @@ class RechunkResult:
 
 def unit_major_chunks(shape: tuple[int, ...], itemsize: int, rows: int,
                       chunk_channels: int | None = None) -> tuple[int, ...]:
-    """Chunks of ``rows`` images and as few channels (units) as keep a chunk
-    near ``defaults.CHUNK_BYTES``: reading one channel then reads ``N / rows``
-    chunks that hold nothing else."""
+    """Chunks of ``rows`` images and as many channels (units) as fit in
+    ``defaults.CHUNK_BYTES``, at least one: reading one channel then reads
+    ``N / rows`` chunks holding little else, and a linear layer's chunks are
+    not a few kilobytes each."""
     rest = math.prod(shape[1:]) * itemsize
     fit = max(1, defaults.CHUNK_BYTES // max(1, rows * rest))
     first = max(1, min(shape[0], chunk_channels or fit))

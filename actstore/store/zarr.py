@@ -19,11 +19,10 @@ from zarr.codecs import BloscCodec, GzipCodec
 from .. import defaults
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
 
-LEVELS = {"zstd": defaults.COMPRESSION_LEVEL, "lz4": 5, "gzip": 5}
 
 
 def _compressors(compression: str, level: int | None) -> tuple:
-    level = LEVELS.get(compression) if level is None else level
+    level = defaults.COMPRESSION_LEVELS.get(compression) if level is None else level
     if compression in ("zstd", "lz4"):
         return (BloscCodec(cname=compression, clevel=level, shuffle="shuffle"),)
     if compression == "gzip":
@@ -71,7 +70,9 @@ class ZarrWriter(StoreWriter):
             arr = acts.create_array(spec.module_name, shape=(n, *spec.shape), chunks=spec.chunks,
                                     dtype=spec.dtype, fill_value=0,
                                     compressors=_compressors(layout.compression, layout.compression_level),
-                                    dimension_names=list(stored_dim_names(spec.module_name, spec.dims)))
+                                    dimension_names=list(stored_dim_names(spec.module_name, spec.dims)),
+                                    # every chunk is written: skips a scan for all-fill chunks
+                                    config={"write_empty_chunks": True})
             arr.attrs.update(spec.attrs())
         group.attrs.update(dict(attrs))
         try:

@@ -1,0 +1,136 @@
+"""actstore.extract against a bare decode-preprocess-forward loop (issue: foundation).
+
+Both sides use the same Model object (module and preprocessing), the same
+images, the same batch size and the same number of DataLoader decode workers.
+The plain loop runs the whole network and keeps nothing; actstore hooks the
+requested modules, copies their outputs, stops the forward pass after the last
+one, and compresses and writes every batch. Runs are interleaved (plain, zarr,
+hdf5, plain, ...) and repeated so that load from other processes on the
+machine hits every variant alike; the table shows medians.
+
+    python benchmarks/bench_extract.py            # 512 images, 2 repeats (~5 min on 2 cores)
+    python benchmarks/bench_extract.py --small    # 128 images, 2 repeats
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+import warnings
+
+from _common import SCRATCH, cpu_seconds, machine, make_images, mb, median, spread, table, work_around_torch_version
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from actstore import extract, load_model, open_store
+from actstore.images import ImageSet
+
+CASES = [
+    ("alexnet", ["features.0", "classifier.4"]),
+    ("alexnet", ["features.6"]),
+    ("resnet18", ["layer4.1.conv2"]),
+]
+FORMATS = ("zarr", "hdf5")
+
+
+class _Images(Dataset):
+    def __init__(self, images: ImageSet, transform) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.images.load(i))
+
+
+def plain_loop(model, images: ImageSet, batch_size: int, num_workers: int) -> float:
+    """Seconds for decode, preprocess and a full forward pass of every image; nothing kept."""
+    started = time.perf_counter()
+    loader = DataLoader(_Images(images, model.transform), batch_size=batch_size,
+                        num_workers=num_workers, prefetch_factor=4 if num_workers else None)
+    with torch.inference_mode():
+        for batch in loader:
+            model.module(batch)
+    return time.perf_counter() - started
+
+
+def actstore_run(model, modules, in_path, out_path, file_format, batch_size, num_workers):
+    if out_path.is_dir():        # removed before the clock starts
+        shutil.rmtree(out_path)
+    elif out_path.exists():
+        out_path.unlink()
+    result = extract(model=model, module_names=modules, in_path=in_path, out_path=out_path,
+                     file_format=file_format, batch_size=batch_size, num_workers=num_workers,
+                     quiet=True, overwrite=True)
+    with open_store(out_path) as store:
+        layers = store.summary()["layers"]
+    raw = sum(layer["bytes_raw"] for layer in layers.values())
+    stored = sum(layer["bytes_stored"] for layer in layers.values())
+    return result.seconds, result.rows_this_run, raw, stored
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="128 images: a quick check")
+    parser.add_argument("--images", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=2)
+    args = parser.parse_args()
+    work_around_torch_version()
+    n = args.images or (128 if args.small else 512)
+    repeats = args.repeats or 2
+
+    in_path = make_images(n, size=256)
+    images = ImageSet.scan(in_path)
+    out_dir = SCRATCH / "extract-stores"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {machine()}")
+    print(f"{n} JPEG images 256px, batch {args.batch_size}, {args.num_workers} decode workers, "
+          f"{repeats} interleaved repeats, random weights\n")
+
+    rows = []
+    for model_name, modules in CASES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = load_model(model_name, weights="none")
+        # Warm-up: first-touch allocations and oneDNN kernel selection.
+        plain_loop(model, images.subset(range(min(n, 2 * args.batch_size))), args.batch_size, 0)
+        times = {"plain": [], **{f: [] for f in FORMATS}}
+        cpu = {variant: [] for variant in times}
+        sizes = {}
+        for _ in range(repeats):
+            cpu_before = cpu_seconds()
+            times["plain"].append(plain_loop(model, images, args.batch_size, args.num_workers))
+            cpu["plain"].append(cpu_seconds() - cpu_before)
+            for file_format in FORMATS:
+                out = out_dir / f"{model_name}.{'zarr' if file_format == 'zarr' else 'h5'}"
+                cpu_before = cpu_seconds()
+                seconds, rows_done, raw, stored = actstore_run(
+                    model, modules, in_path, out, file_format, args.batch_size, args.num_workers)
+                cpu[file_format].append(cpu_seconds() - cpu_before)
+                assert rows_done == n
+                times[file_format].append(seconds)
+                sizes[file_format] = (raw, stored)
+        plain, plain_cpu = median(times["plain"]), median(cpu["plain"])
+        for file_format in FORMATS:
+            raw, stored = sizes[file_format]
+            mid = median(times[file_format])
+            rows.append([model_name, " + ".join(modules), file_format, f"{n / plain:.1f}",
+                         f"{n / mid:.1f}", f"{plain / mid:.2f}",
+                         f"{spread(times['plain'])} / {spread(times[file_format])}",
+                         f"{1e3 * plain_cpu / n:.0f} / {1e3 * median(cpu[file_format]) / n:.0f}",
+                         mb(raw), mb(stored), f"{raw / stored:.2f}"])
+        print(table(rows[-len(FORMATS):], HEADER), "\n", flush=True)
+    print("all cases:\n")
+    print(table(rows, HEADER))
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+
+HEADER = ["model", "modules", "format", "plain img/s", "actstore img/s", "ratio",
+          "spread plain/actstore", "CPU ms/img plain/actstore", "raw MB", "stored MB", "raw/stored"]
+
+if __name__ == "__main__":
+    main()
