@@ -115,6 +115,7 @@ def extract(
     num_workers: int = typer.Option(defaults.NUM_WORKERS, "--num-workers", help="DataLoader processes decoding images."),
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in the store) instead of stopping."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained weights are the default here."),
@@ -132,7 +133,7 @@ def extract(
         things_tsv=things_tsv, file_format=file_format, dtype=dtype, compression=compression,
         compression_level=compression_level, chunk_images=chunk_images,
         chunk_channels=chunk_channels, num_workers=num_workers, skip_bad_images=skip_bad_images,
-        overwrite=overwrite, quiet=quiet,
+        shard=shard, overwrite=overwrite, quiet=quiet,
         command_line=shlex.join(["actstore", *sys.argv[1:]]))
     if result.resumed and result.rows_this_run == 0 and result.complete:
         typer.echo(f"{result.path} is already complete ({result.n_images} rows); nothing to do", err=quiet)
@@ -140,6 +141,8 @@ def extract(
     rate = result.rows_this_run / result.seconds if result.seconds else 0.0
     state = "complete" if result.complete else f"incomplete ({result.rows_written}/{result.n_images} rows)"
     verb = "resumed" if result.resumed else "wrote"
+    if result.shard:
+        verb = f"shard {result.shard[0]}/{result.shard[1]} (rows {result.shard_rows[0]}-{result.shard_rows[1] - 1}): {verb}"
     typer.echo(f"{verb} {result.rows_this_run} rows of {len(result.layers)} layer(s) to {result.path} "
                f"[{result.file_format}] in {result.seconds:.1f} s ({rate:.1f} img/s); store {state}",
                err=quiet)

@@ -11,7 +11,10 @@ import errno
 import hashlib
 import json
 import math
+import os
 import queue
+import re
+import socket
 import sys
 import threading
 import time
@@ -31,9 +34,10 @@ from . import __version__, defaults
 from .errors import UserError
 from .images import ImageSet
 from .models import Model, load_model, suggest
-from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS, STORE_SUFFIXES, LayerSpec, Layout,
-                    StoreWriter, choose_chunks, create_writer, detect_format, is_store,
-                    remove_store, reopen_writer)
+from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS,
+                    STORE_SUFFIXES, LayerSpec, Layout, Location, StoreWriter, choose_chunks,
+                    create_writer, detect_format, exists, is_store, join, location, remove_store,
+                    reopen_writer, suffix, writer_class)
 
 
 class _StopForward(Exception):
@@ -259,6 +263,8 @@ class ExtractResult:
     seconds: float
     layers: dict[str, tuple[int, ...]] = field(default_factory=dict)
     resumed: bool = False
+    shard: tuple[int, int] | None = None
+    shard_rows: tuple[int, int] | None = None
 
     @property
     def complete(self) -> bool:
@@ -300,7 +306,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             dtype: str = "float32", compression: str = defaults.COMPRESSION,
             compression_level: int | None = None, chunk_images: int = defaults.CHUNK_IMAGES,
             chunk_channels: int | None = None, num_workers: int = defaults.NUM_WORKERS,
-            skip_bad_images: bool = False, overwrite: bool = False, quiet: bool = False,
+            skip_bad_images: bool = False, shard: str | tuple[int, int] | None = None,
+            overwrite: bool = False, quiet: bool = False,
             command_line: str | None = None) -> ExtractResult:
     """Extract ``module_names`` of a model for every image under ``in_path`` into one store.
 
@@ -310,6 +317,10 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
     Images are checked cheaply first: bad ones stop the run before anything is
     written, naming each, unless ``skip_bad_images`` leaves them out (and
     records them in the store's ``skipped_images`` attribute).
+
+    ``shard="I/N"`` makes this process extract only its share of the rows
+    (whole chunks) into the same store; under ``torchrun`` the share and the
+    CUDA device come from ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``.
 
     Returns:
         An :class:`ExtractResult`.
@@ -332,10 +343,10 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         raise UserError(f"unknown --compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     if num_workers < 0:
         raise UserError(f"--num-workers must be 0 or more, got {num_workers}")
+    shard_index, shard_count, device = _shard_and_device(shard, device)
     torch_device = resolve_device(device)
-    out_path = Path(out_path)
-    if file_format is None and not is_store(out_path) and \
-            out_path.suffix.lower() not in STORE_SUFFIXES:
+    out_path = location(out_path)
+    if file_format is None and not is_store(out_path) and suffix(out_path) not in STORE_SUFFIXES:
         # The original extract.py's default: old job scripts keep working unchanged.
         warnings.warn(f"out path {out_path} has no store suffix ({', '.join(STORE_SUFFIXES)}): writing "
                       "the original THINGSvision text layout <out>/<model>/<module>/activations.txt; "
@@ -343,6 +354,13 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                       stacklevel=2)
         file_format = "txt"
     file_format = detect_format(out_path, file_format)
+    if shard_count > 1:
+        if file_format in LEGACY_FORMATS or not writer_class(file_format).supports_concurrent_writers:
+            raise UserError(f"--shard needs a Zarr store: {file_format} has no safe concurrent "
+                            "writers; use an out path ending in .zarr")
+        if overwrite:
+            raise UserError("--overwrite cannot be combined with --shard (each process would delete "
+                            "the others' rows): remove the old store once, then start the shards")
     images = ImageSet.scan(in_path, things=things, things_tsv=things_tsv,
                            fraction=fraction, rnd_seed=rnd_seed)
     bad = images.check()
@@ -379,12 +397,17 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                                       command_line=command_line, things=things, flatten=flatten_acts,
                                       skipped=skipped)
     try:
-        todo = np.flatnonzero(~writer.written())
-        done_before = len(images) - len(todo)
+        lo, hi = shard_rows(len(images), chunk_images, shard_index, shard_count)
+        if writer.supports_resume:
+            _claim(writer, out_path, shard_index, shard_count, lo, hi)
+        todo = np.flatnonzero(~writer.written()[lo:hi]) + lo
+        done_before = (hi - lo) - len(todo)
         try:
             rows_this_run = _run(extractor, model, images, todo, writer, layout, torch_device,
                                  batch_size=batch_size, num_workers=num_workers, dtype=dtype,
-                                 flatten=flatten_acts, quiet=quiet, done_before=done_before)
+                                 flatten=flatten_acts, quiet=quiet, done_before=done_before,
+                                 total=hi - lo, label="extract" if shard_count == 1 else
+                                 f"shard {shard_index}/{shard_count}")
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 raise
@@ -401,10 +424,12 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
     return ExtractResult(path=out_path, file_format=file_format, n_images=len(images),
                          rows_written=int(written.sum()), rows_this_run=rows_this_run,
                          seconds=time.perf_counter() - started,
-                         layers={s.module_name: s.shape for s in layout.layers}, resumed=resumed)
+                         layers={s.module_name: s.shape for s in layout.layers}, resumed=resumed,
+                         shard=(shard_index, shard_count) if shard_count > 1 else None,
+                         shard_rows=(lo, hi))
 
 
-def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: ImageSet, model: Model,
+def _open_or_create(out_path: Location, file_format: str, layout: Layout, images: ImageSet, model: Model,
                     current: dict, *, overwrite: bool, device: str, command_line: str | None,
                     things: bool, flatten: bool, skipped: list[dict]) -> tuple[StoreWriter, bool]:
     attrs = {
@@ -427,35 +452,100 @@ def _open_or_create(out_path: Path, file_format: str, layout: Layout, images: Im
         # The original tool's folder of txt/npy files: written afresh, never resumed.
         return create_writer(out_path, file_format, layout, images.file_names, images.targets,
                              images.classes, {**attrs, "overwrite": overwrite}), False
-    if out_path.exists():
+    if exists(out_path):
         if not is_store(out_path):
-            empty_dir = out_path.is_dir() and not any(out_path.iterdir())
+            empty_dir = isinstance(out_path, Path) and out_path.is_dir() and not any(out_path.iterdir())
             if not empty_dir:
                 raise UserError(f"out path {out_path} exists and is not an actstore store; nothing was "
-                                f"changed: choose a new path such as {out_path / 'store.zarr'}")
+                                f"changed: choose a new path such as {join(out_path, 'store.zarr')}")
             out_path.rmdir()
         elif overwrite:
             remove_store(out_path)
         else:
-            writer = reopen_writer(out_path)
-            stored = writer.root_attrs().get("fingerprint", {})
-            differences = _fingerprint_differences(stored, current)
-            if differences:
-                writer.close()
-                keys = ", ".join(d.split(" ")[0] for d in differences)
-                raise UserError(f"out path {out_path} holds a store from a different run ({keys} "
-                                f"differ: {differences[0]}); pass --overwrite to replace it "
-                                "or choose another --out-path")
-            return writer, True
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    writer = create_writer(out_path, file_format, layout, images.file_names, images.targets,
-                           images.classes, attrs)
+            return _reopen_same_run(out_path, current), True
+    if isinstance(out_path, Path):
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = create_writer(out_path, file_format, layout, images.file_names, images.targets,
+                               images.classes, attrs)
+    except FileExistsError:   # another shard created it first: join it
+        return _reopen_same_run(out_path, current), True
     return writer, False
+
+
+def _reopen_same_run(out_path: Location, current: dict) -> StoreWriter:
+    writer = reopen_writer(out_path)
+    stored = writer.root_attrs().get("fingerprint", {})
+    differences = _fingerprint_differences(stored, current)
+    if differences:
+        writer.close()
+        keys = ", ".join(d.split(" ")[0] for d in differences)
+        raise UserError(f"out path {out_path} holds a store from a different run ({keys} "
+                        f"differ: {differences[0]}); pass --overwrite to replace it "
+                        "or choose another --out-path")
+    return writer
+
+
+def _shard_and_device(shard: str | tuple[int, int] | None, device: str) -> tuple[int, int, str]:
+    """This process's share (index, count) and device; torchrun's variables
+    stand in for ``--shard`` when it is not given."""
+    if shard is None:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
+            shard = (int(os.environ.get("RANK", "0")), world)
+            if device == "cuda":
+                device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        else:
+            shard = (0, 1)
+    if isinstance(shard, str):
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+        if not match:
+            raise UserError(f"--shard {shard!r} is not I/N (e.g. 0/4 for the first of four processes)")
+        shard = (int(match[1]), int(match[2]))
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"--shard {index}/{count}: I must be in 0..N-1")
+    return index, count, device
+
+
+def shard_rows(n_rows: int, chunk_images: int, index: int, count: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of shard ``index`` of ``count``: whole chunks, so no
+    two shards ever write the same chunk (or the same ``written`` chunk).
+
+    Example:
+        >>> shard_rows(100, 16, 1, 3)      # 7 chunks split 2/2/3
+        (32, 64)
+    """
+    chunks = math.ceil(n_rows / chunk_images)
+    lo, hi = index * chunks // count, (index + 1) * chunks // count
+    return min(lo * chunk_images, n_rows), min(hi * chunk_images, n_rows)
+
+
+def _claim(writer: StoreWriter, out_path: Location, index: int, count: int, lo: int, hi: int) -> None:
+    """Record this shard in the store, refusing a layout that overlaps other
+    processes' (shards of another count): their rows would be lost."""
+    def others() -> list[str]:
+        return sorted(name for name in writer.claims() if not name.endswith(f"-of-{count}"))
+
+    def refuse(found: list[str]) -> None:
+        their = int(found[0].split("-of-")[1])
+        raise UserError(f"{out_path} is being written as {their} shard(s) ({', '.join(found[:4])}); "
+                        f"rows {lo}-{hi - 1} of shard {index}/{count} would overlap theirs: run every "
+                        f"process with --shard I/{their}")
+
+    if others():
+        refuse(others())
+    name = f"{index}-of-{count}"
+    writer.add_claim(name, {"rows": [lo, hi], "host": socket.gethostname(), "pid": os.getpid(),
+                            "claimed": _dt.datetime.now(_dt.timezone.utc).isoformat()})
+    if others():   # another layout claimed at the same moment: both step back
+        writer.remove_claim(name)
+        refuse(others())
 
 
 def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray, writer: StoreWriter,
          layout: Layout, device: torch.device, *, batch_size: int, num_workers: int, dtype: str,
-         flatten: bool, quiet: bool, done_before: int) -> int:
+         flatten: bool, quiet: bool, done_before: int, total: int, label: str) -> int:
     if not len(todo):
         return 0
     # Batches are fixed slices of the full row range, so a resumed or sharded
@@ -471,8 +561,8 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                         pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
     torch_dtype = getattr(torch, dtype)
-    progress = tqdm(total=len(images), initial=done_before, unit="img", disable=quiet,
-                    file=sys.stderr, desc="extract", dynamic_ncols=True)
+    progress = tqdm(total=total, initial=done_before, unit="img", disable=quiet,
+                    file=sys.stderr, desc=label, dynamic_ncols=True)
     background = _BackgroundWriter(writer, layout.chunk_images, layout.n_rows, progress)
     try:
         for batch, rows, bad in loader:
@@ -495,7 +585,7 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
         if not writer.supports_resume:
             raise Interrupted("interrupted: nothing was kept (the txt/npy layout cannot resume); "
                               "use a .zarr or .h5 out path for resumable runs")
-        raise Interrupted(f"interrupted: {done_before + background.rows_written} of {len(images)} "
+        raise Interrupted(f"interrupted: {done_before + background.rows_written} of {total} "
                           "rows are kept; run the same command again to resume")
     except BaseException:
         background.finish()

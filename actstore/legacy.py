@@ -307,6 +307,15 @@ class LegacyWriter(StoreWriter):
     def written(self) -> np.ndarray:
         return np.arange(self.n_rows) < self._rows
 
+    def claims(self) -> dict[str, dict[str, Any]]:
+        return {}   # never shared between processes (no --shard for txt/npy)
+
+    def add_claim(self, name: str, attrs: Mapping[str, Any]) -> None:
+        pass
+
+    def remove_claim(self, name: str) -> None:
+        pass
+
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         self._attrs.update(attrs)
 

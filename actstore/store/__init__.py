@@ -7,7 +7,6 @@ Example:
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -15,6 +14,7 @@ from ..errors import UserError
 from .base import (ACTIVATIONS, COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec,
                    Layout, StoreReader, StoreWriter, choose_chunks, dim_names)
 from .hdf5 import Hdf5Reader, Hdf5Writer
+from .location import Location, exists, is_url, join, location, remove, suffix
 from .reader import LazyArray, Store
 from .zarr import ZarrReader, ZarrWriter
 
@@ -40,23 +40,26 @@ def detect_format(path: str | Path, file_format: str | None = None) -> str:
             raise UserError(f"unknown --file-format {file_format!r}: use one of "
                             f"{', '.join([*BACKENDS, *LEGACY_FORMATS])}")
         return name
-    path = Path(path)
-    if path.is_dir() and (path / "zarr.json").is_file():
+    path = location(path)
+    if is_url(path):
+        if exists(join(path, "zarr.json")):
+            return "zarr"
+    elif path.is_dir() and (path / "zarr.json").is_file():
         return "zarr"
-    if path.is_file():
+    elif path.is_file():
         with path.open("rb") as handle:
             if handle.read(8) == HDF5_SIGNATURE:
                 return "hdf5"
     for name, (writer, _) in BACKENDS.items():
-        if path.suffix.lower() in writer.suffixes:
+        if suffix(path) in writer.suffixes:
             return name
     return DEFAULT_FORMAT
 
 
 def is_store(path: str | Path) -> bool:
     """True only for an actstore store (never for another folder or file)."""
-    path = Path(path)
-    if not path.exists():
+    path = location(path)
+    if not exists(path):
         return False
     try:
         reader = BACKENDS[detect_format(path)][1](path)
@@ -72,27 +75,27 @@ def is_store(path: str | Path) -> bool:
 
 def remove_store(path: str | Path) -> None:
     """Delete a store, refusing anything that is not an actstore store."""
-    path = Path(path)
+    path = location(path)
     if not is_store(path):
         raise UserError(f"{path} is not an actstore store: refusing to delete it; "
                         "choose another --out-path")
-    if path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+    remove(path)
 
 
-def create_writer(path: str | Path, file_format: str, layout: Layout, file_names: Sequence[str],
+def create_writer(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
                   targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> StoreWriter:
     if file_format in LEGACY_FORMATS:
         from ..legacy import LegacyWriter
         return LegacyWriter.create(Path(path), layout, file_names, targets, classes,
                                    {**attrs, "file_format": file_format})
-    return BACKENDS[file_format][0].create(Path(path), layout, file_names, targets, classes, attrs)
+    writer = BACKENDS[file_format][0]
+    if is_url(path) and not writer.supports_urls:
+        raise UserError(f"{file_format} stores must be local files; use a .zarr URL for object storage")
+    return writer.create(location(path), layout, file_names, targets, classes, attrs)
 
 
 def reopen_writer(path: str | Path) -> StoreWriter:
-    return BACKENDS[detect_format(path)][0].reopen(Path(path))
+    return BACKENDS[detect_format(path)][0].reopen(location(path))
 
 
 def writer_class(file_format: str) -> type[StoreWriter]:
@@ -116,8 +119,8 @@ def open_store(path: str | Path) -> Store:
         >>> with open_store("out/alexnet.zarr") as store:       # doctest: +SKIP
         ...     rows = store["classifier.4"][[3, 1, 2]]          # shape (3, 4096)
     """
-    path = Path(path)
-    if not path.exists():
+    path = location(path)
+    if not exists(path):
         raise UserError(f"store {path} does not exist")
     file_format = detect_format(path)
     try:
@@ -131,6 +134,6 @@ def open_store(path: str | Path) -> Store:
 
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION", "LEGACY_FORMATS", "STORE_SUFFIXES",
-           "LayerSpec", "Layout", "LazyArray", "Store", "StoreReader", "StoreWriter", "choose_chunks",
+           "LayerSpec", "Layout", "LazyArray", "Location", "exists", "is_url", "location", "Store", "StoreReader", "StoreWriter", "choose_chunks",
            "create_writer", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
            "reopen_writer", "writer_class"]

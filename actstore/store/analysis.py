@@ -37,12 +37,15 @@ def _require(module: str) -> Any:
         raise UserError(f"{module} is not installed: pip install 'actstore[analysis]'") from error
 
 
+from .location import location  # noqa: E402
+
+
 class _LayerSource:
     """What dask reads blocks from: one layer of the store at ``path``,
     opened on first read in each process (it pickles as the path only)."""
 
     def __init__(self, path: Path, layer: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.path, self.key = Path(path), f"{ACTIVATIONS}/{layer}"
+        self.path, self.key = location(path), f"{ACTIVATIONS}/{layer}"
         self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
         self._reader = None
 

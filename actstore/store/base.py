@@ -130,6 +130,7 @@ class StoreWriter(ABC):
     suffixes: ClassVar[tuple[str, ...]]
     supports_concurrent_writers: ClassVar[bool] = False
     supports_resume: ClassVar[bool] = True
+    supports_urls: ClassVar[bool] = False
 
     path: Path
 
@@ -163,6 +164,18 @@ class StoreWriter(ABC):
     @abstractmethod
     def root_attrs(self) -> dict[str, Any]:
         """The root attributes as stored."""
+
+    @abstractmethod
+    def claims(self) -> dict[str, dict[str, Any]]:
+        """The shards that processes have claimed, by ``"I-of-N"``."""
+
+    @abstractmethod
+    def add_claim(self, name: str, attrs: Mapping[str, Any]) -> None:
+        """Record a shard claim under its own key, so concurrent claims never collide."""
+
+    @abstractmethod
+    def remove_claim(self, name: str) -> None:
+        """Withdraw a claim this process made."""
 
     @abstractmethod
     def close(self) -> None:

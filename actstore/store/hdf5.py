@@ -96,7 +96,7 @@ class Hdf5Writer(StoreWriter):
                                        chunks=(min(spec.chunks[0], n), *spec.chunks[1:]), fillvalue=0,
                                        **_filters(layout.compression, layout.compression_level))
             _set_attrs(dset, spec.attrs())
-        _set_attrs(file, {"completed": None, **attrs})   # created now: SWMR cannot add attributes
+        _set_attrs(file, {"completed": None, "claims": {}, **attrs})   # created now: SWMR cannot add attributes
         file.flush()
         file.swmr_mode = True
         os.replace(partial, path)   # a store appears whole or not at all
@@ -134,6 +134,16 @@ class Hdf5Writer(StoreWriter):
 
     def root_attrs(self) -> dict[str, Any]:
         return _get_attrs(self._file)
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        return dict(_get_attrs(self._file).get("claims") or {})
+
+    def add_claim(self, name: str, attrs: Mapping[str, Any]) -> None:
+        # One writer at a time (no --shard with HDF5), so an attribute will do.
+        self.update_attrs({"claims": {**self.claims(), name: dict(attrs)}})
+
+    def remove_claim(self, name: str) -> None:
+        self.update_attrs({"claims": {k: v for k, v in self.claims().items() if k != name}})
 
     def close(self) -> None:
         if self._file.id.valid:

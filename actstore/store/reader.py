@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 from .base import ACTIVATIONS, LayerSpec, StoreReader
+from .location import location
 
 if TYPE_CHECKING:  # optional dependencies, imported where used
     import dask.array
@@ -235,7 +236,7 @@ class Store:
     """
 
     def __init__(self, path: Path, reader: StoreReader) -> None:
-        self.path = Path(path)
+        self.path = location(path)
         self.format = reader.format_name
         self._reader = reader
         self.attrs: dict[str, Any] = reader.root_attrs()

@@ -15,9 +15,15 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec
+from zarr.errors import ContainsGroupError
 
 from .. import defaults
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
+from .location import Location, is_url, location
+
+# One group per shard claim ("I-of-N"): distinct keys, so processes claiming
+# at the same moment never overwrite each other.
+CLAIMS = "claims"
 
 
 
@@ -38,9 +44,10 @@ class ZarrWriter(StoreWriter):
     format_name = "zarr"
     suffixes = (".zarr",)
     supports_concurrent_writers = True
+    supports_urls = True
 
-    def __init__(self, path: Path, group: zarr.Group) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Location, group: zarr.Group) -> None:
+        self.path = location(path)
         self._group = group
         self._layers = {name: arr for name, arr in group[ACTIVATIONS].arrays()}
         self._written = group["written"]
@@ -50,9 +57,14 @@ class ZarrWriter(StoreWriter):
                classes: Sequence[str], attrs: Mapping[str, Any]) -> "ZarrWriter":
         # Built under a temporary name and renamed into place: readers and other
         # processes see no store or a whole one, never a half-created one.
-        path = Path(path)
-        partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
-        group = _open_group(partial, "w")
+        # Object stores have no rename: there the store is created in place,
+        # and a process that finds it already there reopens it.
+        path = location(path)
+        partial = path if is_url(path) else path.with_name(f".{path.name}.creating-{os.getpid()}")
+        try:
+            group = _open_group(partial, "w-" if is_url(path) else "w")
+        except ContainsGroupError as error:
+            raise FileExistsError(f"{path} exists") from error
         n, rows = layout.n_rows, (layout.chunk_images,)
         names = group.create_array("file_names", shape=(n,), chunks=(max(n, 1),), dtype=str,
                                    dimension_names=["image"], fill_value="")
@@ -74,7 +86,10 @@ class ZarrWriter(StoreWriter):
                                     # every chunk is written: skips a scan for all-fill chunks
                                     config={"write_empty_chunks": True})
             arr.attrs.update(spec.attrs())
+        group.create_group(CLAIMS)
         group.attrs.update(dict(attrs))
+        if is_url(path):
+            return cls(path, group)
         try:
             os.rename(partial, path)
         except OSError as error:
@@ -100,6 +115,18 @@ class ZarrWriter(StoreWriter):
 
     def root_attrs(self) -> dict[str, Any]:
         return dict(self._group.attrs)
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        if CLAIMS not in self._group:
+            return {}
+        return {name: dict(g.attrs) for name, g in self._group[CLAIMS].groups()}
+
+    def add_claim(self, name: str, attrs: Mapping[str, Any]) -> None:
+        claims = self._group.require_group(CLAIMS)
+        claims.require_group(name).attrs.update(dict(attrs))
+
+    def remove_claim(self, name: str) -> None:
+        del self._group[CLAIMS][name]
 
     def close(self) -> None:
         pass

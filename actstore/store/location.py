@@ -1,0 +1,53 @@
+"""Where a store lives: a local path, or an fsspec URL (``s3://bucket/x.zarr``).
+
+Local paths stay :class:`~pathlib.Path`; URLs stay strings, since ``Path``
+would fold ``s3://`` into ``s3:/``. Credentials and endpoints come from the
+usual places (``AWS_*`` variables, ``~/.aws``, or fsspec's
+``FSSPEC_S3_ENDPOINT_URL`` for an S3-compatible server).
+"""
+from __future__ import annotations
+
+import posixpath
+import shutil
+from pathlib import Path
+
+Location = Path | str
+
+
+def is_url(path: Location) -> bool:
+    return "://" in str(path)
+
+
+def location(path: Location) -> Location:
+    return str(path) if is_url(path) else Path(path)
+
+
+def suffix(path: Location) -> str:
+    return posixpath.splitext(str(path).rstrip("/"))[1].lower()
+
+
+def _fs(url: str):
+    import fsspec
+    return fsspec.core.url_to_fs(url)
+
+
+def exists(path: Location) -> bool:
+    if is_url(path):
+        fs, inner = _fs(str(path))
+        return bool(fs.exists(inner))
+    return Path(path).exists()
+
+
+def join(path: Location, name: str) -> Location:
+    return f"{str(path).rstrip('/')}/{name}" if is_url(path) else Path(path) / name
+
+
+def remove(path: Location) -> None:
+    """Delete a folder or file tree (callers check first that it is a store)."""
+    if is_url(path):
+        fs, inner = _fs(str(path))
+        fs.rm(inner, recursive=True)
+    elif Path(path).is_dir():
+        shutil.rmtree(path)
+    else:
+        Path(path).unlink()
