@@ -440,7 +440,7 @@ def _open_or_create(out_path: Location, file_format: str, layout: Layout, images
         "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
         "flatten_acts": flatten,
         "torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
-        "device": device, "rnd_seed": images.rnd_seed, "fraction": images.fraction,
+        "device": device, "torch_threads": torch.get_num_threads(), "rnd_seed": images.rnd_seed, "fraction": images.fraction,
         "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
         "things": things, "n_images": len(images), "skipped_images": skipped,
         "command_line": command_line or " ".join(sys.argv),
