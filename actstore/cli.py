@@ -115,6 +115,8 @@ def extract(
     num_workers: int = typer.Option(defaults.NUM_WORKERS, "--num-workers", help="DataLoader processes decoding images."),
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in the store) instead of stopping."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print per-layer sizes, a measured estimate of the store and the free space; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Start even when the estimated store size exceeds the free space."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -133,8 +135,11 @@ def extract(
         things_tsv=things_tsv, file_format=file_format, dtype=dtype, compression=compression,
         compression_level=compression_level, chunk_images=chunk_images,
         chunk_channels=chunk_channels, num_workers=num_workers, skip_bad_images=skip_bad_images,
-        shard=shard, overwrite=overwrite, quiet=quiet,
+        shard=shard, dry_run=dry_run, force=force, overwrite=overwrite, quiet=quiet,
         command_line=shlex.join(["actstore", *sys.argv[1:]]))
+    if result.plan is not None and dry_run:
+        typer.echo(_format_plan(result.plan, result.file_format))
+        return
     if result.resumed and result.rows_this_run == 0 and result.complete:
         typer.echo(f"{result.path} is already complete ({result.n_images} rows); nothing to do", err=quiet)
         return
@@ -146,6 +151,20 @@ def extract(
     typer.echo(f"{verb} {result.rows_this_run} rows of {len(result.layers)} layer(s) to {result.path} "
                f"[{result.file_format}] in {result.seconds:.1f} s ({rate:.1f} img/s); store {state}",
                err=quiet)
+
+
+def _format_plan(plan, file_format: str) -> str:
+    from .plan import human_size as _size
+    rows = [("layer", "shape per image", "bytes/image", "raw total", f"estimated {file_format}")]
+    for layer in plan.layers:
+        rows.append((layer.module_name, "x".join(map(str, layer.shape)), f"{layer.bytes_per_image:,}",
+                     _size(layer.raw_bytes), _size(layer.estimated_bytes)))
+    rows.append(("total", "", "", _size(plan.raw_bytes), _size(plan.estimated_bytes)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.append(f"{plan.rows} images; estimate from {plan.sample_images} sampled images; free space: "
+                 f"{_size(plan.free_bytes)}" + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
+    return "\n".join(lines)
 
 
 @app.command()

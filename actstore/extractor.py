@@ -34,6 +34,7 @@ from . import __version__, defaults
 from .errors import UserError
 from .images import ImageSet
 from .models import Model, load_model, suggest
+from .plan import Plan, free_space, human_size, measure
 from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS,
                     STORE_SUFFIXES, LayerSpec, Layout, Location, StoreWriter, choose_chunks,
                     create_writer, detect_format, exists, is_store, join, location, remove_store,
@@ -265,6 +266,7 @@ class ExtractResult:
     resumed: bool = False
     shard: tuple[int, int] | None = None
     shard_rows: tuple[int, int] | None = None
+    plan: Plan | None = None
 
     @property
     def complete(self) -> bool:
@@ -307,7 +309,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             compression_level: int | None = None, chunk_images: int = defaults.CHUNK_IMAGES,
             chunk_channels: int | None = None, num_workers: int = defaults.NUM_WORKERS,
             skip_bad_images: bool = False, shard: str | tuple[int, int] | None = None,
-            overwrite: bool = False, quiet: bool = False,
+            dry_run: bool = False, force: bool = False, overwrite: bool = False, quiet: bool = False,
             command_line: str | None = None) -> ExtractResult:
     """Extract ``module_names`` of a model for every image under ``in_path`` into one store.
 
@@ -321,6 +323,10 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
     ``shard="I/N"`` makes this process extract only its share of the rows
     (whole chunks) into the same store; under ``torchrun`` the share and the
     CUDA device come from ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``.
+
+    ``dry_run`` writes nothing and returns the :class:`~actstore.plan.Plan` in
+    ``result.plan``. A run whose measured size estimate exceeds the free space
+    refuses to start unless ``force``.
 
     Returns:
         An :class:`ExtractResult`.
@@ -391,13 +397,19 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                                chunks=choose_chunks(stored, itemsize, chunk_images, chunk_channels)))
     layout = Layout(n_rows=len(images), layers=tuple(specs), chunk_images=chunk_images,
                     compression=compression, compression_level=compression_level)
+    lo, hi = shard_rows(len(images), chunk_images, shard_index, shard_count)
+    plan = _check_space(extractor, model, images, layout, file_format, out_path, hi - lo, torch_device,
+                        dtype=dtype, flatten=flatten_acts, dry_run=dry_run, force=force)
+    if dry_run:
+        return ExtractResult(path=out_path, file_format=file_format, n_images=len(images),
+                             rows_written=0, rows_this_run=0, seconds=time.perf_counter() - started,
+                             layers={s.module_name: s.shape for s in layout.layers}, plan=plan)
     current = fingerprint(model, images, layout, flatten_acts)
     writer, resumed = _open_or_create(out_path, file_format, layout, images, model, current,
                                       overwrite=overwrite, device=str(torch_device),
                                       command_line=command_line, things=things, flatten=flatten_acts,
                                       skipped=skipped)
     try:
-        lo, hi = shard_rows(len(images), chunk_images, shard_index, shard_count)
         if writer.supports_resume:
             _claim(writer, out_path, shard_index, shard_count, lo, hi)
         todo = np.flatnonzero(~writer.written()[lo:hi]) + lo
@@ -471,6 +483,41 @@ def _open_or_create(out_path: Location, file_format: str, layout: Layout, images
     except FileExistsError:   # another shard created it first: join it
         return _reopen_same_run(out_path, current), True
     return writer, False
+
+
+def _check_space(extractor: Extractor, model: Model, images: ImageSet, layout: Layout, file_format: str,
+                 out_path: Location, rows: int, device: torch.device, *, dtype: str, flatten: bool,
+                 dry_run: bool, force: bool) -> Plan | None:
+    """Measure the plan for a dry run, or when the raw size alone would not fit."""
+    if file_format in LEGACY_FORMATS and not dry_run:
+        return None
+    free = free_space(out_path)
+    raw = rows * sum(spec.bytes_per_image for spec in layout.layers)
+    if not dry_run and (free is None or raw <= free):
+        return None
+
+    def forward(rows_: np.ndarray) -> dict[str, np.ndarray]:
+        batch = torch.stack([model.transform(images.load(int(r))) for r in rows_]).to(device)
+        return _to_numpy(extractor(batch), dtype, flatten)
+
+    plan = measure(forward, images, layout, "zarr" if file_format in LEGACY_FORMATS else file_format,
+                   rows, free)
+    if not dry_run and not plan.fits and not force:
+        raise UserError(f"the store needs about {human_size(plan.estimated_bytes)} but {out_path} has "
+                        f"{human_size(plan.free_bytes)} free: free space, choose another --out-path, or "
+                        "pass --force to start anyway")
+    return plan
+
+
+def _to_numpy(outputs: dict[str, torch.Tensor], dtype: str, flatten: bool) -> dict[str, np.ndarray]:
+    """Activations as stored: cast, flattened if asked, on the host."""
+    arrays = {}
+    for name, out in outputs.items():
+        out = out.to(getattr(torch, dtype))
+        if flatten:
+            out = out.reshape(out.shape[0], -1)
+        arrays[name] = out.cpu().numpy()
+    return arrays
 
 
 def _reopen_same_run(out_path: Location, current: dict) -> StoreWriter:
@@ -560,7 +607,6 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                         num_workers=num_workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if num_workers else None)
-    torch_dtype = getattr(torch, dtype)
     progress = tqdm(total=total, initial=done_before, unit="img", disable=quiet,
                     file=sys.stderr, desc=label, dynamic_ncols=True)
     background = _BackgroundWriter(writer, layout.chunk_images, layout.n_rows, progress)
@@ -570,14 +616,10 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                 names = ", ".join(f"{images.file_names[r]} ({err[:80]})" for r, err in bad)
                 raise UserError(f"cannot read {len(bad)} image(s): {names}; fix or remove them "
                                 "and run again (finished rows are kept)")
-            outputs = extractor(batch.to(device, non_blocking=True))
+            arrays = _to_numpy(extractor(batch.to(device, non_blocking=True)), dtype, flatten)
             keep = pending[rows]
-            arrays = {}
-            for name, out in outputs.items():
-                out = out.to(torch_dtype)
-                if flatten:
-                    out = out.reshape(out.shape[0], -1)
-                arrays[name] = out.cpu().numpy() if keep.all() else out.cpu().numpy()[keep]
+            if not keep.all():
+                arrays = {name: array[keep] for name, array in arrays.items()}
             background.put(rows[keep], arrays)
     except KeyboardInterrupt:
         background.finish()
