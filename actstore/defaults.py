@@ -7,8 +7,10 @@ CHUNK_IMAGES = 16
 
 # Upper bound on one chunk's raw size. Conv layers whose CHUNK_IMAGES rows
 # exceed it are also split along channels (units), so that reading one channel
-# across all images does not decompress whole feature maps.
-CHUNK_BYTES = 4 * 2**20
+# across all images does not decompress whole feature maps. 1 MiB beat 4 MiB
+# on all three read patterns measured (64 random images, one channel, one
+# class; benchmarks/bench_chunk_layout.py, README "Chunk layout").
+CHUNK_BYTES = 2**20
 
 # Blosc-zstd at level 1 with byte shuffle: it halves ReLU outputs (many exact
 # zeros) and on activations runs 2.3-2.6x faster than level 3 for a ratio

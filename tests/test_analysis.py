@@ -216,9 +216,9 @@ def test_rechunk_unit_major_keeps_values_with_one_channel_chunks(stored, tmp_pat
 
 
 def test_rechunk_unit_major_fits_channels_to_chunk_bytes(tmp_path):
-    write_store(tmp_path / "s.zarr", "zarr", n=64, conv=(8, 64, 64), units=4096)
+    write_store(tmp_path / "s.zarr", "zarr", n=64, conv=(8, 32, 32), units=4096)
     result = rechunk(tmp_path / "s.zarr", tmp_path / "u.h5", "unit-major", chunk_images=64)
-    assert result.chunks["features.0"] == (64, 4, 64, 64)       # 64 rows x 4 channels = 4 MiB
+    assert result.chunks["features.0"] == (64, 4, 32, 32)       # 64 rows x 4 channels = 1 MiB
     assert result.chunks["classifier.4"] == (64, 4096)           # 64 rows x 4096 units = 1 MiB
 
 

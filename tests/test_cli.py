@@ -163,7 +163,7 @@ def test_info_shows_the_store_at_a_glance(tmp_path, image_dir, weights_file):
     assert result.exit_code == 0
     text = result.stdout
     assert "status: complete" in text and "rows: 12/12" in text and "model: alexnet" in text
-    assert "features.4: (12, 192, 27, 27) (image, channel, height, width) chunks (16, 64, 27, 27)" in text
+    assert "features.4: (12, 192, 27, 27) (image, channel, height, width) chunks (16, 16, 27, 27)" in text
     assert "ratio" in text and "torch_version" in text and "preprocessing" in text
 
 

@@ -54,18 +54,22 @@ def choose_chunks(shape: Sequence[int], itemsize: int, chunk_images: int,
                   chunk_channels: int | None = None, max_bytes: int = defaults.CHUNK_BYTES) -> tuple[int, ...]:
     """Chunk shape for a layer of per-image ``shape``: ``chunk_images`` rows,
     split along the first per-image axis (channels / units) when a chunk would
-    exceed ``max_bytes``."""
+    exceed ``max_bytes``, into equal parts (the largest divisor of the channel
+    count that fits) so no chunk is a ragged remainder.
+
+    Example:
+        >>> choose_chunks((192, 27, 27), 4, 16, max_bytes=2**20)
+        (16, 16, 27, 27)
+    """
     if not shape:
         return (chunk_images,)
-    per_image = math.prod(shape) * itemsize
     first = shape[0]
     if chunk_channels is not None:
         first_chunk = max(1, min(first, chunk_channels))
-    elif chunk_images * per_image > max_bytes:
-        parts = math.ceil(chunk_images * per_image / max_bytes)
-        first_chunk = max(1, math.ceil(first / parts))
     else:
-        first_chunk = first
+        per_channel = math.prod(shape[1:]) * itemsize * chunk_images
+        fit = max(1, max_bytes // per_channel)
+        first_chunk = first if fit >= first else max(d for d in range(1, fit + 1) if first % d == 0)
     return (chunk_images, first_chunk, *shape[1:])
 
 
