@@ -606,7 +606,7 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
     loader = DataLoader(_ImageRows(images, model.transform), batch_sampler=batches,
                         num_workers=num_workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda",
-                        persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                        persistent_workers=num_workers > 0, prefetch_factor=2 if num_workers else None)
     progress = tqdm(total=total, initial=done_before, unit="img", disable=quiet,
                     file=sys.stderr, desc=label, dynamic_ncols=True)
     background = _BackgroundWriter(writer, layout.chunk_images, layout.n_rows, progress)

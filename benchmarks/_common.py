@@ -27,16 +27,6 @@ if str(REPO) not in sys.path:
 SCRATCH = Path(tempfile.gettempdir()) / "actstore-bench"
 
 
-def work_around_torch_version() -> None:
-    """h5py refuses ``torch.__version__`` (a ``TorchVersion``, a str subclass
-    that NumPy turns into a fixed-width '<U..' array), so creating an HDF5
-    store fails in actstore 0.1.0 with "No conversion path for dtype:
-    dtype('<U12')". Until the library stores ``str(torch.__version__)``, the
-    benchmarks replace it with a plain str in their own process."""
-    import torch
-    torch.__version__ = str(torch.__version__)
-
-
 def make_images(n: int, size: int = 256, seed: int = 0, quality: int = 90) -> Path:
     """A folder of ``n`` JPEGs that compress and activate like photographs:
     smooth colour fields (upsampled low-resolution noise), a gradient, a few

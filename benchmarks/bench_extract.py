@@ -18,7 +18,7 @@ import shutil
 import time
 import warnings
 
-from _common import SCRATCH, cpu_seconds, machine, make_images, mb, median, spread, table, work_around_torch_version
+from _common import SCRATCH, cpu_seconds, machine, make_images, mb, median, spread, table
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -79,7 +79,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=2)
     args = parser.parse_args()
-    work_around_torch_version()
     n = args.images or (128 if args.small else 512)
     repeats = args.repeats or 2
 

@@ -36,10 +36,7 @@ def main() -> None:
         images = make_images(n, size=64, seed=1)
         out = SCRATCH / f"memory-{n}.{'zarr' if args.format == 'zarr' else 'h5'}"
         remove(out)
-        # python -c: so that the HDF5 work-around of _common applies in the child too.
-        code = ("import sys; sys.path.insert(0, 'benchmarks'); import _common; "
-                "_common.work_around_torch_version(); from actstore.cli import main; main()")
-        run = run_measured([sys.executable, "-c", code, "extract", "--model-name", "alexnet",
+        run = run_measured([sys.executable, "-m", "actstore", "extract", "--model-name", "alexnet",
                             "--weights", "none", "--module-name", MODULE, "--in-path", str(images),
                             "--out-path", str(out), "--quiet"])
         if run["returncode"] != 0:

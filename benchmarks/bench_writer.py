@@ -20,8 +20,7 @@ import shutil
 import time
 import warnings
 
-from _common import (SCRATCH, dir_bytes, machine, make_images, median, remove, spread, table,
-                     work_around_torch_version)
+from _common import (SCRATCH, dir_bytes, machine, make_images, median, remove, spread, table)
 
 import numpy as np
 import torch
@@ -106,7 +105,6 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
-    work_around_torch_version()
     n = args.images or (64 if args.small else 192)
     repeats = args.repeats or (2 if args.small else 3)
     out_dir = SCRATCH / "writer"
