@@ -6,6 +6,7 @@ bounded queue, so memory stays at a few batches whatever the image count.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import errno
 import hashlib
@@ -209,11 +210,14 @@ class _BackgroundWriter:
         self.thread = threading.Thread(target=self._loop, name="actstore-writer", daemon=True)
         self.thread.start()
 
-    def put(self, rows: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+    def put(self, rows: np.ndarray, keep: np.ndarray,
+            arrays: Callable[[], dict[str, np.ndarray]]) -> None:
+        """Queue a batch: ``arrays()`` gives its activations once they are on
+        the host; only rows where ``keep`` is set are written."""
         while True:
             self.raise_error()
             try:
-                self.queue.put((rows, arrays), timeout=0.5)
+                self.queue.put((rows, keep, arrays), timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -242,7 +246,11 @@ class _BackgroundWriter:
             if self.error is not None:
                 continue  # drain so the producer never blocks
             try:
-                self._write(self.buffer.add(*item))
+                rows, keep, ready = item
+                arrays = ready()
+                if not keep.all():
+                    rows, arrays = rows[keep], {k: v[keep] for k, v in arrays.items()}
+                self._write(self.buffer.add(rows, arrays))
             except BaseException as error:  # re-raised in the main thread
                 self.error = error
         if self.error is None:
@@ -277,7 +285,8 @@ class Interrupted(UserError):
     """Ctrl-C: what was finished is kept; rerunning the command resumes."""
 
 
-def fingerprint(model: Model, images: ImageSet, layout: Layout, flatten: bool) -> dict[str, Any]:
+def fingerprint(model: Model, images: ImageSet, layout: Layout, flatten: bool, *,
+                amp: str | None = None, channels_last: bool = False) -> dict[str, Any]:
     """Everything that determines a store's contents. A rerun must match it to resume."""
     return {
         "format_version": FORMAT_VERSION,
@@ -286,7 +295,7 @@ def fingerprint(model: Model, images: ImageSet, layout: Layout, flatten: bool) -
         "layers": [spec.module_name for spec in layout.layers],
         "shapes": {spec.module_name: list(spec.shape) for spec in layout.layers},
         "chunks": {spec.module_name: list(spec.chunks) for spec in layout.layers},
-        "dtype": layout.layers[0].dtype, "flatten": flatten,
+        "dtype": layout.layers[0].dtype, "flatten": flatten, "amp": amp, "channels_last": channels_last,
         "compression": layout.compression, "compression_level": layout.compression_level,
         "images_sha256": images.digest(), "n_images": len(images),
         "rnd_seed": images.rnd_seed, "fraction": images.fraction,
@@ -309,7 +318,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             compression_level: int | None = None, chunk_images: int = defaults.CHUNK_IMAGES,
             chunk_channels: int | None = None, num_workers: int = defaults.NUM_WORKERS,
             skip_bad_images: bool = False, shard: str | tuple[int, int] | None = None,
-            dry_run: bool = False, force: bool = False, overwrite: bool = False, quiet: bool = False,
+            dry_run: bool = False, force: bool = False, amp: str | None = None,
+            channels_last: bool = False, overwrite: bool = False, quiet: bool = False,
             command_line: str | None = None) -> ExtractResult:
     """Extract ``module_names`` of a model for every image under ``in_path`` into one store.
 
@@ -349,6 +359,9 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         raise UserError(f"unknown --compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     if num_workers < 0:
         raise UserError(f"--num-workers must be 0 or more, got {num_workers}")
+    amp = None if amp in (None, "", "none") else amp
+    if amp is not None and amp not in AMP_DTYPES:
+        raise UserError(f"unknown --amp {amp!r}: use none, {', '.join(AMP_DTYPES)}")
     shard_index, shard_count, device = _shard_and_device(shard, device)
     torch_device = resolve_device(device)
     out_path = location(out_path)
@@ -385,6 +398,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             raise UserError("no model given: pass --model-name (see `actstore models`)")
         model = load_model(model_name, weights=weights, model_path=model_path, seed=rnd_seed)
     model.module.to(torch_device)
+    if channels_last:
+        model.module.to(memory_format=torch.channels_last)
     extractor = Extractor(model.module, module_names)
     probe = torch.zeros(1, 3, *model.input_size, device=torch_device)
     shapes = extractor.probe(probe)
@@ -404,7 +419,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         return ExtractResult(path=out_path, file_format=file_format, n_images=len(images),
                              rows_written=0, rows_this_run=0, seconds=time.perf_counter() - started,
                              layers={s.module_name: s.shape for s in layout.layers}, plan=plan)
-    current = fingerprint(model, images, layout, flatten_acts)
+    current = fingerprint(model, images, layout, flatten_acts, amp=amp, channels_last=channels_last)
     writer, resumed = _open_or_create(out_path, file_format, layout, images, model, current,
                                       overwrite=overwrite, device=str(torch_device),
                                       command_line=command_line, things=things, flatten=flatten_acts,
@@ -419,7 +434,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                                  batch_size=batch_size, num_workers=num_workers, dtype=dtype,
                                  flatten=flatten_acts, quiet=quiet, done_before=done_before,
                                  total=hi - lo, label="extract" if shard_count == 1 else
-                                 f"shard {shard_index}/{shard_count}")
+                                 f"shard {shard_index}/{shard_count}", amp=amp,
+                                 channels_last=channels_last)
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 raise
@@ -452,7 +468,8 @@ def _open_or_create(out_path: Location, file_format: str, layout: Layout, images
         "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
         "flatten_acts": flatten,
         "torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
-        "device": device, "torch_threads": torch.get_num_threads(), "rnd_seed": images.rnd_seed, "fraction": images.fraction,
+        "device": device, "torch_threads": torch.get_num_threads(), "amp": current["amp"],
+        "rnd_seed": images.rnd_seed, "fraction": images.fraction,
         "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
         "things": things, "n_images": len(images), "skipped_images": skipped,
         "command_line": command_line or " ".join(sys.argv),
@@ -509,15 +526,59 @@ def _check_space(extractor: Extractor, model: Model, images: ImageSet, layout: L
     return plan
 
 
-def _to_numpy(outputs: dict[str, torch.Tensor], dtype: str, flatten: bool) -> dict[str, np.ndarray]:
-    """Activations as stored: cast, flattened if asked, on the host."""
-    arrays = {}
+AMP_DTYPES = ("float16", "bfloat16")
+
+
+def _autocast(device: torch.device, amp: str | None):
+    """Mixed precision for the forward pass (``--amp``), or nothing."""
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, amp))
+
+
+def _as_stored(outputs: dict[str, torch.Tensor], dtype: str, flatten: bool) -> dict[str, torch.Tensor]:
+    """Cast (on the device, so float16 halves the copy) and flatten if asked."""
+    stored = {}
     for name, out in outputs.items():
         out = out.to(getattr(torch, dtype))
-        if flatten:
-            out = out.reshape(out.shape[0], -1)
-        arrays[name] = out.cpu().numpy()
-    return arrays
+        stored[name] = out.reshape(out.shape[0], -1) if flatten else out
+    return stored
+
+
+def _to_numpy(outputs: dict[str, torch.Tensor], dtype: str, flatten: bool) -> dict[str, np.ndarray]:
+    """Activations as stored, on the host, now."""
+    return {name: out.cpu().numpy() for name, out in _as_stored(outputs, dtype, flatten).items()}
+
+
+class _HostCopy:
+    """Device-to-host copies of a batch's activations.
+
+    On CUDA they go into pinned memory on a side stream and the writer thread
+    waits for them, so the next forward pass is not serialised behind the
+    copy; elsewhere they are plain copies.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def __call__(self, tensors: dict[str, torch.Tensor]) -> Callable[[], dict[str, np.ndarray]]:
+        if self.stream is None:
+            arrays = {name: t.cpu().numpy() for name, t in tensors.items()}
+            return lambda: arrays
+        self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
+        host = {}
+        with torch.cuda.stream(self.stream):
+            for name, t in tensors.items():
+                host[name] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                host[name].copy_(t, non_blocking=True)
+                t.record_stream(self.stream)
+            done = torch.cuda.Event()
+            done.record(self.stream)
+
+        def ready() -> dict[str, np.ndarray]:
+            done.synchronize()
+            return {name: t.numpy() for name, t in host.items()}
+        return ready
 
 
 def _reopen_same_run(out_path: Location, current: dict) -> StoreWriter:
@@ -592,7 +653,8 @@ def _claim(writer: StoreWriter, out_path: Location, index: int, count: int, lo: 
 
 def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray, writer: StoreWriter,
          layout: Layout, device: torch.device, *, batch_size: int, num_workers: int, dtype: str,
-         flatten: bool, quiet: bool, done_before: int, total: int, label: str) -> int:
+         flatten: bool, quiet: bool, done_before: int, total: int, label: str,
+         amp: str | None = None, channels_last: bool = False) -> int:
     if not len(todo):
         return 0
     # Batches are fixed slices of the full row range, so a resumed or sharded
@@ -610,17 +672,19 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
     progress = tqdm(total=total, initial=done_before, unit="img", disable=quiet,
                     file=sys.stderr, desc=label, dynamic_ncols=True)
     background = _BackgroundWriter(writer, layout.chunk_images, layout.n_rows, progress)
+    to_host = _HostCopy(device)
     try:
         for batch, rows, bad in loader:
             if bad:
                 names = ", ".join(f"{images.file_names[r]} ({err[:80]})" for r, err in bad)
                 raise UserError(f"cannot read {len(bad)} image(s): {names}; fix or remove them "
                                 "and run again (finished rows are kept)")
-            arrays = _to_numpy(extractor(batch.to(device, non_blocking=True)), dtype, flatten)
-            keep = pending[rows]
-            if not keep.all():
-                arrays = {name: array[keep] for name, array in arrays.items()}
-            background.put(rows[keep], arrays)
+            batch = batch.to(device, non_blocking=True)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, amp):
+                outputs = extractor(batch)
+            background.put(rows, pending[rows], to_host(_as_stored(outputs, dtype, flatten)))
     except KeyboardInterrupt:
         background.finish()
         progress.close()

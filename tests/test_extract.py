@@ -195,3 +195,37 @@ def test_random_weights_warn_and_are_reproducible(tmp_path, image_dir):
     with open_store(tmp_path / "a.zarr") as a, open_store(tmp_path / "b.zarr") as b:
         assert a.attrs["weights"] == "none"
         assert np.array_equal(a["classifier.6"][:], b["classifier.6"][:])
+
+
+def test_amp_bfloat16_is_recorded_and_close_to_float32(tmp_path, image_dir, weights_file):
+    weights = weights_file("alexnet")
+    out = tmp_path / "amp.zarr"
+    extract(model_name="alexnet", model_path=weights, module_names=["features.3", "classifier.4"],
+            amp="bfloat16", in_path=image_dir, out_path=out, **FAST)
+    with open_store(out) as store:
+        validate_store(store)
+        assert store.attrs["amp"] == "bfloat16" and store.attrs["fingerprint"]["amp"] == "bfloat16"
+        assert store["features.3"].dtype == np.float32
+        for layer in ("features.3", "classifier.4"):
+            expected = reference_activations("alexnet", weights, image_dir, store.file_names, layer)
+            stored = store[layer][:]
+            assert not np.array_equal(stored, expected)                        # it did run in bfloat16
+            assert np.abs(stored - expected).max() <= 0.05 * np.abs(expected).max()
+
+
+def test_channels_last_gives_the_same_activations(tmp_path, image_dir, weights_file):
+    weights = weights_file("resnet18")
+    out = tmp_path / "cl.h5"
+    extract(model_name="resnet18", model_path=weights, module_names=["layer1.0.conv1", "fc"],
+            channels_last=True, in_path=image_dir, out_path=out, **FAST)
+    with open_store(out) as store:
+        assert store.attrs["fingerprint"]["channels_last"] is True
+        for layer in ("layer1.0.conv1", "fc"):
+            expected = reference_activations("resnet18", weights, image_dir, store.file_names, layer)
+            np.testing.assert_allclose(store[layer][:], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_amp_is_refused(tmp_path, image_dir):
+    with pytest.raises(UserError, match="unknown --amp 'int8'"):
+        extract(model_name="alexnet", weights="none", module_names=["fc"], amp="int8",
+                in_path=image_dir, out_path=tmp_path / "x.zarr", **FAST)

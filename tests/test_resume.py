@@ -141,7 +141,8 @@ def test_a_full_disk_keeps_finished_rows_and_resumes_once_space_is_freed(tmp_pat
         pytest.skip("needs a private mount namespace (unshare -rm) to mount a small tmpfs")
     weights = weights_file("alexnet")
     (tmp_path / "mnt").mkdir()
-    args = [a for a in command(weights, many_images, Path("unused")) if a not in ("--out-path", "unused")]
+    # --force: start although the estimate does not fit, as when a shared disk fills up mid-run.
+    args = [a for a in command(weights, many_images, Path("unused"), "--force") if a not in ("--out-path", "unused")]
     env = {**os.environ, "MNT": str(tmp_path / "mnt"), "LOG": str(tmp_path)}
     subprocess.run(["unshare", "-rm", "bash", "-c", MOUNT_SCRIPT, "bash", *args], env=env, cwd=ROOT,
                    timeout=600, check=True)
