@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import h5py
 import hdf5plugin
+import numcodecs
 import numpy as np
 
 from .. import defaults
@@ -63,6 +66,48 @@ def _get_attrs(node: h5py.HLObject) -> dict[str, Any]:
     return out
 
 
+BLOSC_FILTER = "32001"
+BLOSC_CODECS = {1: "lz4", 5: "zstd"}   # hdf5-blosc's compressor codes that actstore writes
+
+
+class _ChunkEncoder:
+    """Compresses one chunk exactly as a dataset's HDF5 filters would.
+
+    h5py runs every call behind one lock, so HDF5's own filters compress on one
+    core. Compressing whole chunks here, on a thread pool (Blosc and zlib
+    release the GIL), and handing HDF5 the finished bytes with
+    ``write_direct_chunk`` uses them all. Built from the dataset's own filter
+    pipeline; :meth:`for_dataset` gives None for pipelines it does not know,
+    and those datasets are written through h5py as usual.
+    """
+
+    def __init__(self, kind: str, level: int = 0) -> None:
+        self.kind, self.level = kind, level
+        if kind in BLOSC_CODECS.values():
+            self._blosc = numcodecs.Blosc(cname=kind, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)
+
+    @classmethod
+    def for_dataset(cls, dset: h5py.Dataset) -> "_ChunkEncoder | None":
+        filters = dict(dset._filters)
+        if not filters:
+            return cls("none")
+        if set(filters) == {"shuffle", "gzip"}:
+            return cls("gzip", int(filters["gzip"]))
+        if set(filters) == {BLOSC_FILTER}:
+            values = filters[BLOSC_FILTER]
+            if len(values) >= 7 and values[5] == 1 and values[6] in BLOSC_CODECS:
+                return cls(BLOSC_CODECS[values[6]], int(values[4]))
+        return None
+
+    def __call__(self, chunk: np.ndarray) -> bytes:
+        if self.kind == "none":
+            return chunk.tobytes()
+        if self.kind == "gzip":   # HDF5's pipeline: byte shuffle, then deflate
+            shuffled = numcodecs.Shuffle(elementsize=chunk.dtype.itemsize).encode(chunk)
+            return zlib.compress(bytes(shuffled), self.level)
+        return bytes(self._blosc.encode(chunk))
+
+
 class Hdf5Writer(StoreWriter):
     format_name = "hdf5"
     suffixes = (".h5", ".hdf5")
@@ -73,6 +118,8 @@ class Hdf5Writer(StoreWriter):
         self._file = file
         self._layers = dict(file[ACTIVATIONS].items())
         self._written = file["written"]
+        self._encoders = {name: _ChunkEncoder.for_dataset(d) for name, d in self._layers.items()}
+        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
@@ -109,11 +156,37 @@ class Hdf5Writer(StoreWriter):
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         stop = start + len(next(iter(arrays.values())))
         for name, data in arrays.items():
-            self._layers[name][start:stop] = data
+            dset, encode = self._layers[name], self._encoders[name]
+            rows = dset.chunks[0]
+            if encode and start % rows == 0 and (stop % rows == 0 or stop == dset.shape[0]):
+                self._write_chunks(dset, encode, start, np.ascontiguousarray(data, dtype=dset.dtype))
+            else:   # a block that ends inside a chunk (an interrupted run's last rows)
+                dset[start:stop] = data
         # One flush a block: it makes this block's data durable, and the marks
         # of the block before (set after that block's flush) durable with it.
         self._file.flush()
         self._written[start:stop] = 1
+
+    def _write_chunks(self, dset: h5py.Dataset, encode: _ChunkEncoder, start: int, data: np.ndarray) -> None:
+        """Compress every chunk of a chunk-aligned block in parallel, then write
+        the compressed bytes straight into the file."""
+        shape = dset.chunks
+        pieces = []
+        for r in range(0, len(data), shape[0]):
+            for c in range(0, data.shape[1], shape[1]) if data.ndim > 1 else [None]:
+                index = (slice(r, r + shape[0]),) if c is None else (slice(r, r + shape[0]), slice(c, c + shape[1]))
+                piece = data[index]
+                if piece.shape != shape:   # the last chunk: HDF5 stores chunks whole, padded
+                    padded = np.zeros(shape, dtype=data.dtype)
+                    padded[tuple(slice(0, n) for n in piece.shape)] = piece
+                    piece = padded
+                offset = (start + r,) + ((c,) if c is not None else ()) + (0,) * (data.ndim - 2)
+                pieces.append((offset[:data.ndim], np.ascontiguousarray(piece)))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                            thread_name_prefix="actstore-hdf5-codec")
+        for (offset, _), payload in zip(pieces, self._pool.map(encode, [p for _, p in pieces])):
+            dset.id.write_direct_chunk(offset, payload)
 
     def written(self) -> np.ndarray:
         return self._written[:].astype(bool)
@@ -130,7 +203,9 @@ class Hdf5Writer(StoreWriter):
         self._file.close()
         with h5py.File(self.path, "r+", libver="latest") as file:
             _set_attrs(file, attrs)
+        pool, self._pool = self._pool, None
         self.__init__(self.path, _open_rw(self.path))
+        self._pool = pool
 
     def root_attrs(self) -> dict[str, Any]:
         return _get_attrs(self._file)
@@ -146,6 +221,9 @@ class Hdf5Writer(StoreWriter):
         self.update_attrs({"claims": {k: v for k, v in self.claims().items() if k != name}})
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._file.id.valid:
             self._file.flush()
             self._file.close()
