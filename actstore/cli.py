@@ -215,11 +215,14 @@ def info(
         typer.echo(f"  {name}: {tuple(layer['shape'])} ({', '.join(layer['dims'])}) "
                    f"chunks {tuple(layer['chunks'])}  {layer['bytes_stored']:,} B stored, ratio {ratio}")
     for key in ("created", "completed", "actstore_version", "torch_version", "torchvision_version",
-                "device", "in_path", "image_layout", "fraction", "rnd_seed", "weights_sha256",
-                "preprocessing", "command_line"):
+                "device", "torch_threads", "amp", "in_path", "image_layout", "fraction", "rnd_seed",
+                "weights_sha256", "preprocessing", "command_line", "rechunked_from", "imported_from"):
         if attrs.get(key) is not None:
             value = str(attrs[key]).replace("\n", " ")
-            typer.echo(f"  {key}: {' '.join(value.split())}")
+            typer.echo(f"  {key}: {' '.join(value.split())}"[:400])
+    if attrs.get("skipped_images"):
+        skipped = attrs["skipped_images"]
+        typer.echo(f"  skipped_images: {len(skipped)} (e.g. {skipped[0]['file_name']}: {skipped[0]['reason']})")
 
 
 @app.command()
