@@ -96,7 +96,7 @@ def extract(
     model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="torchvision model, e.g. alexnet (see `actstore models`)."),
     module_names: List[str] = typer.Option([], "--module-name", "--module_name", help="Module to store, e.g. features.11; repeat for several (one forward pass)."),
     in_path: Path = typer.Option(Path("./images/"), "--in-path", "--in_path", help="Folder of images, flat or one subfolder per class."),
-    out_path: Path = typer.Option(Path("./activations/"), "--out-path", "--out_path", help="Store path: a .zarr directory or .h5/.hdf5 file. A path without those suffixes gets the original tool's txt layout <out>/<model>/<module>/ unless --file-format says otherwise."),
+    out_path: str = typer.Option("./activations/", "--out-path", "--out_path", help="Store path: a .zarr directory or .h5/.hdf5 file. A path without those suffixes gets the original tool's txt layout <out>/<model>/<module>/ unless --file-format says otherwise."),
     model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="State-dict file, or folder of torchvision checkpoint files."),
     weights: str = typer.Option("DEFAULT", "--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1, ...) or 'none' for random init; also picks the preprocessing."),
     batch_size: int = typer.Option(defaults.BATCH_SIZE, "--batch-size", "--batch_size", help="Images per forward pass."),
@@ -195,7 +195,7 @@ def models() -> None:
 @app.command()
 @command
 def info(
-    store_path: Path = typer.Argument(..., metavar="STORE", help="A .zarr directory or .h5 file."),
+    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or an .h5 file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Show a store at a glance: model, layers, shapes, chunking, compression, status, provenance."""
@@ -249,7 +249,7 @@ def rechunk(
 @app.command()
 @command
 def export(
-    store_path: Path = typer.Argument(..., metavar="STORE", help="A .zarr directory or .h5 file."),
+    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or an .h5 file."),
     module_name: str = typer.Option(..., "--module-name", "--module_name", help="The layer to export, e.g. features.11."),
     file_format: str = typer.Option("txt", "--file-format", "--file_format", help="txt or npy (also .txt/.npy). npy is exact and keeps the stored shape in one array; txt of a 3+-D layer uses the original slices with %-7.5f: LOSSY (5 decimals)."),
     out_path: Path = typer.Option(..., "--out-path", "--out_path", help="Root folder: files go to OUT/<model>/<module>/."),
@@ -284,7 +284,7 @@ def import_legacy(
 @app.command()
 @command
 def verify(
-    store_path: Path = typer.Argument(..., metavar="STORE", help="A .zarr directory or .h5 file."),
+    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or an .h5 file."),
     recompute: int = typer.Option(0, "--recompute", help="Recompute K random images through the model and compare."),
     model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="The weights file the store was made with (for --recompute)."),
     in_path: Optional[Path] = typer.Option(None, "--in-path", "--in_path", help="The image folder, if it moved (for --recompute)."),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .store import open_store
+from .store import location, open_store
 from .store.schema import schema_errors
 
 
@@ -27,7 +27,7 @@ class Check:
 class VerifyReport:
     """One line per check; ``ok`` only when every check holds."""
 
-    path: Path
+    path: Path | str
     checks: list[Check] = field(default_factory=list)
     nonfinite: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -61,7 +61,7 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         >>> verify("alexnet.zarr", recompute=8, model_path="alexnet.pth").ok   # doctest: +SKIP
         True
     """
-    report = VerifyReport(Path(path))
+    report = VerifyReport(location(path))
     with open_store(path) as store:
         problems = [f"root {p}" for p in schema_errors("root", store.attrs)]
         for layer in store.layers:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UserError
 from .base import ACTIVATIONS, stored_dim_names
+from .location import identity, location
 from .reader import _axis_index, check_written
 
 if TYPE_CHECKING:
@@ -35,9 +36,6 @@ def _require(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError as error:
         raise UserError(f"{module} is not installed: pip install 'actstore[analysis]'") from error
-
-
-from .location import location  # noqa: E402
 
 
 class _LayerSource:
@@ -96,7 +94,7 @@ def to_dask(store: "Store", layer: str, rows: Any = None,
         per_dask_chunk = max(1, DASK_CHUNK_BYTES // max(1, chunk_bytes))
         chunks = (min(len(store), store_chunks[0] * per_dask_chunk) or 1, *store_chunks[1:])
     source = _LayerSource(store.path, layer, array.shape, array.dtype)
-    name = "actstore-" + da.core.tokenize(str(store.path.resolve()), layer, store.written)
+    name = "actstore-" + da.core.tokenize(identity(store.path), layer, store.written)
     lazy = da.from_array(source, chunks=chunks, name=name, asarray=True, fancy=False, lock=False,
                          meta=np.empty((0,) * array.ndim, dtype=array.dtype))
     if rows is None:

@@ -13,6 +13,12 @@ from pathlib import Path
 
 Location = Path | str
 
+# fsspec caches each filesystem's directory listings for the life of the
+# process; another process (a shard, a resumed run, an --overwrite) changes
+# the store behind that cache, and s3fs then answers ``exists`` from the stale
+# listing. Listings of a store are few, so they are always fetched afresh.
+STORAGE_OPTIONS = {"use_listings_cache": False}
+
 
 def is_url(path: Location) -> bool:
     return "://" in str(path)
@@ -26,9 +32,14 @@ def suffix(path: Location) -> str:
     return posixpath.splitext(str(path).rstrip("/"))[1].lower()
 
 
+def identity(path: Location) -> str:
+    """The same string for the same store from any working directory."""
+    return str(path).rstrip("/") if is_url(path) else str(Path(path).resolve())
+
+
 def _fs(url: str):
     import fsspec
-    return fsspec.core.url_to_fs(url)
+    return fsspec.core.url_to_fs(url, **STORAGE_OPTIONS)
 
 
 def exists(path: Location) -> bool:

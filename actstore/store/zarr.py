@@ -4,27 +4,36 @@ Zarr's LocalStore writes every key through a temporary file and a rename, so
 a killed writer leaves each chunk and each ``zarr.json`` either old or new,
 never torn. That, and writing the ``written`` mark after the data, is what
 makes a Zarr store resumable after ``kill -9``.
+
+An object store (``s3://``) has no rename: there the store is created in
+place, its root attributes first (so other processes see an actstore store
+at once) and the ``claims`` group last, which marks the layout complete; a
+process that reopens a store still being created waits for that mark.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, GzipCodec
-from zarr.errors import ContainsGroupError
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from .. import defaults
+from ..errors import UserError
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
-from .location import Location, is_url, location
+from .location import STORAGE_OPTIONS, Location, is_url, location
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
 # at the same moment never overwrite each other.
 CLAIMS = "claims"
-
+# How long a process waits for another one to finish creating a store on an
+# object store (tens of small writes: about a second against S3).
+CREATE_WAIT_SECONDS = 60.0
 
 
 def _compressors(compression: str, level: int | None) -> tuple:
@@ -36,8 +45,10 @@ def _compressors(compression: str, level: int | None) -> tuple:
     return ()
 
 
-def _open_group(path: Path | str, mode: str) -> zarr.Group:
-    return zarr.open_group(str(path), mode=mode, zarr_format=3)
+def _open_group(path: Location, mode: str, attributes: Mapping[str, Any] | None = None) -> zarr.Group:
+    options = STORAGE_OPTIONS if is_url(path) else None
+    return zarr.open_group(str(path), mode=mode, zarr_format=3, storage_options=options,
+                           attributes=dict(attributes) if attributes is not None else None)
 
 
 class ZarrWriter(StoreWriter):
@@ -57,14 +68,27 @@ class ZarrWriter(StoreWriter):
                classes: Sequence[str], attrs: Mapping[str, Any]) -> "ZarrWriter":
         # Built under a temporary name and renamed into place: readers and other
         # processes see no store or a whole one, never a half-created one.
-        # Object stores have no rename: there the store is created in place,
-        # and a process that finds it already there reopens it.
+        # Object stores have no rename: there the store is created in place
+        # (see the module docstring), and a process that finds it reopens it.
         path = location(path)
-        partial = path if is_url(path) else path.with_name(f".{path.name}.creating-{os.getpid()}")
+        if is_url(path):
+            try:
+                return cls._create(path, "w-", layout, file_names, targets, classes, attrs)
+            except (ContainsGroupError, ContainsArrayError, FileExistsError) as error:
+                raise FileExistsError(f"{path} exists") from error
+        partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        cls._create(partial, "w", layout, file_names, targets, classes, attrs)
         try:
-            group = _open_group(partial, "w-" if is_url(path) else "w")
-        except ContainsGroupError as error:
-            raise FileExistsError(f"{path} exists") from error
+            os.rename(partial, path)
+        except OSError as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise FileExistsError(f"{path} appeared while the store was being created") from error
+        return cls.reopen(path)
+
+    @classmethod
+    def _create(cls, path: Location, mode: str, layout: Layout, file_names: Sequence[str],
+                targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> "ZarrWriter":
+        group = _open_group(path, mode, attributes=attrs)
         n, rows = layout.n_rows, (layout.chunk_images,)
         names = group.create_array("file_names", shape=(n,), chunks=(max(n, 1),), dtype=str,
                                    dimension_names=["image"], fill_value="")
@@ -86,20 +110,20 @@ class ZarrWriter(StoreWriter):
                                     # every chunk is written: skips a scan for all-fill chunks
                                     config={"write_empty_chunks": True})
             arr.attrs.update(spec.attrs())
-        group.create_group(CLAIMS)
-        group.attrs.update(dict(attrs))
-        if is_url(path):
-            return cls(path, group)
-        try:
-            os.rename(partial, path)
-        except OSError as error:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise FileExistsError(f"{path} appeared while the store was being created") from error
-        return cls.reopen(path)
+        group.create_group(CLAIMS)   # last: the layout is complete
+        return cls(path, group)
 
     @classmethod
-    def reopen(cls, path: Path) -> "ZarrWriter":
-        return cls(path, _open_group(path, "r+"))
+    def reopen(cls, path: Location) -> "ZarrWriter":
+        group = _open_group(path, "r+")
+        deadline = time.monotonic() + CREATE_WAIT_SECONDS
+        while is_url(path) and CLAIMS not in group:   # another process is still creating it
+            if time.monotonic() > deadline:
+                raise UserError(f"{path} was left half-created (no {CLAIMS!r} group after "
+                                f"{CREATE_WAIT_SECONDS:.0f} s): pass --overwrite to replace it")
+            time.sleep(0.2)
+            group = _open_group(path, "r+")
+        return cls(path, group)
 
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         stop = start + len(next(iter(arrays.values())))
