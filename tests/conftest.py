@@ -2,6 +2,7 @@
 and an independent reference forward pass to compare stored activations against."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,24 @@ def image_dir(tmp_path_factory) -> Path:
 def flat_dir(tmp_path_factory) -> Path:
     """12 images in one folder: img1 ... img12."""
     return make_images(tmp_path_factory.mktemp("flat") / "in", "flat")
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Some libraries (dask.distributed's LocalCluster) set OMP_NUM_THREADS=1
+    in this process's environment; later subprocesses would then run torch on
+    one thread and differ from in-process runs in the last bits."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for an extraction subprocess whose results are compared bit
+    for bit with this process's: the same number of torch threads."""
+    threads = str(torch.get_num_threads())
+    return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **extra}
 
 
 def save_random_weights(model_name: str, path: Path, seed: int = 1) -> Path:

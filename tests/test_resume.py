@@ -17,7 +17,7 @@ from actstore import extract, open_store
 from actstore.store.reader import RowsNotWrittenError
 from actstore.store.schema import validate_store
 
-from conftest import make_images
+from conftest import child_env, make_images
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["features.2", "classifier.6"]
@@ -84,7 +84,7 @@ def test_repeated_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, many_i
     rng = random.Random(7)
     kills = 0
     for _ in range(6):
-        proc = subprocess.Popen(command(weights, many_images, out), cwd=ROOT,
+        proc = subprocess.Popen(command(weights, many_images, out), cwd=ROOT, env=child_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = assert_written_rows_are_right(out, expected) if out.exists() else 0
         wait_for_rows(out, before + 1, proc, expected)  # readers see only finished rows meanwhile
@@ -97,7 +97,8 @@ def test_repeated_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, many_i
         assert assert_written_rows_are_right(out, expected) > before
         if kills == 3:
             break
-    done = subprocess.run(command(weights, many_images, out), cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command(weights, many_images, out), cwd=ROOT, capture_output=True, text=True,
+                          env=child_env())
     assert done.returncode == 0, done.stderr
     assert kills >= 3, "the run finished before it could be killed three times"
     with open_store(out) as store:
@@ -112,7 +113,7 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path, many_images, wei
     weights = weights_file("alexnet")
     out = tmp_path / "c.zarr"
     proc = subprocess.Popen(command(weights, many_images, out), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=child_env())
     wait_for_rows(out, 8, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -122,7 +123,8 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path, many_images, wei
     with open_store(out) as store:
         kept = int(store.written.sum())
         assert 0 < kept < 150 and store.status == "incomplete"
-    done = subprocess.run(command(weights, many_images, out), cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command(weights, many_images, out), cwd=ROOT, capture_output=True, text=True,
+                          env=child_env())
     assert done.returncode == 0, done.stderr
     expected = reference(weights, many_images, tmp_path / "ref.zarr")
     with open_store(out) as store:
@@ -149,7 +151,7 @@ def test_a_full_disk_keeps_finished_rows_and_resumes_once_space_is_freed(tmp_pat
     (tmp_path / "mnt").mkdir()
     # --force: start although the estimate does not fit, as when a shared disk fills up mid-run.
     args = [a for a in command(weights, many_images, Path("unused"), "--force") if a not in ("--out-path", "unused")]
-    env = {**os.environ, "MNT": str(tmp_path / "mnt"), "LOG": str(tmp_path)}
+    env = child_env(MNT=str(tmp_path / "mnt"), LOG=str(tmp_path))
     subprocess.run(["unshare", "-rm", "bash", "-c", MOUNT_SCRIPT, "bash", *args], env=env, cwd=ROOT,
                    timeout=600, check=True)
     first_err = (tmp_path / "first.err").read_text()

@@ -18,7 +18,7 @@ from actstore.errors import UserError
 from actstore.extractor import shard_rows
 from actstore.store.schema import validate_store
 
-from conftest import make_images
+from conftest import child_env, make_images
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["features.2", "classifier.6"]
@@ -67,7 +67,8 @@ def test_concurrent_shard_processes_equal_a_single_process_run(tmp_path, images,
     out = tmp_path / "sharded.zarr"
     procs = [subprocess.Popen([sys.executable, "-m", "actstore",
                                *cli_args(weights_file("alexnet"), images, out, "--shard", f"{i}/3")],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=child_env())
              for i in range(3)]
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
     assert all(rc == 0 for _, _, rc in results), results
@@ -106,7 +107,7 @@ def test_a_killed_shard_rerun_fills_only_its_rows(tmp_path, images, weights_file
     runner = CliRunner()
     assert runner.invoke(app, cli_args(weights, images, out, "--shard", "0/2")).exit_code == 0
     proc = subprocess.Popen([sys.executable, "-m", "actstore", *cli_args(weights, images, out, "--shard", "1/2")],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         with open_store(out) as store:
