@@ -118,6 +118,7 @@ def extract(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print per-layer sizes, a measured estimate of the store and the free space; write nothing."),
     force: bool = typer.Option(False, "--force", help="Start even when the estimated store size exceeds the free space."),
     amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision for the forward pass: float16 or bfloat16 (recorded; stored values then carry that precision)."),
+    decoder: str = typer.Option("pil", "--decoder", help="pil (decode in DataLoader workers), or torchvision: JPEGs decoded in batches on --device (nvJPEG on a GPU) when the decoder is the limit; values differ slightly from pil."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels_last memory format (can be faster on GPUs)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
@@ -137,7 +138,7 @@ def extract(
         things_tsv=things_tsv, file_format=file_format, dtype=dtype, compression=compression,
         compression_level=compression_level, chunk_images=chunk_images,
         chunk_channels=chunk_channels, num_workers=num_workers, skip_bad_images=skip_bad_images,
-        shard=shard, dry_run=dry_run, force=force, amp=amp, channels_last=channels_last,
+        shard=shard, dry_run=dry_run, force=force, amp=amp, channels_last=channels_last, decoder=decoder,
         overwrite=overwrite, quiet=quiet,
         command_line=shlex.join(["actstore", *sys.argv[1:]]))
     if result.plan is not None and dry_run:

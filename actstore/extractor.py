@@ -133,18 +133,25 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-class _ImageRows(Dataset):
-    """Decoded, preprocessed images by row; a bad image becomes an error
-    string instead of an exception, so the main process can name it."""
+DECODERS = ("pil", "torchvision")
 
-    def __init__(self, images: ImageSet, transform: Callable) -> None:
-        self.images, self.transform = images, transform
+
+class _ImageRows(Dataset):
+    """Images by row: decoded and preprocessed (Pillow), or, for the
+    torchvision decoder, the file's bytes, decoded later on the model's
+    device. A bad image becomes an error string instead of an exception, so
+    the main process can name it."""
+
+    def __init__(self, images: ImageSet, transform: Callable, decoder: str = "pil") -> None:
+        self.images, self.transform, self.decoder = images, transform, decoder
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, row: int):
         try:
+            if self.decoder == "torchvision":   # plain bytes: they cross process boundaries cheaply
+                return self.images.path(row).read_bytes(), row, ""
             return self.transform(self.images.load(row)), row, ""
         except Exception as error:  # any decoder failure names the file
             return None, row, f"{type(error).__name__}: {error}"
@@ -153,8 +160,38 @@ class _ImageRows(Dataset):
 def _collate(items):
     good = [(x, row) for x, row, err in items if not err]
     bad = [(row, err) for _x, row, err in items if err]
-    tensor = torch.stack([x for x, _ in good]) if good else None
-    return tensor, np.array([row for _, row in good], dtype=np.int64), bad
+    # Pillow-decoded images stack into a batch; raw file bytes stay a list.
+    if good and isinstance(good[0][0], bytes):
+        batch = [x for x, _ in good]
+    else:
+        batch = torch.stack([x for x, _ in good]) if good else None
+    return batch, np.array([row for _, row in good], dtype=np.int64), bad
+
+
+def _decode_batch(files: list[bytes], names: list[str], transform: Callable,
+                  device: torch.device) -> torch.Tensor:
+    """torchvision decoding: JPEGs decoded together on ``device`` (nvJPEG on a
+    GPU), other formats on the CPU; then the transform runs on the tensors."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
+    jpeg = [i for i, name in enumerate(names) if name.lower().endswith((".jpg", ".jpeg"))]
+    decoded: list[torch.Tensor | None] = [None] * len(data)
+    try:
+        if jpeg:
+            for i, image in zip(jpeg, decode_jpeg([data[i] for i in jpeg], device=device,
+                                                  mode=ImageReadMode.RGB)):
+                decoded[i] = image
+        for i, image in enumerate(decoded):
+            if image is None:
+                decoded[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
+    except RuntimeError as error:
+        raise UserError(f"--decoder torchvision could not decode an image of this batch ({error}); "
+                        "use the default --decoder pil") from error
+    try:
+        return torch.stack([transform(image) for image in decoded])
+    except (TypeError, AttributeError) as error:
+        raise UserError("--decoder torchvision needs a transform that takes image tensors "
+                        f"(torchvision's weights transforms do): {error}") from error
 
 
 class _RowBuffer:
@@ -286,7 +323,8 @@ class Interrupted(UserError):
 
 
 def fingerprint(model: Model, images: ImageSet, layout: Layout, flatten: bool, *,
-                amp: str | None = None, channels_last: bool = False) -> dict[str, Any]:
+                amp: str | None = None, channels_last: bool = False,
+                decoder: str = "pil") -> dict[str, Any]:
     """Everything that determines a store's contents. A rerun must match it to resume."""
     return {
         "format_version": FORMAT_VERSION,
@@ -296,6 +334,7 @@ def fingerprint(model: Model, images: ImageSet, layout: Layout, flatten: bool, *
         "shapes": {spec.module_name: list(spec.shape) for spec in layout.layers},
         "chunks": {spec.module_name: list(spec.chunks) for spec in layout.layers},
         "dtype": layout.layers[0].dtype, "flatten": flatten, "amp": amp, "channels_last": channels_last,
+        "decoder": decoder,
         "compression": layout.compression, "compression_level": layout.compression_level,
         "images_sha256": images.digest(), "n_images": len(images),
         "rnd_seed": images.rnd_seed, "fraction": images.fraction,
@@ -319,7 +358,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             chunk_channels: int | None = None, num_workers: int = defaults.NUM_WORKERS,
             skip_bad_images: bool = False, shard: str | tuple[int, int] | None = None,
             dry_run: bool = False, force: bool = False, amp: str | None = None,
-            channels_last: bool = False, overwrite: bool = False, quiet: bool = False,
+            channels_last: bool = False, decoder: str = "pil", overwrite: bool = False, quiet: bool = False,
             command_line: str | None = None) -> ExtractResult:
     """Extract ``module_names`` of a model for every image under ``in_path`` into one store.
 
@@ -362,6 +401,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
     amp = None if amp in (None, "", "none") else amp
     if amp is not None and amp not in AMP_DTYPES:
         raise UserError(f"unknown --amp {amp!r}: use none, {', '.join(AMP_DTYPES)}")
+    if decoder not in DECODERS:
+        raise UserError(f"unknown --decoder {decoder!r}: use one of {', '.join(DECODERS)}")
     shard_index, shard_count, device = _shard_and_device(shard, device)
     torch_device = resolve_device(device)
     out_path = location(out_path)
@@ -419,7 +460,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         return ExtractResult(path=out_path, file_format=file_format, n_images=len(images),
                              rows_written=0, rows_this_run=0, seconds=time.perf_counter() - started,
                              layers={s.module_name: s.shape for s in layout.layers}, plan=plan)
-    current = fingerprint(model, images, layout, flatten_acts, amp=amp, channels_last=channels_last)
+    current = fingerprint(model, images, layout, flatten_acts, amp=amp, channels_last=channels_last,
+                          decoder=decoder)
     writer, resumed = _open_or_create(out_path, file_format, layout, images, model, current,
                                       overwrite=overwrite, device=str(torch_device),
                                       command_line=command_line, things=things, flatten=flatten_acts,
@@ -435,7 +477,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                                  flatten=flatten_acts, quiet=quiet, done_before=done_before,
                                  total=hi - lo, label="extract" if shard_count == 1 else
                                  f"shard {shard_index}/{shard_count}", amp=amp,
-                                 channels_last=channels_last)
+                                 channels_last=channels_last, decoder=decoder)
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 raise
@@ -654,7 +696,7 @@ def _claim(writer: StoreWriter, out_path: Location, index: int, count: int, lo: 
 def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray, writer: StoreWriter,
          layout: Layout, device: torch.device, *, batch_size: int, num_workers: int, dtype: str,
          flatten: bool, quiet: bool, done_before: int, total: int, label: str,
-         amp: str | None = None, channels_last: bool = False) -> int:
+         amp: str | None = None, channels_last: bool = False, decoder: str = "pil") -> int:
     if not len(todo):
         return 0
     # Batches are fixed slices of the full row range, so a resumed or sharded
@@ -665,7 +707,7 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
     pending[todo] = True
     batches = [list(range(k * batch_size, min((k + 1) * batch_size, len(images))))
                for k in np.unique(todo // batch_size)]
-    loader = DataLoader(_ImageRows(images, model.transform), batch_sampler=batches,
+    loader = DataLoader(_ImageRows(images, model.transform, decoder), batch_sampler=batches,
                         num_workers=num_workers, collate_fn=_collate,
                         pin_memory=device.type == "cuda",
                         persistent_workers=num_workers > 0, prefetch_factor=2 if num_workers else None)
@@ -679,6 +721,8 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                 names = ", ".join(f"{images.file_names[r]} ({err[:80]})" for r, err in bad)
                 raise UserError(f"cannot read {len(bad)} image(s): {names}; fix or remove them "
                                 "and run again (finished rows are kept)")
+            if decoder == "torchvision":
+                batch = _decode_batch(batch, [images.file_names[r] for r in rows], model.transform, device)
             batch = batch.to(device, non_blocking=True)
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)

@@ -229,3 +229,18 @@ def test_unknown_amp_is_refused(tmp_path, image_dir):
     with pytest.raises(UserError, match="unknown --amp 'int8'"):
         extract(model_name="alexnet", weights="none", module_names=["fc"], amp="int8",
                 in_path=image_dir, out_path=tmp_path / "x.zarr", **FAST)
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_torchvision_decoder_matches_pillow_closely_and_is_recorded(tmp_path, image_dir, weights_file, suffix):
+    weights = weights_file("alexnet")
+    out = tmp_path / f"tv{suffix}"
+    extract(model_name="alexnet", model_path=weights, module_names=["features.2", "classifier.6"],
+            decoder="torchvision", in_path=image_dir, out_path=out, **{**FAST, "num_workers": 1})
+    with open_store(out) as store:
+        assert store.attrs["fingerprint"]["decoder"] == "torchvision" and store.complete
+        for layer in ("features.2", "classifier.6"):
+            expected = reference_activations("alexnet", weights, image_dir, store.file_names, layer)
+            stored = store[layer][:]
+            # Same images through another decoder and tensor resizing: close, not equal.
+            assert np.abs(stored - expected).mean() <= 0.05 * np.abs(expected).mean()
