@@ -27,7 +27,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 

@@ -5,7 +5,6 @@ import pickle
 
 import pytest
 import torch
-import torchvision
 
 from actstore.errors import UserError
 from actstore.models import ORIGINAL_MODELS, available_models, load_model, module_tree

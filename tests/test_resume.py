@@ -1,6 +1,5 @@
 """Never lose work: kill -9, Ctrl-C and a full disk leave a store that resumes to
 exactly what an uninterrupted run writes."""
-import os
 import random
 import shutil
 import signal

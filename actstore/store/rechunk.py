@@ -85,7 +85,7 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
     Example:
         >>> rechunk("alexnet.zarr", "alexnet-units.zarr", "unit-major")      # doctest: +SKIP
     """
-    from . import LEGACY_FORMATS, create_writer, detect_format, is_store, open_store, remove_store
+    from . import LEGACY_FORMATS, create_writer, detect_format, open_store, remove_store
     started = time.perf_counter()
     if layout not in LAYOUTS:
         raise UserError(f"unknown --layout {layout!r}: use one of {', '.join(LAYOUTS)}")
