@@ -556,7 +556,7 @@ def _check_space(extractor: Extractor, model: Model, images: ImageSet, layout: L
 
     def forward(rows_: np.ndarray) -> dict[str, np.ndarray]:
         batch = torch.stack([model.transform(images.load(int(r))) for r in rows_]).to(device)
-        return _to_numpy(extractor(batch), dtype, flatten)
+        return {name: out.cpu().numpy() for name, out in _as_stored(extractor(batch), dtype, flatten).items()}
 
     plan = measure(forward, images, layout, "zarr" if file_format in LEGACY_FORMATS else file_format,
                    rows, free)
@@ -584,11 +584,6 @@ def _as_stored(outputs: dict[str, torch.Tensor], dtype: str, flatten: bool) -> d
         out = out.to(getattr(torch, dtype))
         stored[name] = out.reshape(out.shape[0], -1) if flatten else out
     return stored
-
-
-def _to_numpy(outputs: dict[str, torch.Tensor], dtype: str, flatten: bool) -> dict[str, np.ndarray]:
-    """Activations as stored, on the host, now."""
-    return {name: out.cpu().numpy() for name, out in _as_stored(outputs, dtype, flatten).items()}
 
 
 class _HostCopy:

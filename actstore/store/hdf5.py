@@ -115,11 +115,15 @@ class Hdf5Writer(StoreWriter):
 
     def __init__(self, path: Path, file: h5py.File) -> None:
         self.path = Path(path)
+        self._pool: ThreadPoolExecutor | None = None
+        self._attach(file)
+
+    def _attach(self, file: h5py.File) -> None:
+        """Take the handles of an open file (again, after reopening it)."""
         self._file = file
         self._layers = dict(file[ACTIVATIONS].items())
         self._written = file["written"]
         self._encoders = {name: _ChunkEncoder.for_dataset(d) for name, d in self._layers.items()}
-        self._pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
@@ -203,9 +207,7 @@ class Hdf5Writer(StoreWriter):
         self._file.close()
         with h5py.File(self.path, "r+", libver="latest") as file:
             _set_attrs(file, attrs)
-        pool, self._pool = self._pool, None
-        self.__init__(self.path, _open_rw(self.path))
-        self._pool = pool
+        self._attach(_open_rw(self.path))
 
     def root_attrs(self) -> dict[str, Any]:
         return _get_attrs(self._file)
