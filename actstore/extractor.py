@@ -6,6 +6,7 @@ bounded queue, so memory stays at a few batches whatever the image count.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as _dt
 import errno
@@ -72,8 +73,12 @@ class Extractor:
         self.module_names = list(module_names)
         self._modules = {name: modules[name] for name in module_names}
 
-    def __call__(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self._run(batch, stop_early=True)[0]
+    def __call__(self, batch: torch.Tensor,
+                 into: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Outputs of the requested modules for ``batch``. ``into(name, output)``,
+        when given, copies an output where the caller wants it (a reusable
+        host buffer) instead of into a fresh clone."""
+        return self._run(batch, stop_early=True, into=into)[0]
 
     def probe(self, batch: torch.Tensor) -> dict[str, tuple[int, ...]]:
         """Per-image output shapes from a full forward pass, refusing modules
@@ -85,7 +90,7 @@ class Extractor:
                             "so its output is ambiguous: choose a module that runs once")
         return {name: tuple(out.shape[1:]) for name, out in outputs.items()}
 
-    def _run(self, batch: torch.Tensor, stop_early: bool):
+    def _run(self, batch: torch.Tensor, stop_early: bool, into: Callable | None = None):
         captured: dict[str, torch.Tensor] = {}
         calls: dict[str, int] = {name: 0 for name in self.module_names}
 
@@ -96,7 +101,7 @@ class Extractor:
                     raise UserError(f"module {name} returns a {type(output).__name__}, not a tensor: "
                                     "choose one of its submodules (see `actstore layers`)")
                 if name not in captured:
-                    captured[name] = output.detach().clone()
+                    captured[name] = into(name, output) if into else output.detach().clone()
                 if stop_early and len(captured) == len(self.module_names):
                     raise _StopForward
             return hook
@@ -224,6 +229,12 @@ class _RowBuffer:
         if self.length:
             yield from self._emit(self.length)
 
+    def own(self) -> None:
+        """Copy the rows held back for the next block out of the arrays they
+        came from, so those can be reused."""
+        self.parts = [{k: v if v.base is None else v.copy() for k, v in part.items()}
+                      for part in self.parts]
+
     def _emit(self, count: int):
         block = self.parts[0] if len(self.parts) == 1 else \
             {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
@@ -246,14 +257,13 @@ class _BackgroundWriter:
         self.thread = threading.Thread(target=self._loop, name="actstore-writer", daemon=True)
         self.thread.start()
 
-    def put(self, rows: np.ndarray, keep: np.ndarray,
-            arrays: Callable[[], dict[str, np.ndarray]]) -> None:
-        """Queue a batch: ``arrays()`` gives its activations once they are on
-        the host; only rows where ``keep`` is set are written."""
+    def put(self, rows: np.ndarray, keep: np.ndarray, batch: "_HostBatch") -> None:
+        """Queue a batch; only rows where ``keep`` is set are written. Its
+        buffers go back to their pool once written."""
         while True:
             self.raise_error()
             try:
-                self.queue.put((rows, keep, arrays), timeout=0.5)
+                self.queue.put((rows, keep, batch), timeout=0.5)
                 return
             except queue.Full:
                 continue
@@ -282,11 +292,13 @@ class _BackgroundWriter:
             if self.error is not None:
                 continue  # drain so the producer never blocks
             try:
-                rows, keep, ready = item
-                arrays = ready()
+                rows, keep, batch = item
+                arrays = batch.arrays()
                 if not keep.all():
                     rows, arrays = rows[keep], {k: v[keep] for k, v in arrays.items()}
                 self._write(self.buffer.add(rows, arrays))
+                self.buffer.own()   # rows kept for the next block no longer point into the batch
+                batch.release()
             except BaseException as error:  # re-raised in the main thread
                 self.error = error
         if self.error is None:
@@ -586,35 +598,75 @@ def _as_stored(outputs: dict[str, torch.Tensor], dtype: str, flatten: bool) -> d
     return stored
 
 
-class _HostCopy:
-    """Device-to-host copies of a batch's activations.
+class _HostBatch:
+    """One batch's activations in host memory that is reused from batch to
+    batch (see :class:`_HostBuffers`), in the stored dtype and shape."""
 
-    On CUDA they go into pinned memory on a side stream and the writer thread
-    waits for them, so the next forward pass is not serialised behind the
-    copy; elsewhere they are plain copies.
+    def __init__(self, pool: "_HostBuffers") -> None:
+        self.pool, self.size = pool, 0
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.done: torch.cuda.Event | None = None
+
+    def target(self, name: str, output: torch.Tensor) -> torch.Tensor:
+        """This batch's buffer for ``output``, viewed in its shape."""
+        self.size = len(output)
+        stored = (self.pool.batch_size, *output.shape[1:])
+        if self.pool.flatten:
+            stored = (self.pool.batch_size, math.prod(output.shape[1:]))
+        buffer = self.buffers.get(name)
+        if buffer is None or tuple(buffer.shape) != stored:
+            buffer = self.buffers[name] = torch.empty(stored, dtype=self.pool.dtype,
+                                                      pin_memory=self.pool.pinned)
+        return buffer[:len(output)].view(output.shape)
+
+    def fill(self, name: str, output: torch.Tensor) -> torch.Tensor:
+        """Copy a CPU output in (the Extractor's ``into``), casting to the stored dtype."""
+        return self.target(name, output).copy_(output)
+
+    def fill_from_device(self, outputs: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> None:
+        """Copy device outputs in on ``stream``, without waiting for them."""
+        stream.wait_stream(torch.cuda.current_stream(stream.device))
+        with torch.cuda.stream(stream):
+            for name, out in outputs.items():
+                out = out.to(self.pool.dtype)   # on the device: float16 halves the copy
+                self.target(name, out).copy_(out, non_blocking=True)
+                out.record_stream(stream)
+            self.done = torch.cuda.Event()
+            self.done.record(stream)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The activations as NumPy views, once any device copy has finished."""
+        if self.done is not None:
+            self.done.synchronize()
+        return {name: buffer[:self.size].numpy() for name, buffer in self.buffers.items()}
+
+    def release(self) -> None:
+        self.done = None
+        self.pool.free.append(self)
+
+
+class _HostBuffers:
+    """Host memory for activations on their way to the writer, reused.
+
+    A fresh array per batch is as costly as the copy into it (large
+    allocations are mapped anew, so every page faults in again), and on CUDA
+    pinned memory is slow to allocate. Batches go back on a free list once
+    written; the write queue bounds how many exist. On CUDA the buffers are
+    pinned and filled by non-blocking copies on a side stream, so the next
+    forward pass is not serialised behind the copy.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    def __init__(self, device: torch.device, batch_size: int, dtype: str, flatten: bool) -> None:
+        self.batch_size, self.dtype, self.flatten = batch_size, getattr(torch, dtype), flatten
+        self.pinned = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if self.pinned else None
+        self.free: collections.deque[_HostBatch] = collections.deque()   # thread-safe appends/pops
 
-    def __call__(self, tensors: dict[str, torch.Tensor]) -> Callable[[], dict[str, np.ndarray]]:
-        if self.stream is None:
-            arrays = {name: t.cpu().numpy() for name, t in tensors.items()}
-            return lambda: arrays
-        self.stream.wait_stream(torch.cuda.current_stream(self.stream.device))
-        host = {}
-        with torch.cuda.stream(self.stream):
-            for name, t in tensors.items():
-                host[name] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
-                host[name].copy_(t, non_blocking=True)
-                t.record_stream(self.stream)
-            done = torch.cuda.Event()
-            done.record(self.stream)
-
-        def ready() -> dict[str, np.ndarray]:
-            done.synchronize()
-            return {name: t.numpy() for name, t in host.items()}
-        return ready
+    def take(self) -> _HostBatch:
+        try:
+            return self.free.pop()
+        except IndexError:
+            return _HostBatch(self)
 
 
 def _reopen_same_run(out_path: Location, current: dict) -> StoreWriter:
@@ -708,7 +760,7 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
     progress = tqdm(total=total, initial=done_before, unit="img", disable=quiet,
                     file=sys.stderr, desc=label, dynamic_ncols=True)
     background = _BackgroundWriter(writer, layout.chunk_images, layout.n_rows, progress)
-    to_host = _HostCopy(device)
+    host = _HostBuffers(device, batch_size, dtype, flatten)
     try:
         for batch, rows, bad in loader:
             if bad:
@@ -720,9 +772,13 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
             batch = batch.to(device, non_blocking=True)
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
+            out = host.take()
             with _autocast(device, amp):
-                outputs = extractor(batch)
-            background.put(rows, pending[rows], to_host(_as_stored(outputs, dtype, flatten)))
+                if host.stream is None:   # on the CPU, straight from the hook into host memory
+                    extractor(batch, into=out.fill)
+                else:
+                    out.fill_from_device(extractor(batch), host.stream)
+            background.put(rows, pending[rows], out)
     except KeyboardInterrupt:
         background.finish()
         progress.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from .. import defaults
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
+from .chunks import ChunkCompressor
 
 JSON_KEYS = "_json_keys"   # attributes stored as JSON text (dicts, lists, None)
 
@@ -71,7 +71,9 @@ BLOSC_CODECS = {1: "lz4", 5: "zstd"}   # hdf5-blosc's compressor codes that acts
 
 
 class _ChunkEncoder:
-    """Compresses one chunk exactly as a dataset's HDF5 filters would.
+    """Compresses one chunk into what a dataset's HDF5 filters decode (Blosc
+    with one block per chunk, ``defaults.BLOSC_BLOCK_BYTES``, where HDF5's own
+    filter would pick smaller blocks; Blosc records its block size per chunk).
 
     h5py runs every call behind one lock, so HDF5's own filters compress on one
     core. Compressing whole chunks here, on a thread pool (Blosc and zlib
@@ -84,7 +86,8 @@ class _ChunkEncoder:
     def __init__(self, kind: str, level: int = 0) -> None:
         self.kind, self.level = kind, level
         if kind in BLOSC_CODECS.values():
-            self._blosc = numcodecs.Blosc(cname=kind, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE)
+            self._blosc = numcodecs.Blosc(cname=kind, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE,
+                                          blocksize=defaults.BLOSC_BLOCK_BYTES)
 
     @classmethod
     def for_dataset(cls, dset: h5py.Dataset) -> "_ChunkEncoder | None":
@@ -115,7 +118,7 @@ class Hdf5Writer(StoreWriter):
 
     def __init__(self, path: Path, file: h5py.File) -> None:
         self.path = Path(path)
-        self._pool: ThreadPoolExecutor | None = None
+        self._compressor = ChunkCompressor()
         self._attach(file)
 
     def _attach(self, file: h5py.File) -> None:
@@ -163,34 +166,15 @@ class Hdf5Writer(StoreWriter):
             dset, encode = self._layers[name], self._encoders[name]
             rows = dset.chunks[0]
             if encode and start % rows == 0 and (stop % rows == 0 or stop == dset.shape[0]):
-                self._write_chunks(dset, encode, start, np.ascontiguousarray(data, dtype=dset.dtype))
+                for index, payload in self._compressor.encode_block(
+                        np.asarray(data, dtype=dset.dtype), start, dset.chunks, encode):
+                    dset.id.write_direct_chunk(tuple(i * c for i, c in zip(index, dset.chunks)), payload)
             else:   # a block that ends inside a chunk (an interrupted run's last rows)
                 dset[start:stop] = data
         # One flush a block: it makes this block's data durable, and the marks
         # of the block before (set after that block's flush) durable with it.
         self._file.flush()
         self._written[start:stop] = 1
-
-    def _write_chunks(self, dset: h5py.Dataset, encode: _ChunkEncoder, start: int, data: np.ndarray) -> None:
-        """Compress every chunk of a chunk-aligned block in parallel, then write
-        the compressed bytes straight into the file."""
-        shape = dset.chunks
-        pieces = []
-        for r in range(0, len(data), shape[0]):
-            for c in range(0, data.shape[1], shape[1]) if data.ndim > 1 else [None]:
-                index = (slice(r, r + shape[0]),) if c is None else (slice(r, r + shape[0]), slice(c, c + shape[1]))
-                piece = data[index]
-                if piece.shape != shape:   # the last chunk: HDF5 stores chunks whole, padded
-                    padded = np.zeros(shape, dtype=data.dtype)
-                    padded[tuple(slice(0, n) for n in piece.shape)] = piece
-                    piece = padded
-                offset = (start + r,) + ((c,) if c is not None else ()) + (0,) * (data.ndim - 2)
-                pieces.append((offset[:data.ndim], np.ascontiguousarray(piece)))
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
-                                            thread_name_prefix="actstore-hdf5-codec")
-        for (offset, _), payload in zip(pieces, self._pool.map(encode, [p for _, p in pieces])):
-            dset.id.write_direct_chunk(offset, payload)
 
     def written(self) -> np.ndarray:
         return self._written[:].astype(bool)
@@ -223,9 +207,7 @@ class Hdf5Writer(StoreWriter):
         self.update_attrs({"claims": {k: v for k, v in self.claims().items() if k != name}})
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        self._compressor.close()
         if self._file.id.valid:
             self._file.flush()
             self._file.close()

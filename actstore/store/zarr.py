@@ -12,20 +12,28 @@ process that reopens a store still being created waits for that mark.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numcodecs
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, GzipCodec
+from zarr.codecs import BloscCodec, BytesCodec, GzipCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import LocalStore
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from .. import defaults
 from ..errors import UserError
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
+from .chunks import ChunkCompressor, Encode
 from .location import STORAGE_OPTIONS, Location, is_url, location
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
@@ -39,10 +47,35 @@ CREATE_WAIT_SECONDS = 60.0
 def _compressors(compression: str, level: int | None) -> tuple:
     level = defaults.COMPRESSION_LEVELS.get(compression) if level is None else level
     if compression in ("zstd", "lz4"):
-        return (BloscCodec(cname=compression, clevel=level, shuffle="shuffle"),)
+        return (BloscCodec(cname=compression, clevel=level, shuffle="shuffle",
+                           blocksize=defaults.BLOSC_BLOCK_BYTES),)
     if compression == "gzip":
         return (GzipCodec(level=level),)
     return ()
+
+
+def _chunk_encoder(arr: zarr.Array) -> Encode | None:
+    """Encodes one chunk as the array's own codecs would (bytes, then Blosc or
+    gzip, or nothing), built from their stored configuration; None for any
+    other codec chain, which is then written through zarr as usual."""
+    codecs = arr.metadata.codecs
+    if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
+        return None
+    endian = codecs[0].endian
+    if endian is not None and endian.value != sys.byteorder:
+        return None
+    if len(codecs) == 1:
+        return lambda chunk: chunk.tobytes()
+    codec = codecs[1]
+    if isinstance(codec, BloscCodec):
+        blosc = numcodecs.Blosc(cname=codec.cname.value, clevel=codec.clevel, typesize=codec.typesize,
+                                shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec.shuffle.value],
+                                blocksize=codec.blocksize)
+        return lambda chunk: bytes(blosc.encode(chunk))
+    if isinstance(codec, GzipCodec):
+        gzip = numcodecs.GZip(level=codec.level)
+        return lambda chunk: bytes(gzip.encode(chunk))
+    return None
 
 
 def _open_group(path: Location, mode: str, attributes: Mapping[str, Any] | None = None) -> zarr.Group:
@@ -62,6 +95,8 @@ class ZarrWriter(StoreWriter):
         self._group = group
         self._layers = {name: arr for name, arr in group[ACTIVATIONS].arrays()}
         self._written = group["written"]
+        self._encoders = {arr.path: _chunk_encoder(arr) for arr in (*self._layers.values(), self._written)}
+        self._compressor = ChunkCompressor()
 
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
@@ -128,8 +163,42 @@ class ZarrWriter(StoreWriter):
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         stop = start + len(next(iter(arrays.values())))
         for name, data in arrays.items():
-            self._layers[name][start:stop] = data
-        self._written[start:stop] = 1
+            self._write(self._layers[name], start, data)
+        self._write(self._written, start, np.ones(stop - start, dtype=np.uint8))
+
+    def _write(self, arr: zarr.Array, start: int, data: np.ndarray) -> None:
+        stop, rows = start + len(data), arr.chunks[0]
+        encode = self._encoders[arr.path]
+        if encode and start % rows == 0 and (stop % rows == 0 or stop == arr.shape[0]):
+            self._write_chunks(arr, start, np.asarray(data, dtype=arr.dtype), encode)
+        else:   # a block that ends inside a chunk (an interrupted run's last rows)
+            arr[start:stop] = data
+
+    def _write_chunks(self, arr: zarr.Array, start: int, data: np.ndarray, encode: Encode) -> None:
+        """Encode a chunk-aligned block on the thread pool and store each chunk
+        under its key: on a local disk from the pool itself, the way zarr's
+        LocalStore does (a temporary file renamed into place, so a chunk is
+        old or new, never torn); elsewhere through the store, all at once."""
+        store = arr.store_path.store
+        if isinstance(store, LocalStore):
+            folder = Path(store.root) / arr.path
+
+            def put(index: tuple[int, ...], payload: bytes) -> None:
+                path = folder / arr.metadata.encode_chunk_key(index)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+                partial.write_bytes(payload)
+                partial.replace(path)
+            self._compressor.encode_block(data, start, arr.chunks, encode, put)
+            return
+        chunks = self._compressor.encode_block(data, start, arr.chunks, encode)
+        prototype = default_buffer_prototype()
+
+        async def put_all() -> None:
+            await asyncio.gather(*(
+                (arr.store_path / arr.metadata.encode_chunk_key(index)).set(prototype.buffer.from_bytes(payload))
+                for index, payload in chunks))
+        sync(put_all())
 
     def written(self) -> np.ndarray:
         return self._written[:].astype(bool)
@@ -153,7 +222,7 @@ class ZarrWriter(StoreWriter):
         del self._group[CLAIMS][name]
 
     def close(self) -> None:
-        pass
+        self._compressor.close()
 
 
 class ZarrReader(StoreReader):

@@ -1,0 +1,69 @@
+"""Compressing a block's chunks on every core, for backends that take
+finished chunk bytes (HDF5's ``write_direct_chunk``, a Zarr store's keys).
+
+Both libraries compress through a single lock or a Python-level pipeline
+that copies every chunk into a fresh fill-value array first; at the rate a
+model produces activations that, not the codec, is the limit. Here each chunk
+is cut from the block, made contiguous, padded at the array's edge and
+compressed in one task on a thread pool (Blosc and zlib release the GIL).
+"""
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+Encode = Callable[[np.ndarray], bytes]
+Put = Callable[[tuple[int, ...], bytes], None]
+
+
+class ChunkCompressor:
+    """A thread pool that turns chunk-aligned blocks into encoded chunks."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+
+    def encode_block(self, data: np.ndarray, start: int, chunks: tuple[int, ...], encode: Encode,
+                     put: Put | None = None) -> list[tuple[tuple[int, ...], bytes]]:
+        """``(chunk grid index, encoded bytes)`` for every chunk of ``data``,
+        rows ``start..`` of an array chunked as ``chunks``; or, given ``put``,
+        nothing: each chunk is handed to ``put`` on the pool as it is encoded.
+
+        ``start`` must be a chunk boundary and ``data`` must end on one or at
+        the array's end; chunks at the array's edge are padded with zeros (the
+        fill value), as both formats store every chunk whole.
+        """
+        if start % chunks[0]:
+            raise ValueError(f"block starts at row {start}, inside a chunk of {chunks[0]} rows")
+        ranges = [range(0, n, c) for n, c in zip(data.shape, chunks)]
+        first = start // chunks[0]
+        tasks = [((first + offsets[0] // chunks[0],) + tuple(o // c for o, c in zip(offsets[1:], chunks[1:])),
+                  offsets, data, chunks, encode, put)
+                 for offsets in itertools.product(*ranges)]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                            thread_name_prefix="actstore-codec")
+        done = [(task[0], payload) for task, payload in zip(tasks, self._pool.map(_encode_one, tasks))]
+        return [] if put is not None else done
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def _encode_one(task) -> bytes | None:
+    index, offsets, data, chunks, encode, put = task
+    piece = data[tuple(slice(o, o + c) for o, c in zip(offsets, chunks))]
+    if piece.shape != tuple(chunks):      # the array's edge: pad to a whole chunk
+        padded = np.zeros(chunks, dtype=data.dtype)
+        padded[tuple(slice(0, n) for n in piece.shape)] = piece
+        piece = padded
+    payload = encode(np.ascontiguousarray(piece))
+    if put is None:
+        return payload
+    put(index, payload)
+    return None
