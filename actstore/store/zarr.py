@@ -27,8 +27,8 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import LocalStore
 from zarr.errors import ContainsArrayError, ContainsGroupError
+from zarr.storage import LocalStore
 
 from .. import defaults
 from ..errors import UserError
