@@ -628,9 +628,9 @@ class _HostBatch:
         stream.wait_stream(torch.cuda.current_stream(stream.device))
         with torch.cuda.stream(stream):
             for name, out in outputs.items():
+                out.record_stream(stream)   # read here: not to be reused before this stream is done
                 out = out.to(self.pool.dtype)   # on the device: float16 halves the copy
                 self.target(name, out).copy_(out, non_blocking=True)
-                out.record_stream(stream)
             self.done = torch.cuda.Event()
             self.done.record(stream)
 

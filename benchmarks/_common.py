@@ -65,10 +65,13 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     import torch
+    gpu = "no GPU used"
+    if device.startswith("cuda"):
+        gpu = f"GPU {torch.cuda.get_device_name(torch.device(device))}"
     return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, no GPU used")
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}, {gpu}")
 
 
 def median(values: Sequence[float]) -> float:

@@ -10,10 +10,17 @@ machine hits every variant alike; the table shows medians.
 
     python benchmarks/bench_extract.py            # 512 images, 2 repeats (~5 min on 2 cores)
     python benchmarks/bench_extract.py --small    # 128 images, 2 repeats
+    python benchmarks/bench_extract.py --device cuda --amp float16 --channels-last --images 4096
+
+On a GPU, ``--amp`` and ``--channels-last`` apply to both sides (the plain
+loop autocasts and converts too), so the ratio is still the cost of storing;
+``--decoder torchvision`` applies to actstore only (compare its img/s with a
+run without it).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import time
 import warnings
@@ -45,25 +52,35 @@ class _Images(Dataset):
         return self.transform(self.images.load(i))
 
 
-def plain_loop(model, images: ImageSet, batch_size: int, num_workers: int) -> float:
+def plain_loop(model, images: ImageSet, batch_size: int, num_workers: int, device: str = "cpu",
+               amp: str | None = None, channels_last: bool = False) -> float:
     """Seconds for decode, preprocess and a full forward pass of every image; nothing kept."""
+    device = torch.device(device)
+    model.module.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     started = time.perf_counter()
     loader = DataLoader(_Images(images, model.transform), batch_size=batch_size,
-                        num_workers=num_workers, prefetch_factor=4 if num_workers else None)
-    with torch.inference_mode():
+                        num_workers=num_workers, prefetch_factor=4 if num_workers else None,
+                        pin_memory=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=getattr(torch, amp)) if amp else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
         for batch in loader:
+            batch = batch.to(device, non_blocking=True)
+            if channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
             model.module(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - started
 
 
-def actstore_run(model, modules, in_path, out_path, file_format, batch_size, num_workers):
+def actstore_run(model, modules, in_path, out_path, file_format, batch_size, num_workers, **options):
     if out_path.is_dir():        # removed before the clock starts
         shutil.rmtree(out_path)
     elif out_path.exists():
         out_path.unlink()
     result = extract(model=model, module_names=modules, in_path=in_path, out_path=out_path,
                      file_format=file_format, batch_size=batch_size, num_workers=num_workers,
-                     quiet=True, overwrite=True)
+                     quiet=True, overwrite=True, **options)
     with open_store(out_path) as store:
         layers = store.summary()["layers"]
     raw = sum(layer["bytes_raw"] for layer in layers.values())
@@ -78,7 +95,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--amp", choices=["float16", "bfloat16"], default=None)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--decoder", choices=["pil", "torchvision"], default="pil")
+    parser.add_argument("--compression", default=None, help="actstore's codec (default: its default)")
     args = parser.parse_args()
+    options = dict(device=args.device, amp=args.amp, channels_last=args.channels_last, decoder=args.decoder)
+    if args.compression:
+        options["compression"] = args.compression
+    same_model_options = dict(device=args.device, amp=args.amp, channels_last=args.channels_last)
     n = args.images or (128 if args.small else 512)
     repeats = args.repeats or 2
 
@@ -86,9 +112,9 @@ def main() -> None:
     images = ImageSet.scan(in_path)
     out_dir = SCRATCH / "extract-stores"
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(args.device)}")
     print(f"{n} JPEG images 256px, batch {args.batch_size}, {args.num_workers} decode workers, "
-          f"{repeats} interleaved repeats, random weights\n")
+          f"{repeats} interleaved repeats, random weights; actstore options {options}\n")
 
     rows = []
     for model_name, modules in CASES:
@@ -96,19 +122,21 @@ def main() -> None:
             warnings.simplefilter("ignore")
             model = load_model(model_name, weights="none")
         # Warm-up: first-touch allocations and oneDNN kernel selection.
-        plain_loop(model, images.subset(range(min(n, 2 * args.batch_size))), args.batch_size, 0)
+        plain_loop(model, images.subset(range(min(n, 2 * args.batch_size))), args.batch_size, 0,
+                   **same_model_options)
         times = {"plain": [], **{f: [] for f in FORMATS}}
         cpu = {variant: [] for variant in times}
         sizes = {}
         for _ in range(repeats):
             cpu_before = cpu_seconds()
-            times["plain"].append(plain_loop(model, images, args.batch_size, args.num_workers))
+            times["plain"].append(plain_loop(model, images, args.batch_size, args.num_workers,
+                                             **same_model_options))
             cpu["plain"].append(cpu_seconds() - cpu_before)
             for file_format in FORMATS:
                 out = out_dir / f"{model_name}.{'zarr' if file_format == 'zarr' else 'h5'}"
                 cpu_before = cpu_seconds()
                 seconds, rows_done, raw, stored = actstore_run(
-                    model, modules, in_path, out, file_format, args.batch_size, args.num_workers)
+                    model, modules, in_path, out, file_format, args.batch_size, args.num_workers, **options)
                 cpu[file_format].append(cpu_seconds() - cpu_before)
                 assert rows_done == n
                 times[file_format].append(seconds)
