@@ -466,7 +466,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                     compression=compression, compression_level=compression_level)
     lo, hi = shard_rows(len(images), chunk_images, shard_index, shard_count)
     plan = _check_space(extractor, model, images, layout, file_format, out_path, hi - lo, torch_device,
-                        dtype=dtype, flatten=flatten_acts, dry_run=dry_run, force=force)
+                        dtype=dtype, flatten=flatten_acts, dry_run=dry_run, force=force, amp=amp,
+                        channels_last=channels_last)
     if dry_run:
         return ExtractResult(path=out_path, file_format=file_format, n_images=len(images),
                              rows_written=0, rows_this_run=0, seconds=time.perf_counter() - started,
@@ -557,8 +558,10 @@ def _open_or_create(out_path: Location, file_format: str, layout: Layout, images
 
 def _check_space(extractor: Extractor, model: Model, images: ImageSet, layout: Layout, file_format: str,
                  out_path: Location, rows: int, device: torch.device, *, dtype: str, flatten: bool,
-                 dry_run: bool, force: bool) -> Plan | None:
-    """Measure the plan for a dry run, or when the raw size alone would not fit."""
+                 dry_run: bool, force: bool, amp: str | None = None, channels_last: bool = False) -> Plan | None:
+    """Measure the plan for a dry run, or when the raw size alone would not fit.
+    The sample runs with the run's --amp and --channels-last (float16 outputs
+    compress far better), decoded by Pillow whatever the --decoder."""
     if file_format in LEGACY_FORMATS and not dry_run:
         return None
     free = free_space(out_path)
@@ -568,7 +571,11 @@ def _check_space(extractor: Extractor, model: Model, images: ImageSet, layout: L
 
     def forward(rows_: np.ndarray) -> dict[str, np.ndarray]:
         batch = torch.stack([model.transform(images.load(int(r))) for r in rows_]).to(device)
-        return {name: out.cpu().numpy() for name, out in _as_stored(extractor(batch), dtype, flatten).items()}
+        if channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, amp):
+            outputs = extractor(batch)
+        return {name: out.cpu().numpy() for name, out in _as_stored(outputs, dtype, flatten).items()}
 
     plan = measure(forward, images, layout, "zarr" if file_format in LEGACY_FORMATS else file_format,
                    rows, free)
