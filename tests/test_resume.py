@@ -82,13 +82,17 @@ def test_repeated_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, many_i
     out = tmp_path / f"killed{suffix}"
     rng = random.Random(7)
     kills = 0
-    for _ in range(6):
-        proc = subprocess.Popen(command(weights, many_images, out), cwd=ROOT, env=child_env(),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for attempt in range(6):
+        log = tmp_path / f"run{attempt}.err"
+        with open(log, "w") as err:
+            proc = subprocess.Popen(command(weights, many_images, out), cwd=ROOT, env=child_env(),
+                                    stdout=subprocess.DEVNULL, stderr=err)
         before = assert_written_rows_are_right(out, expected) if out.exists() else 0
         wait_for_rows(out, before + 1, proc, expected)  # readers see only finished rows meanwhile
         time.sleep(rng.uniform(0.0, 0.1))             # then dies at a random moment
         if proc.poll() is not None:
+            proc.wait()
+            assert proc.returncode == 0, f"run {attempt} failed:\n{log.read_text()}"
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -160,6 +164,7 @@ def test_a_full_disk_keeps_finished_rows_and_resumes_once_space_is_freed(tmp_pat
     expected = reference(weights, many_images, tmp_path / "ref.zarr")
     kept = assert_written_rows_are_right(tmp_path / "partial.zarr", expected)
     assert 0 < kept < 150
+    assert not list((tmp_path / "partial.zarr").rglob("*.partial"))   # no stray temporary chunk files
     assert (tmp_path / "second.rc").read_text().strip() == "0", (tmp_path / "second.err").read_text()
     with open_store(tmp_path / "final.zarr") as store:
         assert store.complete

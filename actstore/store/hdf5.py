@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import zlib
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import h5py
 import hdf5plugin
@@ -25,10 +26,14 @@ import numcodecs
 import numpy as np
 
 from .. import defaults
+from ..errors import UserError
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
 from .chunks import ChunkCompressor
 
 JSON_KEYS = "_json_keys"   # attributes stored as JSON text (dicts, lists, None)
+# How long a writer waits for other processes to close the file (a reader
+# polling progress holds it for moments).
+LOCK_WAIT_SECONDS = 30.0
 
 
 def _filters(compression: str, level: int | None) -> dict[str, Any]:
@@ -189,7 +194,7 @@ class Hdf5Writer(StoreWriter):
         except (OSError, RuntimeError, KeyError):
             pass
         self._file.close()
-        with h5py.File(self.path, "r+", libver="latest") as file:
+        with _while_locked(self.path, lambda: h5py.File(self.path, "r+", libver="latest")) as file:
             _set_attrs(file, attrs)
         self._attach(_open_rw(self.path))
 
@@ -280,18 +285,39 @@ def _read_h5(dset, selection: tuple) -> np.ndarray:
     return block
 
 
+def _while_locked(path, open_file: Callable[[], h5py.File]) -> h5py.File:
+    """``open_file()``, retried while another process holds the file's lock.
+
+    HDF5 refuses a writer while any other process has the file open, e.g. a
+    reader that opened it between two runs; readers that look in for a
+    moment are waited out, a long-lived one gets a message saying what to do.
+    """
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return open_file()
+        except OSError as error:
+            if "unable to lock file" not in str(error):
+                raise
+            if time.monotonic() > deadline:
+                raise UserError(f"{path} is open in another process (HDF5 allows no writer then): "
+                                "close it there and run again") from error
+            time.sleep(0.2)
+
+
 def _open_rw(path) -> h5py.File:
     """Open for writing, clearing the superblock's "open for write" flag that a
     killed SWMR writer leaves behind (what ``h5clear -s`` does)."""
     try:
-        file = h5py.File(path, "r+", libver="latest")
+        file = _while_locked(path, lambda: h5py.File(path, "r+", libver="latest"))
     except OSError as error:
         if "consistency flags" not in str(error) and "already open for write" not in str(error):
             raise
         fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
         fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
         _clear_status_flags_on(fapl)
-        file = h5py.File(h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDWR, fapl=fapl))
+        file = h5py.File(_while_locked(path, lambda: h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDWR,
+                                                                     fapl=fapl)))
     file.swmr_mode = True
     return file
 

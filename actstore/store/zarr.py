@@ -187,8 +187,12 @@ class ZarrWriter(StoreWriter):
                 path = folder / arr.metadata.encode_chunk_key(index)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-                partial.write_bytes(payload)
-                partial.replace(path)
+                try:
+                    partial.write_bytes(payload)
+                    partial.replace(path)
+                except BaseException:   # a full disk: leave no stray temporary file
+                    partial.unlink(missing_ok=True)
+                    raise
             self._compressor.encode_block(data, start, arr.chunks, encode, put)
             return
         chunks = self._compressor.encode_block(data, start, arr.chunks, encode)
