@@ -18,6 +18,13 @@ from conftest import reference_activations
 FAST = dict(batch_size=5, num_workers=0, quiet=True)
 
 
+def assert_equals_reference(store, model_name, weights, root, layers, rtol: float) -> None:
+    """Every stored layer equals an independent forward pass (float32 on the CPU)."""
+    for layer in layers:
+        expected = reference_activations(model_name, weights, root, store.file_names, layer)
+        np.testing.assert_allclose(store[layer][:], expected, rtol=rtol, atol=1e-5)
+
+
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
 def test_alexnet_two_layers_equal_the_reference_forward_pass(tmp_path, image_dir, weights_file, suffix):
     weights = weights_file("alexnet")
@@ -37,9 +44,7 @@ def test_alexnet_two_layers_equal_the_reference_forward_pass(tmp_path, image_dir
         assert store["features.0"].shape == (12, 64, 55, 55)
         assert store["features.0"].dims == ("image", "channel", "height", "width")
         assert store["classifier.4"].shape == (12, 4096)
-        for layer in ("features.0", "classifier.4"):
-            expected = reference_activations("alexnet", weights, image_dir, store.file_names, layer)
-            np.testing.assert_allclose(store[layer][:], expected, rtol=1e-5, atol=1e-5)
+        assert_equals_reference(store, "alexnet", weights, image_dir, ["features.0", "classifier.4"], rtol=1e-5)
 
 
 def test_conv_output_is_stored_before_the_in_place_relu(tmp_path, image_dir, weights_file):
@@ -76,9 +81,7 @@ def test_resnet_block_layer_and_flat_folder(tmp_path, flat_dir, weights_file):
         assert store.targets.tolist() == list(range(12))
         assert store.classes == []
         assert store.file_names[:3].tolist() == ["img1.jpg", "img2.png", "img3.png"]
-        for layer in ("layer4.1.conv2", "avgpool"):
-            expected = reference_activations("resnet18", weights, flat_dir, store.file_names, layer)
-            np.testing.assert_allclose(store[layer][:], expected, rtol=1e-4, atol=1e-5)
+        assert_equals_reference(store, "resnet18", weights, flat_dir, ["layer4.1.conv2", "avgpool"], rtol=1e-4)
 
 
 def test_float16_storage_is_the_rounded_float32_activation(tmp_path, image_dir, weights_file):
@@ -220,9 +223,7 @@ def test_channels_last_gives_the_same_activations(tmp_path, image_dir, weights_f
             channels_last=True, in_path=image_dir, out_path=out, **FAST)
     with open_store(out) as store:
         assert store.attrs["fingerprint"]["channels_last"] is True
-        for layer in ("layer1.0.conv1", "fc"):
-            expected = reference_activations("resnet18", weights, image_dir, store.file_names, layer)
-            np.testing.assert_allclose(store[layer][:], expected, rtol=1e-4, atol=1e-5)
+        assert_equals_reference(store, "resnet18", weights, image_dir, ["layer1.0.conv1", "fc"], rtol=1e-4)
 
 
 def test_unknown_amp_is_refused(tmp_path, image_dir):
