@@ -112,7 +112,7 @@ def extract(
     compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the codec's own]."),
     chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 1 MiB]."),
-    num_workers: int = typer.Option(defaults.NUM_WORKERS, "--num-workers", help="DataLoader processes decoding images."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader processes decoding images [default: 2 on the CPU, up to 8 on a GPU]."),
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in the store) instead of stopping."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print per-layer sizes, a measured estimate of the store and the free space; write nothing."),

@@ -1,4 +1,5 @@
 """Defaults users may tune, in one place, each with the reason for its value."""
+import os
 
 # Rows per chunk along the image axis. Small enough that reading a handful of
 # random images touches little data, large enough that a chunk of a linear
@@ -25,7 +26,28 @@ BLOSC_BLOCK_BYTES = 2**20
 COMPRESSION_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 4}
 
 BATCH_SIZE = 64
+# DataLoader decode processes when --num-workers is not given. On the CPU the
+# model needs the cores, and 2 keep a 2-core machine's forward pass fed; on a
+# GPU the CPU only decodes (and compresses), and a GPU forward pass outruns
+# 2 decoders by far: up to GPU_NUM_WORKERS, leaving cores for compression.
 NUM_WORKERS = 2
+GPU_NUM_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (what a batch scheduler
+    such as SLURM grants), not every core of the node."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def num_workers(device_type: str) -> int:
+    """Decode processes for a run on ``device_type`` when none are asked for."""
+    if device_type == "cpu":
+        return NUM_WORKERS
+    return max(NUM_WORKERS, min(GPU_NUM_WORKERS, usable_cores() - 2))
 
 # Finished batches waiting for the writer. The model blocks only when this
 # many batches are queued, which bounds memory to a few batches.

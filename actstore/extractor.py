@@ -366,7 +366,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             things_tsv: str | Path | None = None, file_format: str | None = None,
             dtype: str = "float32", compression: str = defaults.COMPRESSION,
             compression_level: int | None = None, chunk_images: int = defaults.CHUNK_IMAGES,
-            chunk_channels: int | None = None, num_workers: int = defaults.NUM_WORKERS,
+            chunk_channels: int | None = None, num_workers: int | None = None,
             skip_bad_images: bool = False, shard: str | tuple[int, int] | None = None,
             dry_run: bool = False, force: bool = False, amp: str | None = None,
             channels_last: bool = False, decoder: str = "pil", overwrite: bool = False, quiet: bool = False,
@@ -407,7 +407,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         raise UserError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if compression not in COMPRESSIONS:
         raise UserError(f"unknown --compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
-    if num_workers < 0:
+    if num_workers is not None and num_workers < 0:
         raise UserError(f"--num-workers must be 0 or more, got {num_workers}")
     amp = None if amp in (None, "", "none") else amp
     if amp is not None and amp not in AMP_DTYPES:
@@ -416,6 +416,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         raise UserError(f"unknown --decoder {decoder!r}: use one of {', '.join(DECODERS)}")
     shard_index, shard_count, device = _shard_and_device(shard, device)
     torch_device = resolve_device(device)
+    if num_workers is None:
+        num_workers = defaults.num_workers(torch_device.type)
     out_path = location(out_path)
     if file_format is None and not is_store(out_path) and suffix(out_path) not in STORE_SUFFIXES:
         # The original extract.py's default: old job scripts keep working unchanged.

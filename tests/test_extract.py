@@ -245,3 +245,16 @@ def test_torchvision_decoder_matches_pillow_closely_and_is_recorded(tmp_path, im
             stored = store[layer][:]
             # Same images through another decoder and tensor resizing: close, not equal.
             assert np.abs(stored - expected).mean() <= 0.05 * np.abs(expected).mean()
+
+
+def test_decode_workers_and_codec_threads_follow_the_granted_cores(monkeypatch):
+    import os
+
+    from actstore import defaults
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)   # a 4-core job
+    assert defaults.usable_cores() == 4
+    assert defaults.num_workers("cpu") == 2
+    assert defaults.num_workers("cuda") == 2        # 2 decode, 2 compress
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert defaults.num_workers("cuda") == 8
+    assert defaults.num_workers("cpu") == 2

@@ -10,11 +10,12 @@ compressed in one task on a thread pool (Blosc and zlib release the GIL).
 from __future__ import annotations
 
 import itertools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
+
+from .. import defaults
 
 Encode = Callable[[np.ndarray], bytes]
 Put = Callable[[tuple[int, ...], bytes], None]
@@ -44,7 +45,7 @@ class ChunkCompressor:
                   offsets, data, chunks, encode, put)
                  for offsets in itertools.product(*ranges)]
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+            self._pool = ThreadPoolExecutor(max_workers=defaults.usable_cores(),
                                             thread_name_prefix="actstore-codec")
         done = [(task[0], payload) for task, payload in zip(tasks, self._pool.map(_encode_one, tasks))]
         return [] if put is not None else done
