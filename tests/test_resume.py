@@ -112,12 +112,16 @@ def test_repeated_kill_9_and_resume_equals_an_uninterrupted_run(tmp_path, many_i
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path, many_images, weights_file):
+def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path, weights_file):
+    # 450 images: several seconds of work after the first rows appear, so the
+    # interrupt always lands mid-run, however fast extraction gets.
+    images = make_images(tmp_path / "in", "classes", per_class=150)
     weights = weights_file("alexnet")
     out = tmp_path / "c.zarr"
-    proc = subprocess.Popen(command(weights, many_images, out), cwd=ROOT, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command(weights, images, out), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=child_env())
     wait_for_rows(out, 8, proc)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -125,11 +129,11 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path, many_images, wei
     assert "Traceback" not in err
     with open_store(out) as store:
         kept = int(store.written.sum())
-        assert 0 < kept < 150 and store.status == "incomplete"
-    done = subprocess.run(command(weights, many_images, out), cwd=ROOT, capture_output=True, text=True,
+        assert 0 < kept < 450 and store.status == "incomplete"
+    done = subprocess.run(command(weights, images, out), cwd=ROOT, capture_output=True, text=True,
                           env=child_env())
     assert done.returncode == 0, done.stderr
-    expected = reference(weights, many_images, tmp_path / "ref.zarr")
+    expected = reference(weights, images, tmp_path / "ref.zarr")
     with open_store(out) as store:
         assert store.complete
         assert np.array_equal(store["features.2"][:], expected["features.2"])
