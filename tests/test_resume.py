@@ -118,8 +118,13 @@ def test_ctrl_c_stops_cleanly_and_the_rerun_completes(tmp_path, weights_file):
     images = make_images(tmp_path / "in", "classes", per_class=150)
     weights = weights_file("alexnet")
     out = tmp_path / "c.zarr"
-    proc = subprocess.Popen(command(weights, images, out), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=child_env())
+    # Ctrl-C as in a terminal: a test run started in the background (`cmd &`
+    # in a script) ignores SIGINT, and its children would inherit that.
+    python, *args = command(weights, images, out)
+    with_ctrl_c = [python, "-c", "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                   "sys.argv[0] = 'actstore'; runpy.run_module('actstore', run_name='__main__')", *args[2:]]
+    proc = subprocess.Popen(with_ctrl_c, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=child_env())
     wait_for_rows(out, 8, proc)
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
