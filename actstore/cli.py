@@ -229,8 +229,8 @@ def info(
 @app.command()
 @command
 def rechunk(
-    store_path: Path = typer.Argument(..., metavar="STORE", help="A complete .zarr directory or .h5 file."),
-    out_path: Path = typer.Argument(..., metavar="OUT", help="The new store (.zarr or .h5)."),
+    store_path: str = typer.Argument(..., metavar="STORE", help="A complete .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or .h5 file."),
+    out_path: str = typer.Argument(..., metavar="OUT", help="The new store (.zarr, .h5, or a .zarr URL)."),
     layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per chunk) or image-major (as extract writes)."),
     chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory allows; image-major: 16]."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: chunks up to 1 MiB]."),
@@ -270,7 +270,7 @@ def export(
 @command
 def import_legacy(
     source: Path = typer.Argument(..., metavar="DIR", help="An original output folder <out>/<model>/<module>/ (or <out>/<model>/)."),
-    out_path: Path = typer.Option(..., "--out-path", "--out_path", help="The new store (.zarr directory or .h5 file)."),
+    out_path: str = typer.Option(..., "--out-path", "--out_path", help="The new store (.zarr directory, .h5 file, or a .zarr URL such as s3://bucket/x.zarr)."),
     file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr or hdf5 [default: from the out path's suffix, else zarr]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
 ) -> None:

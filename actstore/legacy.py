@@ -39,8 +39,10 @@ from numpy.lib import format as npy_format
 
 from . import __version__, defaults
 from .errors import UserError
-from .store import (FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS, LayerSpec, Layout, StoreWriter,
-                    choose_chunks, create_writer, detect_format, is_store, open_store, remove_store)
+from .store import (FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS, LayerSpec, Layout, Location, StoreWriter,
+                    choose_chunks, create_writer, detect_format, exists, is_store, location, open_store,
+                    remove_store)
+from .store.location import is_url
 
 # The original tensor2slices wrote each value "left-justified, 7 characters wide,
 # with 5 decimal places": lossy, kept as the default so old readers see the same text.
@@ -670,7 +672,7 @@ def _sha256(path: Path) -> str:
 class ImportResult:
     """What :func:`import_legacy` wrote."""
 
-    path: Path
+    path: Location
     file_format: str
     n_images: int
     layers: dict[str, tuple[int, ...]]
@@ -705,7 +707,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
     Example:
         >>> import_legacy("activations/alexnet/features.11", "alexnet.zarr")    # doctest: +SKIP
     """
-    source, out_path = Path(source), Path(out_path)
+    source, out_path = Path(source), location(out_path)   # the store may be a URL (s3://...)
     store_format = detect_format(out_path, file_format)
     if store_format in LEGACY_FORMATS:
         raise UserError("import-legacy writes a store: use --file-format zarr or hdf5")
@@ -718,7 +720,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
     n_images = len(first.targets)
     if n_images == 0:
         raise UserError(f"{first.folder}: targets are empty, nothing to import")
-    if out_path.exists():
+    if exists(out_path):
         if not overwrite:
             raise UserError(f"out path {out_path} exists; nothing was changed: pass --overwrite "
                             "to replace it or choose another --out-path")
@@ -757,7 +759,8 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
         "fingerprint_sha256": hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest(),
         "imported_from": imported_from,
     }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if not is_url(out_path):
+        out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = create_writer(out_path, store_format, layout, file_names, first.targets, classes, attrs)
     try:
         start = 0

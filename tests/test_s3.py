@@ -267,3 +267,27 @@ def test_extract_info_and_verify_commands_take_a_url(url, image_dir, weights_fil
     assert checked.exit_code == 0, checked.output
     assert checked.output.splitlines()[:2] == ["ok   schema: attributes match the schemas",
                                                "ok   rows written: 12/12 rows written, status complete"]
+
+
+def test_rechunk_export_and_import_legacy_take_urls(url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # a CLI that took a URL for a local path would write here
+    values = write_store(url, "zarr")
+    before = read_all(url)
+    units = url.replace("store.zarr", "units.zarr")
+    done = invoke("rechunk", url, units, "--layout", "unit-major")
+    assert done.exit_code == 0, done.output
+    assert_same(units, before)
+    with open_store(units) as store:
+        assert store.attrs["rechunked_from"] == url
+        assert store["features.0"].chunks[0] == 40        # all rows of a few channels per chunk
+    done = invoke("export", units, "--module-name", "classifier.4", "--file-format", "npy",
+                  "--out-path", str(tmp_path / "legacy"))
+    assert done.exit_code == 0, done.output
+    (folder,) = (tmp_path / "legacy").glob("*/classifier.4")
+    back = url.replace("store.zarr", "imported.zarr")
+    done = invoke("import-legacy", str(folder), "--out-path", back)
+    assert done.exit_code == 0, done.output
+    with open_store(back) as store:
+        assert store.complete and np.array_equal(store["classifier.4"][:], values["classifier.4"])
+        assert list(store.file_names) == list(before["file_names"])
+    assert not list(tmp_path.glob("s3*"))

@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import defaults
 from ..errors import UserError
 from .base import LayerSpec, Layout, choose_chunks
+from .location import Location, identity
 
 LAYOUTS = ("unit-major", "image-major")
 # Memory the copy may hold: a block of rows of every layer, read and then
@@ -30,7 +31,7 @@ MAX_MEMORY = 1 * 2**30
 class RechunkResult:
     """Where the copy is, its chunks per layer, and what the copy took."""
 
-    path: Path
+    path: Location
     file_format: str
     layout: str
     rows: int
@@ -85,18 +86,18 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
     Example:
         >>> rechunk("alexnet.zarr", "alexnet-units.zarr", "unit-major")      # doctest: +SKIP
     """
-    from . import LEGACY_FORMATS, create_writer, detect_format, open_store, remove_store
+    from . import LEGACY_FORMATS, create_writer, detect_format, exists, location, open_store, remove_store
     started = time.perf_counter()
     if layout not in LAYOUTS:
         raise UserError(f"unknown --layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     for option, value in (("--chunk-images", chunk_images), ("--chunk-channels", chunk_channels)):
         if value is not None and value < 1:
             raise UserError(f"{option} must be at least 1, got {value}")
-    src, out = Path(src), Path(out)
+    src, out = location(src), location(out)   # local paths or URLs (s3://...)
     file_format = detect_format(out, file_format)
     if file_format in LEGACY_FORMATS:
         raise UserError(f"rechunk writes zarr or hdf5, not {file_format}")
-    if out.exists():
+    if exists(out):
         if not overwrite:
             raise UserError(f"{out} exists: pass --overwrite to replace it or choose another path")
         remove_store(out)
@@ -145,11 +146,11 @@ def _respec(spec: LayerSpec, layout: str, rows: int, chunk_channels: int | None)
                      dtype=spec.dtype, chunks=chunks)
 
 
-def _attrs(store, specs: tuple[LayerSpec, ...], rows: int, src: Path) -> dict:
+def _attrs(store, specs: tuple[LayerSpec, ...], rows: int, src: Location) -> dict:
     attrs = dict(store.attrs)
     fingerprint = {**attrs.get("fingerprint", {}), "chunks": {s.module_name: list(s.chunks) for s in specs}}
     attrs.update(status="incomplete", chunk_images=rows, fingerprint=fingerprint,
                  fingerprint_sha256=hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest(),
-                 rechunked_from=str(src.resolve()),
+                 rechunked_from=identity(src),
                  rechunked=_dt.datetime.now(_dt.timezone.utc).isoformat())
     return attrs
