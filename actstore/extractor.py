@@ -562,8 +562,8 @@ def _check_space(extractor: Extractor, model: Model, images: ImageSet, layout: L
                  out_path: Location, rows: int, device: torch.device, *, dtype: str, flatten: bool,
                  dry_run: bool, force: bool, amp: str | None = None, channels_last: bool = False) -> Plan | None:
     """Measure the plan for a dry run, or when the raw size alone would not fit.
-    The sample runs with the run's --amp and --channels-last (float16 outputs
-    compress far better), decoded by Pillow whatever the --decoder."""
+    The sample runs with the run's --amp and --channels-last (reduced-precision
+    outputs compress far better), decoded by Pillow whatever the --decoder."""
     if file_format in LEGACY_FORMATS and not dry_run:
         return None
     free = free_space(out_path)
@@ -575,9 +575,10 @@ def _check_space(extractor: Extractor, model: Model, images: ImageSet, layout: L
         batch = torch.stack([model.transform(images.load(int(r))) for r in rows_]).to(device)
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
+        out = _HostBuffers(torch.device("cpu"), len(rows_), dtype, flatten).take()
         with _autocast(device, amp):
-            outputs = extractor(batch)
-        return {name: out.cpu().numpy() for name, out in _as_stored(outputs, dtype, flatten).items()}
+            extractor(batch, into=out.fill)   # cast and shaped as the run stores them
+        return out.arrays()
 
     plan = measure(forward, images, layout, "zarr" if file_format in LEGACY_FORMATS else file_format,
                    rows, free)
@@ -596,15 +597,6 @@ def _autocast(device: torch.device, amp: str | None):
     if not amp:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=getattr(torch, amp))
-
-
-def _as_stored(outputs: dict[str, torch.Tensor], dtype: str, flatten: bool) -> dict[str, torch.Tensor]:
-    """Cast (on the device, so float16 halves the copy) and flatten if asked."""
-    stored = {}
-    for name, out in outputs.items():
-        out = out.to(getattr(torch, dtype))
-        stored[name] = out.reshape(out.shape[0], -1) if flatten else out
-    return stored
 
 
 class _HostBatch:

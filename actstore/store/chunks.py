@@ -21,6 +21,13 @@ Encode = Callable[[np.ndarray], bytes]
 Put = Callable[[tuple[int, ...], bytes], None]
 
 
+def whole_chunks(start: int, stop: int, rows: int, n_rows: int) -> bool:
+    """Whether rows ``start..stop`` of an ``n_rows`` array chunked by ``rows``
+    cover whole chunks (the last one may end at the array's end): the blocks
+    :meth:`ChunkCompressor.encode_block` takes."""
+    return start % rows == 0 and (stop % rows == 0 or stop == n_rows)
+
+
 class ChunkCompressor:
     """A thread pool that turns chunk-aligned blocks into encoded chunks."""
 

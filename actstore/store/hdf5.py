@@ -28,7 +28,7 @@ import numpy as np
 from .. import defaults
 from ..errors import UserError
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
-from .chunks import ChunkCompressor
+from .chunks import ChunkCompressor, whole_chunks
 
 JSON_KEYS = "_json_keys"   # attributes stored as JSON text (dicts, lists, None)
 # How long a writer waits for other processes to close the file (a reader
@@ -169,8 +169,7 @@ class Hdf5Writer(StoreWriter):
         stop = start + len(next(iter(arrays.values())))
         for name, data in arrays.items():
             dset, encode = self._layers[name], self._encoders[name]
-            rows = dset.chunks[0]
-            if encode and start % rows == 0 and (stop % rows == 0 or stop == dset.shape[0]):
+            if encode and whole_chunks(start, stop, dset.chunks[0], dset.shape[0]):
                 for index, payload in self._compressor.encode_block(
                         np.asarray(data, dtype=dset.dtype), start, dset.chunks, encode):
                     dset.id.write_direct_chunk(tuple(i * c for i, c in zip(index, dset.chunks)), payload)

@@ -33,7 +33,7 @@ from zarr.storage import LocalStore
 from .. import defaults
 from ..errors import UserError
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
-from .chunks import ChunkCompressor, Encode
+from .chunks import ChunkCompressor, Encode, whole_chunks
 from .location import STORAGE_OPTIONS, Location, is_url, location
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
@@ -167,9 +167,8 @@ class ZarrWriter(StoreWriter):
         self._write(self._written, start, np.ones(stop - start, dtype=np.uint8))
 
     def _write(self, arr: zarr.Array, start: int, data: np.ndarray) -> None:
-        stop, rows = start + len(data), arr.chunks[0]
-        encode = self._encoders[arr.path]
-        if encode and start % rows == 0 and (stop % rows == 0 or stop == arr.shape[0]):
+        stop, encode = start + len(data), self._encoders[arr.path]
+        if encode and whole_chunks(start, stop, arr.chunks[0], arr.shape[0]):
             self._write_chunks(arr, start, np.asarray(data, dtype=arr.dtype), encode)
         else:   # a block that ends inside a chunk (an interrupted run's last rows)
             arr[start:stop] = data
