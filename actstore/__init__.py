@@ -21,7 +21,7 @@ from .errors import UserError  # noqa: E402
 from .store import Store, open_store  # noqa: E402
 
 # Names whose modules import torch: loaded when first used.
-_LAZY = {"extract": "extractor", "Extractor": "extractor", "ExtractResult": "extractor",
+_LAZY = {"extract": "extractor", "Extractor": "capture", "ExtractResult": "extractor",
          "ImageSet": "images", "Model": "models", "from_module": "models",
          "load_model": "models", "module_tree": "models"}
 

@@ -109,7 +109,8 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
 def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> tuple[str, bool, str]:
     import torch
 
-    from .extractor import Extractor, resolve_device
+    from .capture import Extractor
+    from .extractor import resolve_device
     from .images import ImageSet
     from .models import load_model
 

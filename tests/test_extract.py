@@ -8,7 +8,7 @@ import torchvision
 
 from actstore import extract, open_store
 from actstore.errors import UserError
-from actstore.extractor import Extractor
+from actstore.capture import Extractor
 from actstore.images import ImageSet
 from actstore.models import from_module
 from actstore.store.schema import validate_store

@@ -22,7 +22,7 @@ import torch
 import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
-from .errors import UserError
+from ..errors import UserError
 
 # The nine models of the original THINGSvision extract.py.
 ORIGINAL_MODELS = ("alexnet", "resnet50", "resnet101", "vgg13", "vgg13_bn", "vgg16",
