@@ -49,6 +49,17 @@ def num_workers(device_type: str) -> int:
         return NUM_WORKERS
     return max(NUM_WORKERS, min(GPU_NUM_WORKERS, usable_cores() - 2))
 
+def codec_threads(device_type: str, num_workers: int) -> int:
+    """Threads compressing chunks. On the CPU every usable core: the model and
+    the codec take turns on them. On a GPU the cores the decode workers and
+    the main thread leave free (at least 2): with a thread per core on top of
+    the workers, the oversubscribed main thread launched the model's kernels
+    2-15x slower than alone (H200 node, 16 cores; docs/benchmarks.md, "GPU")."""
+    if device_type == "cpu":
+        return usable_cores()
+    return max(2, usable_cores() - num_workers - 1)
+
+
 # Finished batches waiting for the writer. The model blocks only when this
 # many batches are queued, which bounds memory to a few batches.
 WRITE_QUEUE_BATCHES = 4

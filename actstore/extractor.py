@@ -11,6 +11,7 @@ import contextlib
 import datetime as _dt
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -28,7 +29,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 import torchvision
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.functional import pil_to_tensor
 from tqdm.auto import tqdm
 
 from . import __version__, defaults
@@ -64,9 +67,10 @@ DECODERS = ("pil", "torchvision")
 
 class _ImageRows(Dataset):
     """Images by row: decoded and preprocessed (Pillow), or, for the
-    torchvision decoder, the file's bytes, decoded later on the model's
-    device. A bad image becomes an error string instead of an exception, so
-    the main process can name it."""
+    torchvision decoder, a JPEG's bytes (decoded later on the model's device)
+    and any other image as an 8-bit RGB tensor decoded here by Pillow. A bad
+    image becomes an error string instead of an exception, so the main
+    process can name it."""
 
     def __init__(self, images: ImageSet, transform: Callable, decoder: str = "pil") -> None:
         self.images, self.transform, self.decoder = images, transform, decoder
@@ -76,43 +80,50 @@ class _ImageRows(Dataset):
 
     def __getitem__(self, row: int):
         try:
-            if self.decoder == "torchvision":   # plain bytes: they cross process boundaries cheaply
-                return self.images.path(row).read_bytes(), row, ""
+            if self.decoder == "torchvision":
+                if self.images.file_names[row].lower().endswith(JPEG_SUFFIXES):
+                    return self.images.path(row).read_bytes(), row, ""   # bytes cross processes cheaply
+                return pil_to_tensor(self.images.load(row)), row, ""
             return self.transform(self.images.load(row)), row, ""
         except Exception as error:  # any decoder failure names the file
             return None, row, f"{type(error).__name__}: {error}"
 
 
+JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+
 def _collate(items):
     good = [(x, row) for x, row, err in items if not err]
     bad = [(row, err) for _x, row, err in items if err]
-    # Pillow-decoded images stack into a batch; raw file bytes stay a list.
-    if good and isinstance(good[0][0], bytes):
-        batch = [x for x, _ in good]
+    # Pillow-decoded images stack into a batch; the torchvision decoder's
+    # items (JPEG bytes, tensors of other sizes) stay a list.
+    if good and isinstance(good[0][0], torch.Tensor) and good[0][0].is_floating_point():
+        batch = torch.stack([x for x, _ in good])
     else:
-        batch = torch.stack([x for x, _ in good]) if good else None
+        batch = [x for x, _ in good] if good else None
     return batch, np.array([row for _, row in good], dtype=np.int64), bad
 
 
-def _decode_batch(files: list[bytes], names: list[str], transform: Callable,
-                  device: torch.device) -> torch.Tensor:
-    """torchvision decoding: JPEGs decoded together on ``device`` (nvJPEG on a
-    GPU), other formats on the CPU; then the transform runs on the tensors."""
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-    data = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
-    jpeg = [i for i, name in enumerate(names) if name.lower().endswith((".jpg", ".jpeg"))]
-    decoded: list[torch.Tensor | None] = [None] * len(data)
+def _decode_batch(items: list, transform: Callable, device: torch.device) -> torch.Tensor:
+    """torchvision decoding: the batch's JPEGs decoded together on ``device``
+    (nvJPEG on a GPU); a JPEG the device decoder refuses (CMYK, progressive
+    oddities) is decoded by Pillow instead; other formats arrive decoded.
+    Then the transform runs on the tensors."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    decoded = [x.to(device) if isinstance(x, torch.Tensor) else None for x in items]
+    jpeg = [i for i, x in enumerate(items) if isinstance(x, bytes)]
+    data = {i: torch.frombuffer(bytearray(items[i]), dtype=torch.uint8) for i in jpeg}
     try:
-        if jpeg:
-            for i, image in zip(jpeg, decode_jpeg([data[i] for i in jpeg], device=device,
-                                                  mode=ImageReadMode.RGB)):
-                decoded[i] = image
-        for i, image in enumerate(decoded):
-            if image is None:
-                decoded[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device)
-    except RuntimeError as error:
-        raise UserError(f"--decoder torchvision could not decode an image of this batch ({error}); "
-                        "use the default --decoder pil") from error
+        for i, image in zip(jpeg, decode_jpeg([data[i] for i in jpeg], device=device,
+                                              mode=ImageReadMode.RGB)):
+            decoded[i] = image
+    except RuntimeError:   # one image the device decoder cannot take fails the whole batch
+        for i in jpeg:
+            try:
+                decoded[i] = decode_jpeg(data[i], device=device, mode=ImageReadMode.RGB)
+            except RuntimeError:
+                with Image.open(io.BytesIO(items[i])) as image:
+                    decoded[i] = pil_to_tensor(image.convert("RGB")).to(device)
     try:
         return torch.stack([transform(image) for image in decoded])
     except (TypeError, AttributeError) as error:
@@ -176,6 +187,7 @@ class _BackgroundWriter:
         self.queue: queue.Queue = queue.Queue(maxsize=defaults.WRITE_QUEUE_BATCHES)
         self.error: BaseException | None = None
         self.rows_written = 0
+        self.busy_seconds = 0.0   # time spent writing, waiting for device copies included
         self.thread = threading.Thread(target=self._loop, name="actstore-writer", daemon=True)
         self.thread.start()
 
@@ -213,6 +225,7 @@ class _BackgroundWriter:
                 break
             if self.error is not None:
                 continue  # drain so the producer never blocks
+            started = time.perf_counter()
             try:
                 rows, keep, batch = item
                 arrays = batch.arrays()
@@ -223,6 +236,7 @@ class _BackgroundWriter:
                 batch.release()
             except BaseException as error:  # re-raised in the main thread
                 self.error = error
+            self.busy_seconds += time.perf_counter() - started
         if self.error is None:
             try:
                 self._write(self.buffer.flush())
@@ -245,6 +259,9 @@ class ExtractResult:
     shard: tuple[int, int] | None = None
     shard_rows: tuple[int, int] | None = None
     plan: Plan | None = None
+    # Main-loop wall seconds per stage (decode, forward, write) and the
+    # writer thread's busy seconds: which stage limits the run.
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -405,15 +422,17 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
     try:
         if writer.supports_resume:
             _claim(writer, out_path, shard_index, shard_count, lo, hi)
+        writer.limit_codec_threads(defaults.codec_threads(torch_device.type, num_workers))
         todo = np.flatnonzero(~writer.written()[lo:hi]) + lo
         done_before = (hi - lo) - len(todo)
+        stages = {"setup": time.perf_counter() - started}
         try:
             rows_this_run = _run(extractor, model, images, todo, writer, layout, torch_device,
                                  batch_size=batch_size, num_workers=num_workers, dtype=dtype,
                                  flatten=flatten_acts, quiet=quiet, done_before=done_before,
                                  total=hi - lo, label="extract" if shard_count == 1 else
                                  f"shard {shard_index}/{shard_count}", amp=amp,
-                                 channels_last=channels_last, decoder=decoder)
+                                 channels_last=channels_last, decoder=decoder, stages=stages)
         except OSError as error:
             if error.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 raise
@@ -432,7 +451,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                          seconds=time.perf_counter() - started,
                          layers={s.module_name: s.shape for s in layout.layers}, resumed=resumed,
                          shard=(shard_index, shard_count) if shard_count > 1 else None,
-                         shard_rows=(lo, hi))
+                         shard_rows=(lo, hi), stages=stages)
 
 
 def _open_or_create(out_path: Location, file_format: str, layout: Layout, images: ImageSet, model: Model,
@@ -665,7 +684,9 @@ def _claim(writer: StoreWriter, out_path: Location, index: int, count: int, lo: 
 def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray, writer: StoreWriter,
          layout: Layout, device: torch.device, *, batch_size: int, num_workers: int, dtype: str,
          flatten: bool, quiet: bool, done_before: int, total: int, label: str,
-         amp: str | None = None, channels_last: bool = False, decoder: str = "pil") -> int:
+         amp: str | None = None, channels_last: bool = False, decoder: str = "pil",
+         stages: dict[str, float] | None = None) -> int:
+    stages = {} if stages is None else stages
     if not len(todo):
         return 0
     # Batches are fixed slices of the full row range, so a resumed or sharded
@@ -684,24 +705,26 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                     file=sys.stderr, desc=label, dynamic_ncols=True)
     background = _BackgroundWriter(writer, layout.chunk_images, layout.n_rows, progress)
     host = _HostBuffers(device, batch_size, dtype, flatten)
+    clock = _StageClock(stages)
     try:
-        for batch, rows, bad in loader:
+        for batch, rows, bad in clock.timed(loader, "decode"):
             if bad:
                 names = ", ".join(f"{images.file_names[r]} ({err[:80]})" for r, err in bad)
                 raise UserError(f"cannot read {len(bad)} image(s): {names}; fix or remove them "
                                 "and run again (finished rows are kept)")
             if decoder == "torchvision":
-                batch = _decode_batch(batch, [images.file_names[r] for r in rows], model.transform, device)
+                batch = _decode_batch(batch, model.transform, device)
             batch = batch.to(device, non_blocking=True)
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
             out = host.take()
-            with _autocast(device, amp):
+            with clock("forward"), _autocast(device, amp):
                 if host.stream is None:   # on the CPU, straight from the hook into host memory
                     extractor(batch, into=out.fill)
                 else:
                     out.fill_from_device(extractor(batch), host.stream)
-            background.put(rows, pending[rows], out)
+            with clock("write"):
+                background.put(rows, pending[rows], out)
     except KeyboardInterrupt:
         background.finish()
         progress.close()
@@ -714,6 +737,36 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
         background.finish()
         progress.close()
         raise
-    background.finish()
+    with clock("write"):
+        background.finish()
     progress.close()
+    stages["writer_busy"] = background.busy_seconds
     return background.rows_written
+
+
+class _StageClock:
+    """Wall seconds the main loop spends in each stage, added into ``stages``:
+    waiting for decoded batches ("decode"), running the model ("forward";
+    on a GPU the launch, the kernels run on), waiting for the writer
+    ("write"). The stage that takes most of a run is what limits it."""
+
+    def __init__(self, stages: dict[str, float]) -> None:
+        self.stages = stages
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - started
+
+    def timed(self, iterable, stage: str):
+        iterator = iter(iterable)
+        while True:
+            with self(stage):
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+            yield item

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -32,14 +33,26 @@ def make_images(n: int, size: int = 256, seed: int = 0, quality: int = 90) -> Pa
     smooth colour fields (upsampled low-resolution noise), a gradient, a few
     edges and a little grain. Reused when it already exists."""
     from PIL import Image
-    folder = SCRATCH / f"images-{n}-{size}px-s{seed}"
+    folder = SCRATCH / f"images-{n}-{size}px-s{seed}-b256"
     done = folder / ".complete"
     if done.exists():
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    # Blocks of images with their own seeds, made on every core: the same
+    # files whatever the core count.
+    blocks = [(folder, start, min(start + 256, n), size, seed, quality) for start in range(0, n, 256)]
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_make_image_block, blocks))
+    done.touch()
+    return folder
+
+
+def _make_image_block(job: tuple) -> None:
+    from PIL import Image
+    folder, start, stop, size, seed, quality = job
+    rng = np.random.default_rng([seed, start])
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    for i in range(n):
+    for i in range(start, stop):
         coarse = rng.random((rng.integers(3, 12), rng.integers(3, 12), 3)).astype(np.float32)
         field = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize(
             (size, size), Image.BICUBIC), dtype=np.float32)
@@ -49,8 +62,6 @@ def make_images(n: int, size: int = 256, seed: int = 0, quality: int = 90) -> Pa
         grain = rng.normal(0, 6, (size, size, 3))
         pixels = np.clip(field + gradient + edges + grain, 0, 255).astype(np.uint8)
         Image.fromarray(pixels).save(folder / f"img_{i:05d}.jpg", quality=quality)
-    done.touch()
-    return folder
 
 
 def cpu_name() -> str:
@@ -174,3 +185,43 @@ def run_measured(cmd: Sequence[str], env: dict | None = None) -> dict:
     monitor.stop()
     return {"seconds": time.perf_counter() - started, "returncode": proc.returncode,
             "output": output[-2000:], "peak_tree": monitor.peak_tree, "peak_main": monitor.peak_main}
+
+
+class GpuUtilisation:
+    """Mean GPU utilisation (percent, as nvidia-smi reports it) sampled every
+    0.1 s while the block runs; None where NVML is not installed.
+
+    Example:
+        >>> with GpuUtilisation(0) as util: run()          # doctest: +SKIP
+        >>> util.mean
+    """
+
+    def __init__(self, index: int = 0, interval: float = 0.1) -> None:
+        self.index, self.interval, self.samples = index, interval, []
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "GpuUtilisation":
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+        except Exception:   # no NVML library or no GPU: nothing to sample
+            self._thread = None
+            return self
+
+        def poll() -> None:
+            while not self._stop.wait(self.interval):
+                self.samples.append(pynvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None

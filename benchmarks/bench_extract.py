@@ -11,6 +11,12 @@ machine hits every variant alike; the table shows medians.
     python benchmarks/bench_extract.py            # 512 images, 2 repeats (~5 min on 2 cores)
     python benchmarks/bench_extract.py --small    # 128 images, 2 repeats
     python benchmarks/bench_extract.py --device cuda --amp float16 --channels-last --images 4096
+    python benchmarks/bench_extract.py --device cuda --case resnet50:layer4 --formats zarr --stages
+
+``--stages`` also times the two halves of the plain loop alone: decoding
+(the DataLoader with nothing downstream) and the forward pass (on a batch
+already on the device), which says which stage limits a run. On a GPU with
+NVML, the mean GPU utilisation of each run is shown too.
 
 On a GPU, ``--amp`` and ``--channels-last`` apply to both sides (the plain
 loop autocasts and converts too), so the ratio is still the cost of storing;
@@ -25,7 +31,8 @@ import shutil
 import time
 import warnings
 
-from _common import SCRATCH, cpu_seconds, machine, make_images, mb, median, spread, table
+from _common import (SCRATCH, GpuUtilisation, cpu_seconds, machine, make_images, mb, median,
+                     spread, table)
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -73,6 +80,33 @@ def plain_loop(model, images: ImageSet, batch_size: int, num_workers: int, devic
     return time.perf_counter() - started
 
 
+def decode_only(model, images: ImageSet, batch_size: int, num_workers: int) -> float:
+    """Seconds for the DataLoader alone: decoding and preprocessing, no model."""
+    started = time.perf_counter()
+    loader = DataLoader(_Images(images, model.transform), batch_size=batch_size,
+                        num_workers=num_workers, prefetch_factor=4 if num_workers else None)
+    for _batch in loader:
+        pass
+    return time.perf_counter() - started
+
+
+def forward_only(model, n: int, batch_size: int, device: str = "cpu", amp: str | None = None,
+                 channels_last: bool = False) -> float:
+    """Seconds for the full forward pass of ``n`` images already on the device."""
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.module.to(device, memory_format=memory_format)
+    batch = torch.randn(batch_size, 3, *model.input_size, device=device).contiguous(memory_format=memory_format)
+    autocast = torch.autocast(device.type, dtype=getattr(torch, amp)) if amp else contextlib.nullcontext()
+    started = time.perf_counter()
+    with torch.inference_mode(), autocast:
+        for _ in range(0, n, batch_size):
+            model.module(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - started
+
+
 def actstore_run(model, modules, in_path, out_path, file_format, batch_size, num_workers, **options):
     if out_path.is_dir():        # removed before the clock starts
         shutil.rmtree(out_path)
@@ -81,6 +115,8 @@ def actstore_run(model, modules, in_path, out_path, file_format, batch_size, num
     result = extract(model=model, module_names=modules, in_path=in_path, out_path=out_path,
                      file_format=file_format, batch_size=batch_size, num_workers=num_workers,
                      quiet=True, overwrite=True, **options)
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in result.stages.items())
+    print(f"  {file_format} {out_path.stem}: {result.seconds:.2f} s; stages (s): {stages}", flush=True)
     with open_store(out_path) as store:
         layers = store.summary()["layers"]
     raw = sum(layer["bytes_raw"] for layer in layers.values())
@@ -100,7 +136,14 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--decoder", choices=["pil", "torchvision"], default="pil")
     parser.add_argument("--compression", default=None, help="actstore's codec (default: its default)")
+    parser.add_argument("--case", action="append", default=None, metavar="MODEL:MODULE[,MODULE]",
+                        help="a model and its modules, repeatable (default: the three CPU cases)")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated: zarr,hdf5")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time decoding alone and the forward pass alone")
     args = parser.parse_args()
+    cases = CASES if not args.case else [(c.split(":")[0], c.split(":")[1].split(",")) for c in args.case]
+    formats = tuple(args.formats.split(","))
     options = dict(device=args.device, amp=args.amp, channels_last=args.channels_last, decoder=args.decoder)
     if args.compression:
         options["compression"] = args.compression
@@ -117,47 +160,66 @@ def main() -> None:
           f"{repeats} interleaved repeats, random weights; actstore options {options}\n")
 
     rows = []
-    for model_name, modules in CASES:
+    gpu_index = torch.device(args.device).index or 0
+    for model_name, modules in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = load_model(model_name, weights="none")
         # Warm-up: first-touch allocations and oneDNN kernel selection.
         plain_loop(model, images.subset(range(min(n, 2 * args.batch_size))), args.batch_size, 0,
                    **same_model_options)
-        times = {"plain": [], **{f: [] for f in FORMATS}}
+        if args.stages:
+            decode = n / decode_only(model, images, args.batch_size, args.num_workers)
+            forward = n / forward_only(model, n, args.batch_size, **same_model_options)
+            print(f"{model_name}: decode alone {decode:.0f} img/s, forward pass alone {forward:.0f} img/s "
+                  f"({'decode' if decode < forward else 'forward pass'} limits the plain loop)")
+        times = {"plain": [], **{f: [] for f in formats}}
         cpu = {variant: [] for variant in times}
+        util = {variant: [] for variant in times}
         sizes = {}
         for _ in range(repeats):
             cpu_before = cpu_seconds()
-            times["plain"].append(plain_loop(model, images, args.batch_size, args.num_workers,
-                                             **same_model_options))
+            with GpuUtilisation(gpu_index) as gpu:
+                times["plain"].append(plain_loop(model, images, args.batch_size, args.num_workers,
+                                                 **same_model_options))
             cpu["plain"].append(cpu_seconds() - cpu_before)
-            for file_format in FORMATS:
+            util["plain"].append(gpu.mean)
+            for file_format in formats:
                 out = out_dir / f"{model_name}.{'zarr' if file_format == 'zarr' else 'h5'}"
                 cpu_before = cpu_seconds()
-                seconds, rows_done, raw, stored = actstore_run(
-                    model, modules, in_path, out, file_format, args.batch_size, args.num_workers, **options)
+                with GpuUtilisation(gpu_index) as gpu:
+                    seconds, rows_done, raw, stored = actstore_run(
+                        model, modules, in_path, out, file_format, args.batch_size, args.num_workers,
+                        **options)
                 cpu[file_format].append(cpu_seconds() - cpu_before)
+                util[file_format].append(gpu.mean)
                 assert rows_done == n
                 times[file_format].append(seconds)
                 sizes[file_format] = (raw, stored)
         plain, plain_cpu = median(times["plain"]), median(cpu["plain"])
-        for file_format in FORMATS:
+        for file_format in formats:
             raw, stored = sizes[file_format]
             mid = median(times[file_format])
             rows.append([model_name, " + ".join(modules), file_format, f"{n / plain:.1f}",
                          f"{n / mid:.1f}", f"{plain / mid:.2f}",
                          f"{spread(times['plain'])} / {spread(times[file_format])}",
                          f"{1e3 * plain_cpu / n:.0f} / {1e3 * median(cpu[file_format]) / n:.0f}",
-                         mb(raw), mb(stored), f"{raw / stored:.2f}"])
-        print(table(rows[-len(FORMATS):], HEADER), "\n", flush=True)
+                         mb(raw), mb(stored), f"{raw / stored:.2f}",
+                         f"{_percent(util['plain'])} / {_percent(util[file_format])}"])
+        print(table(rows[-len(formats):], HEADER), "\n", flush=True)
     print("all cases:\n")
     print(table(rows, HEADER))
     shutil.rmtree(out_dir, ignore_errors=True)
 
 
+def _percent(samples: list) -> str:
+    samples = [s for s in samples if s is not None]
+    return f"{median(samples):.0f}%" if samples else "-"
+
+
 HEADER = ["model", "modules", "format", "plain img/s", "actstore img/s", "ratio",
-          "spread plain/actstore", "CPU ms/img plain/actstore", "raw MB", "stored MB", "raw/stored"]
+          "spread plain/actstore", "CPU ms/img plain/actstore", "raw MB", "stored MB", "raw/stored",
+          "GPU util plain/actstore"]
 
 if __name__ == "__main__":
     main()

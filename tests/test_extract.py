@@ -258,3 +258,46 @@ def test_decode_workers_and_codec_threads_follow_the_granted_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert defaults.num_workers("cuda") == 8
     assert defaults.num_workers("cpu") == 2
+
+
+def test_torchvision_decoder_takes_every_format_and_falls_back_to_pillow(tmp_path, weights_file, monkeypatch):
+    # BMP, TIFF and an animated GIF are decoded by Pillow in the workers; a JPEG
+    # that the device decoder refuses (here: every JPEG) is decoded by Pillow
+    # in the main process. Every row then equals the Pillow decoder's.
+    from PIL import Image
+    import torchvision.io
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "images"
+    root.mkdir()
+    frames = [Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)) for _ in range(3)]
+    frames[0].save(root / "a.bmp")
+    frames[1].save(root / "b.tif")
+    frames[0].save(root / "c.gif", save_all=True, append_images=frames[1:])
+    frames[2].convert("CMYK").save(root / "d.jpg", quality=95)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("not supported by this decoder")
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", refuse)
+    weights = weights_file("alexnet")
+    stores = {}
+    for decoder in ("torchvision", "pil"):
+        stores[decoder] = tmp_path / f"{decoder}.zarr"
+        extract(model_name="alexnet", model_path=weights, module_names=["classifier.6"], decoder=decoder,
+                in_path=root, out_path=stores[decoder], **{**FAST, "num_workers": 1})
+    with open_store(stores["torchvision"]) as tv, open_store(stores["pil"]) as pil:
+        assert list(tv.file_names) == list(pil.file_names) == ["a.bmp", "b.tif", "c.gif", "d.jpg"]
+        assert tv.complete
+        # Same pixels; only the transform differs (tensor vs PIL resizing): close, not equal.
+        assert np.abs(tv["classifier.6"][:] - pil["classifier.6"][:]).max() <= \
+            0.05 * np.abs(pil["classifier.6"][:]).max()
+
+
+def test_codec_threads_leave_the_decode_workers_their_cores(monkeypatch):
+    import os
+
+    from actstore import defaults
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert defaults.codec_threads("cpu", 2) == 16
+    assert defaults.codec_threads("cuda", 8) == 7      # 8 decode workers, the main thread, 7 codec threads
+    assert defaults.codec_threads("cuda", 14) == 2     # never fewer than 2

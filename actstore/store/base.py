@@ -53,13 +53,19 @@ def stored_dim_names(module_name: str, dims: Sequence[str]) -> tuple[str, ...]:
 def choose_chunks(shape: Sequence[int], itemsize: int, chunk_images: int,
                   chunk_channels: int | None = None, max_bytes: int = defaults.CHUNK_BYTES) -> tuple[int, ...]:
     """Chunk shape for a layer of per-image ``shape``: ``chunk_images`` rows,
-    split along the first per-image axis (channels / units) when a chunk would
-    exceed ``max_bytes``, into equal parts (the largest divisor of the channel
-    count that fits) so no chunk is a ragged remainder.
+    split along the first per-image axis (channels / units / tokens) when a
+    chunk would exceed ``max_bytes``, into equal parts (the largest divisor
+    of the channel count that fits) so no chunk is a ragged remainder. Where
+    that divisor is under half of what fits (197 ViT tokens is prime), the
+    axis is split into near-equal parts with a smaller last one instead:
+    divisor-sized chunks of a few KB would mean tens of thousands of tiny
+    chunks.
 
     Example:
         >>> choose_chunks((192, 27, 27), 4, 16, max_bytes=2**20)
         (16, 16, 27, 27)
+        >>> choose_chunks((197, 768), 4, 16, max_bytes=2**20)
+        (16, 20, 768)
     """
     if not shape:
         return (chunk_images,)
@@ -70,6 +76,8 @@ def choose_chunks(shape: Sequence[int], itemsize: int, chunk_images: int,
         per_channel = math.prod(shape[1:]) * itemsize * chunk_images
         fit = max(1, max_bytes // per_channel)
         first_chunk = first if fit >= first else max(d for d in range(1, fit + 1) if first % d == 0)
+        if 2 * first_chunk < fit:
+            first_chunk = math.ceil(first / math.ceil(first / fit))
     return (chunk_images, first_chunk, *shape[1:])
 
 
@@ -184,6 +192,14 @@ class StoreWriter(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release files; what was written stays."""
+
+    def limit_codec_threads(self, threads: int) -> None:
+        """Compress chunks on at most ``threads`` threads (see
+        :func:`actstore.defaults.codec_threads`); backends without a chunk
+        compressor ignore it."""
+        compressor = getattr(self, "_compressor", None)
+        if compressor is not None:
+            compressor.threads = threads
 
     def __enter__(self) -> "StoreWriter":
         return self

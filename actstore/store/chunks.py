@@ -33,6 +33,9 @@ class ChunkCompressor:
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
+        # Threads compressing; None: every core the job may use. Read when the
+        # pool starts, so a writer's owner can lower it before the first block.
+        self.threads: int | None = None
 
     def encode_block(self, data: np.ndarray, start: int, chunks: tuple[int, ...], encode: Encode,
                      put: Put | None = None) -> list[tuple[tuple[int, ...], bytes]]:
@@ -52,7 +55,7 @@ class ChunkCompressor:
                   offsets, data, chunks, encode, put)
                  for offsets in itertools.product(*ranges)]
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=defaults.usable_cores(),
+            self._pool = ThreadPoolExecutor(max_workers=self.threads or defaults.usable_cores(),
                                             thread_name_prefix="actstore-codec")
         done = [(task[0], payload) for task, payload in zip(tasks, self._pool.map(_encode_one, tasks))]
         return [] if put is not None else done
