@@ -120,8 +120,11 @@ class ImageSet:
         return self.root / self.file_names[index]
 
     def load(self, index: int) -> Image.Image:
-        """Decode one image to 8-bit RGB (grayscale, RGBA, palette, CMYK, 16-bit all occur)."""
+        """Decode one image to 8-bit RGB (grayscale, RGBA, palette, CMYK,
+        16-bit and floating-point images all occur)."""
         with Image.open(self.path(index)) as image:
+            if image.mode == "F":
+                return _float_to_rgb(image, self.file_names[index])
             return image.convert("RGB") if image.mode not in ("I;16", "I;16B", "I;16L", "I") \
                 else _wide_to_rgb(image)
 
@@ -197,6 +200,20 @@ def _wide_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(gray, mode="L").convert("RGB")
 
 
+def _float_to_rgb(image: Image.Image, name: str) -> Image.Image:
+    """A 32-bit float image (TIFF mode F). Pillow's convert("RGB") clips it, so
+    an image in [0, 1] came out black: values in [0, 1] are scaled to 0-255,
+    values in [0, 255] kept; any other range is refused rather than guessed."""
+    array = np.asarray(image, dtype=np.float64)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 255:
+        raise ValueError(f"{name} is a floating-point image with values in [{low:g}, {high:g}]; "
+                         "only [0, 1] and [0, 255] have an unambiguous 8-bit meaning: convert it to 8-bit")
+    scale = 255.0 if high <= 1.0 else 1.0
+    gray = np.clip(np.round(array * scale), 0, 255).astype(np.uint8)
+    return Image.fromarray(gray, mode="L").convert("RGB")
+
+
 def _subset(n: int, fraction: float, seed: int | None) -> np.ndarray:
     """Random rows, in their original order, so the store stays sorted.
     ``int(n * fraction)`` of them, as the original tool took."""
@@ -215,13 +232,16 @@ def _things_order(root: Path, class_dirs: list[Path], things_tsv: str | Path | N
             raise UserError(f"THINGS concept file {tsv} has no uniqueID column")
         concepts = [row["uniqueID"].strip() for row in reader if row["uniqueID"].strip()]
     folders = {d.name for d in class_dirs}
-    missing = [c for c in concepts if c not in folders]
     extra = sorted(folders - set(concepts))
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} concepts without a folder (e.g. {', '.join(missing[:3])})")
-        if extra:
-            parts.append(f"{len(extra)} folders not in {tsv.name} (e.g. {', '.join(extra[:3])})")
-        raise UserError(f"folders under {root} do not match {tsv}: " + "; ".join(parts))
-    return concepts
+    if extra:
+        raise UserError(f"folders under {root} do not match {tsv}: {len(extra)} folders not in "
+                        f"{tsv.name} (e.g. {', '.join(extra[:3])}); remove them or use --things-tsv "
+                        "with a file that lists them")
+    present = [c for c in concepts if c in folders]
+    if len(present) < len(concepts):
+        # A subset of THINGS (a pilot, a category) is a normal run: THINGS order, targets
+        # indexing the concepts present.
+        warnings.warn(f"{len(concepts) - len(present)} of the {len(concepts)} concepts in {tsv.name} "
+                      f"have no folder under {root}; extracting the {len(present)} present, in THINGS order",
+                      stacklevel=3)
+    return present

@@ -89,14 +89,25 @@ def test_things_order_comes_from_the_tsv(tmp_path):
     assert images.targets == (0, 1, 2)
 
 
-def test_things_refuses_a_missing_tsv_and_mismatched_folders(tmp_path):
+def test_things_refuses_a_missing_tsv_and_folders_it_does_not_list(tmp_path):
     _touch_images(tmp_path / "in", ["zebra/z1.png", "extra/e1.png"])
     with pytest.raises(UserError, match="not found"):
         ImageSet.scan(tmp_path / "in", things=True, things_tsv=tmp_path / "missing.tsv")
     tsv = tmp_path / "t.tsv"
     tsv.write_text("uniqueID\nzebra\nmouse\n")
-    with pytest.raises(UserError, match=r"1 concepts without a folder \(e.g. mouse\); 1 folders not in t.tsv \(e.g. extra\)"):
+    with pytest.raises(UserError, match=r"1 folders not in t.tsv \(e.g. extra\)"):
         ImageSet.scan(tmp_path / "in", things=True, things_tsv=tsv)
+
+
+def test_things_subset_keeps_things_order_and_warns(tmp_path):
+    _touch_images(tmp_path / "in", ["zebra/z1.png", "aardvark/a1.png"])
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("uniqueID\nzebra\nmouse\naardvark\ncat\n")
+    with pytest.warns(UserWarning, match="2 of the 4 concepts in t.tsv have no folder"):
+        images = ImageSet.scan(tmp_path / "in", things=True, things_tsv=tsv)
+    assert images.classes == ("zebra", "aardvark")
+    assert images.file_names == ("zebra/z1.png", "aardvark/a1.png")
+    assert images.targets == (0, 1)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "RGB"])
@@ -114,3 +125,18 @@ def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
     Image.fromarray(values).save(tmp_path / "deep.png")
     decoded = np.asarray(ImageSet.scan(tmp_path).load(0))
     assert decoded[0, :, 0].tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("values, expected", [([0.0, 0.5, 1.0], [0, 128, 255]),
+                                              ([0.0, 100.0, 255.0], [0, 100, 255])])
+def test_float_tiff_is_scaled_from_its_range_not_clipped_to_black(tmp_path, values, expected):
+    Image.fromarray(np.array([values], dtype=np.float32), mode="F").save(tmp_path / "f.tif")
+    decoded = np.asarray(ImageSet.scan(tmp_path).load(0))
+    assert decoded.shape == (1, 3, 3)
+    assert decoded[0, :, 0].tolist() == expected
+
+
+def test_float_tiff_outside_both_ranges_is_refused(tmp_path):
+    Image.fromarray(np.array([[-3.0, 700.0]], dtype=np.float32), mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(ValueError, match=r"f.tif is a floating-point image with values in \[-3, 700\]"):
+        ImageSet.scan(tmp_path).load(0)
