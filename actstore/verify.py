@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import UserError
 from .store import location, open_store
-from .store.schema import schema_errors
+from .store.schema import store_problems
 
 
 @dataclass
@@ -63,9 +63,7 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
     """
     report = VerifyReport(location(path))
     with open_store(path) as store:
-        problems = [f"root {p}" for p in schema_errors("root", store.attrs)]
-        for layer in store.layers:
-            problems += [f"{layer}: {p}" for p in schema_errors("layer", store.layer_attrs(layer))]
+        problems = store_problems(store)
         report.add("schema", not problems, "; ".join(problems[:5]) or "attributes match the schemas")
 
         written = store.written
@@ -110,7 +108,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
     import torch
 
     from .capture import Extractor
-    from .extractor import resolve_device
+    from .extract.options import resolve_device
     from .images import ImageSet
     from .models import load_model
 

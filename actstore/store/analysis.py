@@ -52,8 +52,8 @@ class _LayerSource:
 
     def __getitem__(self, selection: tuple) -> np.ndarray:
         if self._reader is None:
-            from . import BACKENDS, detect_format
-            self._reader = BACKENDS[detect_format(self.path)][1](self.path)
+            from .registry import open_reader
+            self._reader = open_reader(self.path)
         return self._reader.read(self.key, selection)
 
 
