@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks of the throughput issue in one run, for a session that is lent
-# a GPU (about 6 minutes on one H100): the CUDA tests, then extract against the
-# plain loop on the GPU with each GPU option. Results go to stdout and, when
-# $OUT is set (the device tool), to $OUT/gpu_check.txt.
+# The GPU checks in one run on a machine with a CUDA GPU (about 6 minutes on
+# one H100): the CUDA tests, then extract against the plain loop on the GPU
+# with each GPU option. Results go to stdout and, when $OUT is set, to
+# $OUT/gpu_check.txt (else /tmp/gpu_check.txt).
 set -u
 cd "$(dirname "$0")/.."
 log="${OUT:-/tmp}/gpu_check.txt"

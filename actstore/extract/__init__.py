@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import BadOptionError, Interrupted
 from ..plan import Plan
-from ..store import Location, output_format, writer_class
+from ..store import Location, formats_that, output_format, suffixes_of, writer_class
 from ..store.session import open_session
 from .loader import scan_images
 from .loop import run_batches
@@ -110,8 +110,10 @@ def _output(options: ExtractOptions) -> tuple[Location, str]:
     out_path = options.out_location
     file_format = output_format(out_path, options.file_format)
     if options.shard[1] > 1 and not writer_class(file_format).supports_concurrent_writers:
-        raise BadOptionError(f"--shard needs a Zarr store: {file_format} has no safe concurrent "
-                             "writers; use an out path ending in .zarr")
+        usable = formats_that("supports_concurrent_writers")
+        raise BadOptionError(f"--shard needs a {' or '.join(n.capitalize() for n in usable)} store: "
+                             f"{file_format} has no safe concurrent writers; use an out path ending in "
+                             f"{suffixes_of(usable)}")
     return out_path, file_format
 
 

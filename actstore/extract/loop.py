@@ -16,7 +16,7 @@ from ..capture import Extractor
 from ..errors import BadImagesError, Interrupted, OutOfSpaceError
 from ..images import ImageSet
 from ..models import Model
-from ..store import Layout, StoreWriter
+from ..store import Layout, StoreWriter, formats_that, suffixes_of
 from .buffers import HostBuffers, autocast
 from .loader import batches_of, decode_batch, image_loader
 from .options import ExtractOptions
@@ -58,8 +58,9 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
     except KeyboardInterrupt:
         background.finish()
         if not writer.supports_resume:
-            raise Interrupted("interrupted: nothing was kept (the txt/npy layout cannot resume); "
-                              "use a .zarr or .h5 out path for resumable runs")
+            raise Interrupted(f"interrupted: nothing was kept ({writer.format_name} files cannot resume); "
+                              f"use a {suffixes_of(formats_that('supports_resume'))} out path for "
+                              "resumable runs")
         raise Interrupted(f"interrupted: {done_before + background.rows_written} of {total} "
                           "rows are kept; run the same command again to resume")
     except OSError as error:

@@ -7,17 +7,52 @@ Example:
 """
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..errors import StoreNotFoundError
 from .base import (ACTIVATIONS, COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec,
                    Layout, StoreReader, StoreWriter, choose_chunks, dim_names)
 from .location import Location, exists, is_url, join, location, remove, suffix
 from .reader import LazyArray, Store
 from .registry import (BACKENDS, DEFAULT_FORMAT, STORE_FORMATS, STORE_SUFFIXES, create_writer,
-                       detect_format, is_store, open_reader, open_store, output_format, reader_class,
-                       remove_store, reopen_writer, scratch_path, store_format, writer_class)
+                       detect_format, formats_that, is_store, open_reader, output_format, reader_class,
+                       remove_store, reopen_writer, scratch_path, store_format, suffixes_of,
+                       writer_class)
+
+
+def open_store(path: str | Path) -> Store:
+    """Open a store for lazy reading (a context manager).
+
+    Args:
+        path: a ``.zarr`` directory or an ``.h5``/``.hdf5`` file written by actstore.
+
+    Returns:
+        A :class:`Store`: ``.layers``, ``.file_names``, ``.targets``,
+        ``.classes``, ``.attrs``, and ``store[layer]``, a lazy array.
+
+    Raises:
+        StoreNotFoundError: the path is missing or is not an actstore store.
+
+    Example:
+        >>> with open_store("out/alexnet.zarr") as store:       # doctest: +SKIP
+        ...     rows = store["classifier.4"][[3, 1, 2]]          # shape (3, 4096)
+    """
+    path = location(path)
+    if not exists(path):
+        raise StoreNotFoundError(f"store {path} does not exist")
+    file_format = detect_format(path)
+    try:
+        reader = reader_class(file_format)(path)
+    except Exception as error:
+        raise StoreNotFoundError(f"{path} is not a readable {file_format} store ({error})") from error
+    if reader.root_attrs().get("format") != FORMAT_NAME:
+        reader.close()
+        raise StoreNotFoundError(f"{path} is a {file_format} file but not an actstore store")
+    return Store(path, reader)
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DEFAULT_FORMAT", "DTYPES", "FORMAT_NAME",
            "FORMAT_VERSION", "STORE_FORMATS", "STORE_SUFFIXES", "LayerSpec", "Layout", "LazyArray",
            "Location", "Store", "StoreReader", "StoreWriter", "choose_chunks", "create_writer",
-           "detect_format", "dim_names", "exists", "is_store", "is_url", "join", "location",
+           "detect_format", "dim_names", "exists", "formats_that", "is_store", "is_url", "join", "location",
            "open_reader", "open_store", "output_format", "reader_class", "remove", "remove_store",
-           "reopen_writer", "scratch_path", "store_format", "suffix", "writer_class"]
+           "reopen_writer", "scratch_path", "store_format", "suffix", "suffixes_of", "writer_class"]

@@ -120,7 +120,7 @@ class _LayerFiles:
         self.bounds = split_bounds(n_rows, n_splits) if n_splits > 1 else np.array([0, n_rows])
         self.names = [file_name(i if n_splits > 1 else None, kind) for i in range(1, len(self.bounds))]
         self.index = 0
-        self.open: _ActivationFile | None = None
+        self.open: ActivationFile | None = None
 
     def partial(self, name: str) -> Path:
         return self.folder / f"{name}.partial"

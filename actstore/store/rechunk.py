@@ -18,7 +18,7 @@ from .base import LayerSpec, Layout, choose_chunks
 from .location import Location, identity, location
 from .provenance import fingerprint_sha256, now
 from .reader import Store
-from .registry import open_store, store_format
+from .registry import store_format
 from .session import open_session
 
 LAYOUTS = ("unit-major", "image-major")
@@ -93,6 +93,7 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
     for option, value in (("--chunk-images", chunk_images), ("--chunk-channels", chunk_channels)):
         if value is not None and value < 1:
             raise BadOptionError(f"{option} must be at least 1, got {value}")
+    from . import open_store   # the package's entry point, defined after this module's siblings
     src, out = location(src), location(out)   # local paths or URLs (s3://...)
     file_format = store_format(out, file_format, "rechunk")
     with open_store(src) as store:

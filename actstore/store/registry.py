@@ -10,12 +10,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import BadOptionError, StoreConflictError, StoreNotFoundError
+from ..errors import BadOptionError, StoreConflictError
 from .base import FORMAT_NAME, Layout, StoreReader, StoreWriter
 from .hdf5 import Hdf5Reader, Hdf5Writer
 from .legacy_files import LegacyFilesWriter, LegacyNpyWriter
 from .location import Location, exists, is_url, join, location, remove, suffix
-from .reader import Store
 from .zarr import ZarrReader, ZarrWriter
 
 # name -> (writer, reader); the original txt/npy layout is written only.
@@ -69,6 +68,17 @@ def output_format(path: Location, file_format: str | None) -> str:
                       stacklevel=3)
         return "txt"
     return detect_format(path, file_format)
+
+
+def formats_that(capability: str) -> list[str]:
+    """The store formats whose writers have ``capability`` (a class attribute), e.g.
+    ``supports_resume``: for messages that name what to use instead."""
+    return [name for name in STORE_FORMATS if getattr(BACKENDS[name][0], capability)]
+
+
+def suffixes_of(formats: Sequence[str]) -> str:
+    """``".zarr or .h5"``: the out-path suffixes of ``formats``, for messages."""
+    return " or ".join(BACKENDS[name][0].suffixes[0] for name in formats)
 
 
 def writer_class(file_format: str) -> type[StoreWriter]:
@@ -139,34 +149,3 @@ def create_writer(path: Location, file_format: str, layout: Layout, file_names: 
 
 def reopen_writer(path: str | Path) -> StoreWriter:
     return writer_class(detect_format(path)).reopen(location(path))
-
-
-def open_store(path: str | Path) -> Store:
-    """Open a store for lazy reading (a context manager).
-
-    Args:
-        path: a ``.zarr`` directory or an ``.h5``/``.hdf5`` file written by actstore.
-
-    Returns:
-        A :class:`Store`: ``.layers``, ``.file_names``, ``.targets``,
-        ``.classes``, ``.attrs``, and ``store[layer]``, a lazy array.
-
-    Raises:
-        StoreNotFoundError: the path is missing or is not an actstore store.
-
-    Example:
-        >>> with open_store("out/alexnet.zarr") as store:       # doctest: +SKIP
-        ...     rows = store["classifier.4"][[3, 1, 2]]          # shape (3, 4096)
-    """
-    path = location(path)
-    if not exists(path):
-        raise StoreNotFoundError(f"store {path} does not exist")
-    file_format = detect_format(path)
-    try:
-        reader = reader_class(file_format)(path)
-    except Exception as error:
-        raise StoreNotFoundError(f"{path} is not a readable {file_format} store ({error})") from error
-    if reader.root_attrs().get("format") != FORMAT_NAME:
-        reader.close()
-        raise StoreNotFoundError(f"{path} is a {file_format} file but not an actstore store")
-    return Store(path, reader)
