@@ -149,7 +149,8 @@ def _respec(spec: LayerSpec, layout: str, rows: int, chunk_channels: int | None)
 def _attrs(store, specs: tuple[LayerSpec, ...], rows: int, src: Location) -> dict:
     attrs = dict(store.attrs)
     fingerprint = {**attrs.get("fingerprint", {}), "chunks": {s.module_name: list(s.chunks) for s in specs}}
-    attrs.update(status="incomplete", completed=None, chunk_images=rows, fingerprint=fingerprint,
+    attrs.pop("completed", None)   # the copy's own time is set when it completes
+    attrs.update(status="incomplete", chunk_images=rows, fingerprint=fingerprint,
                  fingerprint_sha256=fingerprint_sha256(fingerprint), rechunked_from=identity(src),
                  rechunked=now())
     return attrs
