@@ -27,7 +27,6 @@ from numpy.lib import format as npy_format
 from ..errors import BadOptionError, StoreConflictError, UserError
 from .base import LayerSpec, Layout, StoreWriter
 
-
 # The original tensor2slices wrote each value "left-justified, 7 characters wide,
 # with 5 decimal places": lossy, kept as the default so old readers see the same text.
 SLICE_FMT = "%-7.5f"
@@ -37,6 +36,7 @@ SLICE_END = "# New slice"
 # The formats of this layout, each a backend in the store registry.
 LEGACY_FORMATS = ("txt", "npy")
 SPLIT_NAME = re.compile(r"^activations_(\d+)\.(txt|npy)$")
+
 
 def slice_format(decimals: int = SLICE_DECIMALS) -> str:
     """The printf format of one value in a slices file: ``%-7.5f`` for 5 decimals."""
@@ -55,6 +55,7 @@ def split_bounds(n_rows: int, n_splits: int) -> np.ndarray:
     if not 1 <= n_splits <= max(n_rows, 1):
         raise BadOptionError(f"--split must be between 1 and the number of rows ({n_rows}), got {n_splits}")
     return np.linspace(0, n_rows, n_splits + 1, dtype=int)
+
 
 class ActivationFile:
     """One activations file written a block of rows at a time.
@@ -92,6 +93,7 @@ class ActivationFile:
 
     def close(self) -> None:
         self._handle.close()
+
 
 def legacy_format(file_format: str) -> str:
     name = file_format.lower().lstrip(".")
@@ -244,7 +246,7 @@ class LegacyFilesWriter(StoreWriter):
 
     def files(self) -> dict[str, list[Path]]:
         """Per layer, the files a completed writer has written."""
-        return {name: [files.folder / n for n in files.names] + side_files(files.folder, self.file_format)
+        return {name: [files.folder / n for n in files.names] + _side_files(files.folder, self.file_format)
                 for name, files in self._layers.items()}
 
     def close(self) -> None:
@@ -255,7 +257,8 @@ class LegacyFilesWriter(StoreWriter):
         for files in self._layers.values():
             files.finish(complete)
             if complete:
-                _writeside_files(files.folder, self.file_format, self._targets, self._file_names)
+                _write_side_files(files.folder, self.file_format, self._targets, self._file_names)
+
 
 class LegacyNpyWriter(LegacyFilesWriter):
     """The same layout with ``activations.npy`` (text slices for 3+-D layers, as the original)."""
@@ -277,12 +280,12 @@ def _refuse_existing(folders: Iterable[Path], overwrite: bool) -> None:
             path.unlink()
 
 
-def side_files(folder: Path, file_format: str) -> list[Path]:
+def _side_files(folder: Path, file_format: str) -> list[Path]:
     return [folder / f"targets.{file_format}", folder / "file_names.txt"]
 
 
-def _writeside_files(folder: Path, file_format: str, targets: np.ndarray, file_names: Sequence[str]) -> None:
-    targets_path, names_path = side_files(folder, file_format)
+def _write_side_files(folder: Path, file_format: str, targets: np.ndarray, file_names: Sequence[str]) -> None:
+    targets_path, names_path = _side_files(folder, file_format)
     if file_format == "npy":
         np.save(targets_path, targets)
     else:
