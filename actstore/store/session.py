@@ -30,6 +30,9 @@ from .registry import create_writer, is_store, remove_store, reopen_writer, writ
 class StoreSession:
     """An open store being written: ``writer``, and whether it was ``resumed``.
 
+    Every writing command opens its store through :func:`open_session`, so a
+    per-store writer lock, when one is needed, is taken in that one place.
+
     Use it as a context manager: it closes the writer whatever happens and
     never deletes what was written (see the module's failure policy).
     """
