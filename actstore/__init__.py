@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .errors import UserError  # noqa: E402
 from .store import Store, open_store  # noqa: E402
 
 # Names whose modules import torch: loaded when first used.
-_LAZY = {"extract": "extractor", "Extractor": "capture", "ExtractResult": "extractor",
+_LAZY = {"extract": "extract", "ExtractOptions": "extract", "Extractor": "capture", "ExtractResult": "extract",
          "ImageSet": "images", "Model": "models", "from_module": "models",
          "load_model": "models", "module_tree": "models"}
 
@@ -32,5 +32,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'actstore' has no attribute {name!r}")
 
 
-__all__ = ["ExtractResult", "Extractor", "ImageSet", "Model", "Store", "UserError", "__version__",
+__all__ = ["ExtractOptions", "ExtractResult", "Extractor", "ImageSet", "Model", "Store", "UserError", "__version__",
            "extract", "from_module", "load_model", "module_tree", "open_store"]

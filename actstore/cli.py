@@ -14,7 +14,7 @@ from typing import Callable, List, Optional
 import typer
 
 from . import defaults
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Extract activations of vision models into chunked Zarr/HDF5 stores.")
@@ -42,7 +42,6 @@ def command(func: Callable) -> Callable:
         except UserError as error:
             if _state["debug"]:
                 traceback.print_exc()
-            from .extractor import Interrupted
             _fail(str(error), 130 if isinstance(error, Interrupted) else 1)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
@@ -58,7 +57,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
     _state["debug"] = _state["debug"] or debug
 
 
-def _choose_modules(model_name: str, weights: str, model_path: Optional[Path]) -> list[str]:
+def _choose_modules(model_name: str) -> list[str]:
     """--interactive: show the module tree and ask until a real module is named."""
     from .models import load_model, module_tree, suggest
     with warnings.catch_warnings():
@@ -76,6 +75,12 @@ def _choose_modules(model_name: str, weights: str, model_path: Optional[Path]) -
                     fg=typer.colors.YELLOW, err=True)
 
 
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows of cells as lines of left-aligned columns, the first row the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+
+
 def _format_tree(tree) -> str:
     rows = [("module", "type", "output per image", "bytes/image (float32)")]
     for m in tree:
@@ -86,13 +91,12 @@ def _format_tree(tree) -> str:
             shape = "(does not run)"
         size = m.bytes_per_image()
         rows.append(("  " * m.depth + m.name, m.type, shape, f"{size:,}" if size else ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join(_table(rows))
 
 
-@app.command()
+@app.command("extract")
 @command
-def extract(
+def extract_command(
     model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="torchvision model, e.g. alexnet (see `actstore models`)."),
     module_names: List[str] = typer.Option([], "--module-name", "--module_name", help="Module to store, e.g. features.11; repeat for several (one forward pass)."),
     in_path: Path = typer.Option(Path("./images/"), "--in-path", "--in_path", help="Folder of images, flat or one subfolder per class."),
@@ -126,21 +130,13 @@ def extract(
     pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained weights are the default here."),
 ) -> None:
     """Extract activations of MODEL at the given modules for every image into one store."""
-    from .extractor import extract as run_extract
+    from .extract import ExtractOptions, extract
     if interactive:
         if not model_name:
             raise UserError("--interactive needs --model-name")
-        module_names = _choose_modules(model_name, weights, model_path)
-    result = run_extract(
-        model_name=model_name, module_names=module_names, in_path=in_path, out_path=out_path,
-        model_path=model_path, weights=weights, batch_size=batch_size, device=device,
-        flatten_acts=flatten_acts, fraction=fraction, rnd_seed=rnd_seed, things=things,
-        things_tsv=things_tsv, file_format=file_format, dtype=dtype, compression=compression,
-        compression_level=compression_level, chunk_images=chunk_images,
-        chunk_channels=chunk_channels, num_workers=num_workers, skip_bad_images=skip_bad_images,
-        shard=shard, dry_run=dry_run, force=force, amp=amp, channels_last=channels_last, decoder=decoder,
-        overwrite=overwrite, quiet=quiet,
-        command_line=shlex.join(["actstore", *sys.argv[1:]]))
+        module_names = _choose_modules(model_name)
+    flags = {k: v for k, v in locals().items() if k in ExtractOptions.__dataclass_fields__}
+    result = extract(ExtractOptions(**flags, command_line=shlex.join(["actstore", *sys.argv[1:]])))
     if result.plan is not None and dry_run:
         typer.echo(_format_plan(result.plan, result.file_format))
         return
@@ -164,8 +160,7 @@ def _format_plan(plan, file_format: str) -> str:
         rows.append((layer.module_name, "x".join(map(str, layer.shape)), f"{layer.bytes_per_image:,}",
                      _size(layer.raw_bytes), _size(layer.estimated_bytes)))
     rows.append(("total", "", "", _size(plan.raw_bytes), _size(plan.estimated_bytes)))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = _table(rows)
     lines.append(f"{plan.rows} images; estimate from {plan.sample_images} sampled images; free space: "
                  f"{_size(plan.free_bytes)}" + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
     return "\n".join(lines)
@@ -226,9 +221,9 @@ def info(
         typer.echo(f"  skipped_images: {len(skipped)} (e.g. {skipped[0]['file_name']}: {skipped[0]['reason']})")
 
 
-@app.command()
+@app.command("rechunk")
 @command
-def rechunk(
+def rechunk_command(
     store_path: str = typer.Argument(..., metavar="STORE", help="A complete .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or .h5 file."),
     out_path: str = typer.Argument(..., metavar="OUT", help="The new store (.zarr, .h5, or a .zarr URL)."),
     layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per chunk) or image-major (as extract writes)."),
@@ -238,8 +233,8 @@ def rechunk(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at OUT."),
 ) -> None:
     """Copy STORE to OUT in another chunk layout, streaming in bounded memory."""
-    from .store.rechunk import rechunk as run_rechunk
-    result = run_rechunk(store_path, out_path, layout, chunk_images=chunk_images,
+    from .store.rechunk import rechunk
+    result = rechunk(store_path, out_path, layout, chunk_images=chunk_images,
                          chunk_channels=chunk_channels, max_memory=max_memory_mb * 2**20,
                          overwrite=overwrite)
     chunks = ", ".join(f"{name} {tuple(c)}" for name, c in result.chunks.items())
@@ -247,9 +242,9 @@ def rechunk(
                f"in {result.seconds:.1f} s; chunks: {chunks}")
 
 
-@app.command()
+@app.command("export")
 @command
-def export(
+def export_command(
     store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or an .h5 file."),
     module_name: str = typer.Option(..., "--module-name", "--module_name", help="The layer to export, e.g. features.11."),
     file_format: str = typer.Option("txt", "--file-format", "--file_format", help="txt or npy (also .txt/.npy). npy is exact and keeps the stored shape in one array; txt of a 3+-D layer uses the original slices with %-7.5f: LOSSY (5 decimals)."),
@@ -259,7 +254,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing activations* files in that folder (nothing else)."),
 ) -> None:
     """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
-    from .legacy import export_layer
+    from .legacy_io import export_layer
     result = export_layer(store_path, module_name, out_path, file_format, n_splits=n_splits,
                           decimals=decimals, overwrite=overwrite)
     typer.echo(f"exported {module_name} {result.shape} to {result.folder}: "
@@ -268,23 +263,23 @@ def export(
 
 @app.command("import-legacy")
 @command
-def import_legacy(
+def import_legacy_command(
     source: Path = typer.Argument(..., metavar="DIR", help="An original output folder <out>/<model>/<module>/ (or <out>/<model>/)."),
     out_path: str = typer.Option(..., "--out-path", "--out_path", help="The new store (.zarr directory, .h5 file, or a .zarr URL such as s3://bucket/x.zarr)."),
     file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr or hdf5 [default: from the out path's suffix, else zarr]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
 ) -> None:
     """Bring an original txt/npy output folder (single or split files) into a store, streaming."""
-    from .legacy import import_legacy as run_import
-    result = run_import(source, out_path, file_format=file_format, overwrite=overwrite,
+    from .legacy_io import import_legacy
+    result = import_legacy(source, out_path, file_format=file_format, overwrite=overwrite,
                         command_line=shlex.join(["actstore", *sys.argv[1:]]))
     typer.echo(f"imported {result.n_images} rows of {len(result.layers)} layer(s) from {source} "
                f"to {result.path} [{result.file_format}]")
 
 
-@app.command()
+@app.command("verify")
 @command
-def verify(
+def verify_command(
     store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or an .h5 file."),
     recompute: int = typer.Option(0, "--recompute", help="Recompute K random images through the model and compare."),
     model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="The weights file the store was made with (for --recompute)."),
@@ -292,8 +287,8 @@ def verify(
     device: str = typer.Option("cpu", "--device", help="Device for --recompute."),
 ) -> None:
     """Check a store: schema, every chunk decodes, every row written, finite values, unique names."""
-    from .verify import verify as run_verify
-    report = run_verify(store_path, recompute=recompute, model_path=model_path, in_path=in_path,
+    from .verify import verify
+    report = verify(store_path, recompute=recompute, model_path=model_path, in_path=in_path,
                         device=device)
     for check in report.checks:
         colour = typer.colors.GREEN if check.ok else typer.colors.RED

@@ -1,5 +1,44 @@
-"""Errors a user can act on. The CLI prints their message as one line, no traceback."""
+"""Errors a user can act on. The CLI prints their message as one line, no traceback.
+
+Library callers can catch the specific kinds below; each is a :class:`UserError`.
+"""
 
 
 class UserError(Exception):
     """Something the user can fix: the message names the thing and what to do."""
+
+
+class BadOptionError(UserError):
+    """An option out of range or not one of its choices."""
+
+
+class UnknownModelError(UserError):
+    """A model or weights name that no source knows."""
+
+
+class UnknownModuleError(UserError):
+    """A module name the model does not have, or one that cannot be stored."""
+
+
+class BadImagesError(UserError):
+    """The image folder is missing, empty, mixed, or holds unreadable images."""
+
+
+class StoreConflictError(UserError):
+    """The out path holds something else: another run's store, files, or other shards."""
+
+
+class StoreNotFoundError(UserError):
+    """No store (or not an actstore store) where one is expected."""
+
+
+class IncompleteStoreError(UserError):
+    """The store still lacks rows that this operation needs."""
+
+
+class OutOfSpaceError(UserError):
+    """Not enough free space for the store; what was written is kept."""
+
+
+class Interrupted(UserError):
+    """Ctrl-C: what was finished is kept; rerunning the command resumes."""

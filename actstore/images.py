@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
+from .errors import BadImagesError, BadOptionError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 DEFAULT_THINGS_TSV = Path("data/things_concept.tsv")
@@ -70,23 +70,23 @@ class ImageSet:
         """Find the images under ``in_path``, detect the layout and fix the order.
 
         Raises:
-            UserError: missing or empty folder, mixed layout, a bad ``fraction``,
+            BadImagesError: missing or empty folder, mixed layout (BadOptionError: a bad ``fraction``),
                 or (with ``things``) a missing TSV or folders that do not match it.
         """
         root = Path(in_path)
         if not root.exists():
-            raise UserError(f"in-path {root} does not exist: point --in-path at a folder of images")
+            raise BadImagesError(f"in-path {root} does not exist: point --in-path at a folder of images")
         if not root.is_dir():
-            raise UserError(f"in-path {root} is not a folder: point --in-path at a folder of images")
+            raise BadImagesError(f"in-path {root} is not a folder: point --in-path at a folder of images")
         if not 0 < fraction <= 1:
-            raise UserError(f"--fraction must be in (0, 1], got {fraction}")
+            raise BadOptionError(f"--fraction must be in (0, 1], got {fraction}")
 
         entries = [p for p in root.iterdir() if not p.name.startswith(".")]
         top_images = sorted((p for p in entries if is_image(p)), key=lambda p: natural_key(p.name))
         class_dirs = [p for p in entries if p.is_dir() and any(is_image(q) for q in p.iterdir())]
 
         if class_dirs and top_images:
-            raise UserError(f"in-path {root} mixes images ({top_images[0].name}) and class folders "
+            raise BadImagesError(f"in-path {root} mixes images ({top_images[0].name}) and class folders "
                             f"({class_dirs[0].name}/): use one layout")
         if class_dirs:
             if things:
@@ -100,14 +100,14 @@ class ImageSet:
                 targets += [index] * len(files)
             layout = "classes"
         elif things:
-            raise UserError(f"--things needs one folder per concept under {root}, found none")
+            raise BadImagesError(f"--things needs one folder per concept under {root}, found none")
         else:
             classes = []
             file_names = [p.name for p in top_images]
             targets = list(range(len(file_names)))
             layout = "flat"
         if not file_names:
-            raise UserError(f"in-path {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise BadImagesError(f"in-path {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
 
         if fraction < 1:
             keep = _subset(len(file_names), fraction, rnd_seed)
@@ -225,16 +225,16 @@ def _subset(n: int, fraction: float, seed: int | None) -> np.ndarray:
 def _things_order(root: Path, class_dirs: list[Path], things_tsv: str | Path | None) -> list[str]:
     tsv = Path(things_tsv) if things_tsv is not None else DEFAULT_THINGS_TSV
     if not tsv.is_file():
-        raise UserError(f"THINGS concept file {tsv} not found: pass --things-tsv PATH to things_concept.tsv")
+        raise BadImagesError(f"THINGS concept file {tsv} not found: pass --things-tsv PATH to things_concept.tsv")
     with tsv.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         if not reader.fieldnames or "uniqueID" not in reader.fieldnames:
-            raise UserError(f"THINGS concept file {tsv} has no uniqueID column")
+            raise BadImagesError(f"THINGS concept file {tsv} has no uniqueID column")
         concepts = [row["uniqueID"].strip() for row in reader if row["uniqueID"].strip()]
     folders = {d.name for d in class_dirs}
     extra = sorted(folders - set(concepts))
     if extra:
-        raise UserError(f"folders under {root} do not match {tsv}: {len(extra)} folders not in "
+        raise BadImagesError(f"folders under {root} do not match {tsv}: {len(extra)} folders not in "
                         f"{tsv.name} (e.g. {', '.join(extra[:3])}); remove them or use --things-tsv "
                         "with a file that lists them")
     present = [c for c in concepts if c in folders]

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .images import ImageSet
-from .store import ACTIVATIONS, BACKENDS, Layout, create_writer, is_url, location
+from .store import ACTIVATIONS, Layout, create_writer, is_url, open_reader, scratch_path
 
 # Images sampled for the compression estimate: whole chunks, a few of them.
 SAMPLE_CHUNKS = 4
@@ -95,15 +95,14 @@ def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: Imag
     arrays = forward(sample)
     scratch_layout = Layout(n_rows=len(sample), layers=layout.layers, chunk_images=layout.chunk_images,
                             compression=layout.compression, compression_level=layout.compression_level)
-    suffix = {"hdf5": ".h5"}.get(file_format, ".zarr")
     with tempfile.TemporaryDirectory(prefix="actstore-plan-") as scratch:
-        path = Path(scratch) / f"sample{suffix}"
+        path = scratch_path(Path(scratch), file_format)
         writer = create_writer(path, file_format, scratch_layout, [""] * len(sample), [0] * len(sample),
                                [], {"format": "actstore-sample"})
         for start in range(0, len(sample), layout.chunk_images):
             writer.write_rows(start, {k: v[start:start + layout.chunk_images] for k, v in arrays.items()})
         writer.close()
-        stored = _stored_bytes(path, file_format, [s.module_name for s in layout.layers])
+        stored = _stored_bytes(path, [s.module_name for s in layout.layers])
     plan = Plan(rows=rows, sample_images=len(sample), free_bytes=free_bytes)
     for spec in layout.layers:
         per_image = spec.bytes_per_image
@@ -113,8 +112,8 @@ def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: Imag
     return plan
 
 
-def _stored_bytes(path: Path, file_format: str, layers: list[str]) -> dict[str, int]:
-    reader = BACKENDS[file_format][1](location(path))
+def _stored_bytes(path: Path, layers: list[str]) -> dict[str, int]:
+    reader = open_reader(path)
     try:
         return {name: reader.chunk_stats(f"{ACTIVATIONS}/{name}")[0] for name in layers}
     finally:

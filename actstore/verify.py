@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import UserError
 from .store import location, open_store
-from .store.schema import schema_errors
+from .store.schema import store_problems
 
 
 @dataclass
@@ -63,9 +63,7 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
     """
     report = VerifyReport(location(path))
     with open_store(path) as store:
-        problems = [f"root {p}" for p in schema_errors("root", store.attrs)]
-        for layer in store.layers:
-            problems += [f"{layer}: {p}" for p in schema_errors("layer", store.layer_attrs(layer))]
+        problems = store_problems(store)
         report.add("schema", not problems, "; ".join(problems[:5]) or "attributes match the schemas")
 
         written = store.written
@@ -78,39 +76,44 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         report.add("unique file names", not len(dupes),
                    f"{len(dupes)} repeated (e.g. {', '.join(dupes[:3])})" if len(dupes) else f"{len(names)} unique")
 
-        chunk_errors, finite_ok = [], True
-        for layer in store.layers:
-            array = store[layer]
-            nan = inf = 0
-            step = array.chunks[0]
-            for start in range(0, len(store), step):
-                rows = np.flatnonzero(written[start:start + step]) + start
-                if not len(rows):
-                    continue
-                try:
-                    block = array[rows]
-                except Exception as error:  # a chunk that does not decode
-                    chunk_errors.append(f"{layer} rows {start}-{start + step - 1}: {type(error).__name__}: {error}")
-                    continue
-                nan += int(np.isnan(block).sum())
-                inf += int(np.isinf(block).sum())
-            report.nonfinite[layer] = {"nan": nan, "inf": inf}
-            finite_ok = finite_ok and nan == 0 and inf == 0
-        report.add("chunks decode", not chunk_errors,
-                   "; ".join(chunk_errors[:3]) or "every stored chunk of every written row decodes")
-        report.add("finite values", finite_ok,
-                   ", ".join(f"{k}: {v['nan']} NaN, {v['inf']} Inf" for k, v in report.nonfinite.items()))
+        _check_chunks(store, written, report)
 
         if recompute:
             report.add(*_recompute(store, recompute, model_path, in_path, device, seed, rtol, atol))
     return report
 
 
+def _check_chunks(store, written: np.ndarray, report: VerifyReport) -> None:
+    """Every chunk of every written row decodes; count NaN and Inf per layer."""
+    chunk_errors, finite_ok = [], True
+    for layer in store.layers:
+        array = store[layer]
+        nan = inf = 0
+        step = array.chunks[0]
+        for start in range(0, len(store), step):
+            rows = np.flatnonzero(written[start:start + step]) + start
+            if not len(rows):
+                continue
+            try:
+                block = array[rows]
+            except Exception as error:  # a chunk that does not decode
+                chunk_errors.append(f"{layer} rows {start}-{start + step - 1}: {type(error).__name__}: {error}")
+                continue
+            nan += int(np.isnan(block).sum())
+            inf += int(np.isinf(block).sum())
+        report.nonfinite[layer] = {"nan": nan, "inf": inf}
+        finite_ok = finite_ok and nan == 0 and inf == 0
+    report.add("chunks decode", not chunk_errors,
+               "; ".join(chunk_errors[:3]) or "every stored chunk of every written row decodes")
+    report.add("finite values", finite_ok,
+               ", ".join(f"{k}: {v['nan']} NaN, {v['inf']} Inf" for k, v in report.nonfinite.items()))
+
+
 def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> tuple[str, bool, str]:
     import torch
 
     from .capture import Extractor
-    from .extractor import resolve_device
+    from .extract.options import resolve_device
     from .images import ImageSet
     from .models import load_model
 

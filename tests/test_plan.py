@@ -41,7 +41,7 @@ def test_dry_run_estimate_is_within_15_percent_of_the_real_store(tmp_path, image
 
 
 def test_a_run_that_would_not_fit_refuses_unless_forced(tmp_path, images, weights_file, monkeypatch):
-    monkeypatch.setattr("actstore.extractor.free_space", lambda path: 1_000_000)
+    monkeypatch.setattr("actstore.extract.space.free_space", lambda path: 1_000_000)
     common = dict(model_name="alexnet", model_path=weights_file("alexnet"), module_names=LAYERS,
                   in_path=images, out_path=tmp_path / "s.zarr", batch_size=8, num_workers=0, quiet=True)
     with pytest.raises(UserError, match=r"the store needs about \d+\.\d MB but .*s.zarr has 1.0 MB free: .*--force"):

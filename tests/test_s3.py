@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from actstore import UserError, extract, open_store
-from actstore.extractor import Interrupted
+from actstore.errors import Interrupted
 from actstore.models import load_model
 from actstore.store import exists, is_store, remove_store
 

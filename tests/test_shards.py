@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from actstore import extract, open_store
 from actstore.cli import app
 from actstore.errors import UserError
-from actstore.extractor import shard_rows
+from actstore.extract.shards import shard_rows
 from actstore.store.schema import validate_store
 
 from conftest import child_env, make_images
@@ -163,7 +163,7 @@ def test_shards_need_zarr_and_no_overwrite(tmp_path, images, weights_file):
 
 
 def test_torchrun_variables_stand_in_for_shard(monkeypatch):
-    from actstore.extractor import _shard_and_device
+    from actstore.extract.options import shard_and_device as _shard_and_device
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")

@@ -1,4 +1,4 @@
-"""Stores: one interface, one backend file per format, the format chosen here only.
+"""Stores: one interface, one backend file per format, the format chosen in ``registry`` only.
 
 Example:
     >>> from actstore import open_store
@@ -8,98 +8,16 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
 
-from ..errors import UserError
+from ..errors import StoreNotFoundError
 from .base import (ACTIVATIONS, COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec,
                    Layout, StoreReader, StoreWriter, choose_chunks, dim_names)
-from .hdf5 import Hdf5Reader, Hdf5Writer
 from .location import Location, exists, is_url, join, location, remove, suffix
 from .reader import LazyArray, Store
-from .zarr import ZarrReader, ZarrWriter
-
-# The one table of formats: name -> (writer, reader).
-BACKENDS: dict[str, tuple[type[StoreWriter], type[StoreReader]]] = {
-    "zarr": (ZarrWriter, ZarrReader),
-    "hdf5": (Hdf5Writer, Hdf5Reader),
-}
-DEFAULT_FORMAT = "zarr"
-STORE_SUFFIXES = tuple(suffix for writer, _ in BACKENDS.values() for suffix in writer.suffixes)
-# The original THINGSvision text/npy layout (actstore.legacy): written, never resumed or read lazily.
-LEGACY_FORMATS = ("txt", "npy")
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
-
-def detect_format(path: str | Path, file_format: str | None = None) -> str:
-    """The backend for ``path``: ``file_format`` if given, else what is on
-    disk, else the suffix (``.zarr``, ``.h5``, ``.hdf5``), else Zarr."""
-    if file_format:
-        name = file_format.lower().lstrip(".")
-        name = {"h5": "hdf5"}.get(name, name)
-        if name not in BACKENDS and name not in LEGACY_FORMATS:
-            raise UserError(f"unknown --file-format {file_format!r}: use one of "
-                            f"{', '.join([*BACKENDS, *LEGACY_FORMATS])}")
-        return name
-    path = location(path)
-    if is_url(path):
-        if exists(join(path, "zarr.json")):
-            return "zarr"
-    elif path.is_dir() and (path / "zarr.json").is_file():
-        return "zarr"
-    elif path.is_file():
-        with path.open("rb") as handle:
-            if handle.read(8) == HDF5_SIGNATURE:
-                return "hdf5"
-    for name, (writer, _) in BACKENDS.items():
-        if suffix(path) in writer.suffixes:
-            return name
-    return DEFAULT_FORMAT
-
-
-def is_store(path: str | Path) -> bool:
-    """True only for an actstore store (never for another folder or file)."""
-    path = location(path)
-    if not exists(path):
-        return False
-    try:
-        reader = BACKENDS[detect_format(path)][1](path)
-    except Exception:
-        return False
-    try:
-        return reader.root_attrs().get("format") == FORMAT_NAME
-    except Exception:
-        return False
-    finally:
-        reader.close()
-
-
-def remove_store(path: str | Path) -> None:
-    """Delete a store, refusing anything that is not an actstore store."""
-    path = location(path)
-    if not is_store(path):
-        raise UserError(f"{path} is not an actstore store: refusing to delete it; "
-                        "choose another --out-path")
-    remove(path)
-
-
-def create_writer(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
-                  targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> StoreWriter:
-    if file_format in LEGACY_FORMATS:
-        from ..legacy import LegacyWriter
-        return LegacyWriter.create(Path(path), layout, file_names, targets, classes,
-                                   {**attrs, "file_format": file_format})
-    writer = BACKENDS[file_format][0]
-    if is_url(path) and not writer.supports_urls:
-        raise UserError(f"{file_format} stores must be local files; use a .zarr URL for object storage")
-    return writer.create(location(path), layout, file_names, targets, classes, attrs)
-
-
-def reopen_writer(path: str | Path) -> StoreWriter:
-    return BACKENDS[detect_format(path)][0].reopen(location(path))
-
-
-def writer_class(file_format: str) -> type[StoreWriter]:
-    return BACKENDS[file_format][0]
+from .registry import (BACKENDS, DEFAULT_FORMAT, STORE_FORMATS, STORE_SUFFIXES, create_writer,
+                       detect_format, formats_that, is_store, open_reader, output_format, reader_class,
+                       remove_store, reopen_writer, scratch_path, store_format, suffixes_of,
+                       writer_class)
 
 
 def open_store(path: str | Path) -> Store:
@@ -113,7 +31,7 @@ def open_store(path: str | Path) -> Store:
         ``.classes``, ``.attrs``, and ``store[layer]``, a lazy array.
 
     Raises:
-        UserError: the path is missing or is not an actstore store.
+        StoreNotFoundError: the path is missing or is not an actstore store.
 
     Example:
         >>> with open_store("out/alexnet.zarr") as store:       # doctest: +SKIP
@@ -121,19 +39,20 @@ def open_store(path: str | Path) -> Store:
     """
     path = location(path)
     if not exists(path):
-        raise UserError(f"store {path} does not exist")
+        raise StoreNotFoundError(f"store {path} does not exist")
     file_format = detect_format(path)
     try:
-        reader = BACKENDS[file_format][1](path)
+        reader = reader_class(file_format)(path)
     except Exception as error:
-        raise UserError(f"{path} is not a readable {file_format} store ({error})") from error
+        raise StoreNotFoundError(f"{path} is not a readable {file_format} store ({error})") from error
     if reader.root_attrs().get("format") != FORMAT_NAME:
         reader.close()
-        raise UserError(f"{path} is a {file_format} file but not an actstore store")
+        raise StoreNotFoundError(f"{path} is a {file_format} file but not an actstore store")
     return Store(path, reader)
 
-
-__all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION", "LEGACY_FORMATS", "STORE_SUFFIXES",
-           "LayerSpec", "Layout", "LazyArray", "Location", "exists", "is_url", "location", "Store", "StoreReader", "StoreWriter", "choose_chunks",
-           "create_writer", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
-           "reopen_writer", "writer_class"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DEFAULT_FORMAT", "DTYPES", "FORMAT_NAME",
+           "FORMAT_VERSION", "STORE_FORMATS", "STORE_SUFFIXES", "LayerSpec", "Layout", "LazyArray",
+           "Location", "Store", "StoreReader", "StoreWriter", "choose_chunks", "create_writer",
+           "detect_format", "dim_names", "exists", "formats_that", "is_store", "is_url", "join", "location",
+           "open_reader", "open_store", "output_format", "reader_class", "remove", "remove_store",
+           "reopen_writer", "scratch_path", "store_format", "suffix", "suffixes_of", "writer_class"]

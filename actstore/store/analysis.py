@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UserError
 from .base import ACTIVATIONS, stored_dim_names
 from .location import identity, location
-from .reader import _axis_index, check_written
+from .selection import axis_index, check_written
 
 if TYPE_CHECKING:
     import dask.array
@@ -52,8 +52,8 @@ class _LayerSource:
 
     def __getitem__(self, selection: tuple) -> np.ndarray:
         if self._reader is None:
-            from . import BACKENDS, detect_format
-            self._reader = BACKENDS[detect_format(self.path)][1](self.path)
+            from .registry import open_reader
+            self._reader = open_reader(self.path)
         return self._reader.read(self.key, selection)
 
 
@@ -86,7 +86,7 @@ def to_dask(store: "Store", layer: str, rows: Any = None,
     """
     da = _require("dask.array")
     array = store[layer]
-    selected = _axis_index(slice(None) if rows is None else rows, len(store), 0)
+    selected = axis_index(slice(None) if rows is None else rows, len(store), 0)
     check_written(store.written, selected, layer)
     if chunks is None:
         store_chunks = array.chunks
@@ -132,7 +132,7 @@ def to_xarray(store: "Store", layers: str | Sequence[str] | None = None,
         >>> acts.groupby("class_name").mean().compute()            # per-class mean maps
     """
     xr = _require("xarray")
-    selected = np.atleast_1d(np.arange(len(store))[_axis_index(slice(None) if rows is None else rows,
+    selected = np.atleast_1d(np.arange(len(store))[axis_index(slice(None) if rows is None else rows,
                                                                len(store), 0)])
     coords = {"image": ("image", selected), "file_name": ("image", store.file_names[selected]),
               "target": ("image", store.targets[selected])}

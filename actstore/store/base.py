@@ -8,7 +8,7 @@ A store holds, for N images in a fixed order:
   only these rows, and a resumed run fills the others;
 - root attributes (provenance, fingerprint, status) and per-layer attributes.
 
-Backends (``zarr.py``, ``hdf5.py``) implement :class:`StoreWriter` and
+Backends (``zarr.py``, ``hdf5.py``, ``legacy_files.py``) implement :class:`StoreWriter` and
 :class:`StoreReader`; nothing outside this package knows which one it has.
 """
 from __future__ import annotations
@@ -26,7 +26,6 @@ from .. import defaults
 FORMAT_NAME = "actstore"
 FORMAT_VERSION = 1
 ACTIVATIONS = "activations"
-ROW_ARRAYS = ("file_names", "targets", "written")
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
 DTYPES = ("float32", "float16")
 
@@ -125,11 +124,12 @@ class Layout:
     compression: str = defaults.COMPRESSION
     compression_level: int | None = None
 
-    def layer(self, name: str) -> LayerSpec:
-        for spec in self.layers:
-            if spec.module_name == name:
-                return spec
-        raise KeyError(name)
+    @property
+    def block_rows(self) -> int:
+        """Rows per write block: every write starts and ends on a multiple of
+        this (or at the last row), so no two writes, and no two shards, ever
+        share a stored block. One chunk of images today."""
+        return self.chunk_images
 
 
 class StoreWriter(ABC):
@@ -143,8 +143,19 @@ class StoreWriter(ABC):
     supports_concurrent_writers: ClassVar[bool] = False
     supports_resume: ClassVar[bool] = True
     supports_urls: ClassVar[bool] = False
+    # False for a write-only layout (the original txt/npy files): no reader,
+    # never reopened, rechunked or imported into.
+    readable: ClassVar[bool] = True
+    # The format whose scratch sample estimates this one's size (see plan.measure).
+    estimate_as: ClassVar[str | None] = None
 
     path: Path
+
+    @classmethod
+    def make_way(cls, path: Path, layout: Layout, attrs: Mapping[str, Any], overwrite: bool) -> None:
+        """For a backend that is never resumed: refuse what a new output would
+        replace at ``path``, or remove it when ``overwrite``. Stores that resume
+        are opened, resumed or replaced by :mod:`actstore.store.session`."""
 
     @classmethod
     @abstractmethod

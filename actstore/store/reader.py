@@ -19,6 +19,8 @@ import numpy as np
 from ..errors import UserError
 from .base import ACTIVATIONS, LayerSpec, StoreReader
 from .location import location
+from .selection import RowsNotWrittenError, check_written  # noqa: F401  (callers catch it from here)
+from .selection import axis_index as _axis_index
 
 if TYPE_CHECKING:  # optional dependencies, imported where used
     import dask.array
@@ -28,10 +30,6 @@ if TYPE_CHECKING:  # optional dependencies, imported where used
 # at this plus the result, whatever the number of images.
 READ_BLOCK_BYTES = 64 * 2**20
 GLOB_CHARS = re.compile(r"[*?\[]")
-
-
-class RowsNotWrittenError(ValueError):
-    """A selection asked for rows the store does not hold yet."""
 
 
 class LazyArray:
@@ -82,43 +80,6 @@ class LazyArray:
         check_written(self._written, selection[0], self.name)
         data = self._reader.read(self._key, selection)
         return post(data)
-
-
-def check_written(written: np.ndarray, rows: Any, name: str) -> None:
-    """Raise :class:`RowsNotWrittenError` if any of ``rows`` (an int, a slice
-    or an index array) is not written: unwritten rows hold fill values, not data."""
-    checked = np.arange(len(written))[rows] if not isinstance(rows, np.ndarray) else rows
-    missing = ~written[checked]
-    if np.any(missing):
-        first = int(np.atleast_1d(checked)[np.atleast_1d(missing)][0])
-        raise RowsNotWrittenError(
-            f"{int(np.sum(missing))} selected rows of {name!r} are not written yet "
-            f"(first: row {first}); select from store.written_rows")
-
-
-def _axis_index(k: Any, size: int, axis: int) -> int | slice | np.ndarray:
-    """One axis of a NumPy-style key as an int, a step-1 slice, or an int
-    array in the order asked (bool masks and negative ints resolved)."""
-    if isinstance(k, (int, np.integer)):
-        k = int(k)
-        if not -size <= k < size:
-            raise IndexError(f"index {k} is out of bounds for axis {axis} with size {size}")
-        return k % size
-    if isinstance(k, slice):
-        start, stop, step = k.indices(size)
-        return slice(start, max(start, stop)) if step == 1 else np.arange(start, stop, step)
-    index = np.asarray(k)
-    if index.dtype == bool:
-        if index.shape != (size,):
-            raise IndexError(f"boolean index of shape {index.shape} does not match axis {axis} of size {size}")
-        index = np.flatnonzero(index)
-    if index.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if index.dtype.kind not in "iu" or index.ndim != 1:
-        raise IndexError(f"unsupported index for axis {axis}: {k!r}")
-    if index.min() < -size or index.max() >= size:
-        raise IndexError(f"index out of bounds for axis {axis} with size {size}")
-    return index.astype(np.int64) % size
 
 
 def _normalise(key: Any, shape: tuple[int, ...]):
@@ -409,9 +370,6 @@ class Store:
         """Layers as lazy xarray objects; see :func:`actstore.store.analysis.to_xarray`."""
         from .analysis import to_xarray
         return to_xarray(self, layers, rows=rows)
-
-    def stored_bytes(self, layer: str) -> int:
-        return self._reader.chunk_stats(f"{ACTIVATIONS}/{layer}")[0]
 
     def summary(self) -> dict[str, Any]:
         """What ``actstore info`` shows: layers, sizes, status and provenance."""

@@ -7,18 +7,19 @@ unit) wants unit-major chunks: many images, one channel or a few units.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
-import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import defaults
-from ..errors import UserError
+from ..errors import BadOptionError, IncompleteStoreError
 from .base import LayerSpec, Layout, choose_chunks
-from .location import Location, identity
+from .location import Location, identity, location
+from .provenance import fingerprint_sha256, now
+from .reader import Store
+from .registry import store_format
+from .session import open_session
 
 LAYOUTS = ("unit-major", "image-major")
 # Memory the copy may hold: a block of rows of every layer, read and then
@@ -86,54 +87,53 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
     Example:
         >>> rechunk("alexnet.zarr", "alexnet-units.zarr", "unit-major")      # doctest: +SKIP
     """
-    from . import LEGACY_FORMATS, create_writer, detect_format, exists, location, open_store, remove_store
     started = time.perf_counter()
     if layout not in LAYOUTS:
-        raise UserError(f"unknown --layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+        raise BadOptionError(f"unknown --layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     for option, value in (("--chunk-images", chunk_images), ("--chunk-channels", chunk_channels)):
         if value is not None and value < 1:
-            raise UserError(f"{option} must be at least 1, got {value}")
+            raise BadOptionError(f"{option} must be at least 1, got {value}")
+    from . import open_store   # the package's entry point, defined after this module's siblings
     src, out = location(src), location(out)   # local paths or URLs (s3://...)
-    file_format = detect_format(out, file_format)
-    if file_format in LEGACY_FORMATS:
-        raise UserError(f"rechunk writes zarr or hdf5, not {file_format}")
-    if exists(out):
-        if not overwrite:
-            raise UserError(f"{out} exists: pass --overwrite to replace it or choose another path")
-        remove_store(out)
+    file_format = store_format(out, file_format, "rechunk")
     with open_store(src) as store:
         if not store.written.all():
-            raise UserError(f"{src} is not complete ({len(store.written_rows)}/{len(store)} rows): "
-                            "run its extract command again to finish it first")
-        specs = [store.spec(name) for name in store.layers]
-        row_bytes = sum(spec.bytes_per_image for spec in specs)
-        fit_rows = max_memory // (2 * row_bytes)   # the block read, and its compressed copy
-        if layout == "unit-major":
-            source_rows = specs[0].chunks[0]   # blocks aligned to source chunks read each once
-            rows = chunk_images or max(1, min(len(store), fit_rows))
-            rows = rows - rows % source_rows if not chunk_images and rows > source_rows else rows
-        else:
-            rows = chunk_images or defaults.CHUNK_IMAGES
-        if fit_rows < rows:
-            raise UserError(f"--max-memory {max_memory:,} B holds {fit_rows} rows of every layer, "
-                            f"fewer than one chunk of {rows} rows: raise it or lower --chunk-images")
-        block = min(rows * max(1, fit_rows // rows), max(rows, len(store)))
-        new_specs = tuple(_respec(spec, layout, rows, chunk_channels) for spec in specs)
-        writer = create_writer(out, file_format, Layout(
-            n_rows=len(store), layers=new_specs, chunk_images=rows,
-            compression=store.attrs.get("compression", defaults.COMPRESSION),
-            compression_level=store.attrs.get("compression_level")),
-            store.file_names, store.targets, store.classes, _attrs(store, new_specs, rows, src))
-        try:
+            raise IncompleteStoreError(f"{src} is not complete ({len(store.written_rows)}/{len(store)} "
+                                       "rows): run its extract command again to finish it first")
+        rows, block = _block_rows(store, layout, chunk_images, max_memory)
+        new_specs = tuple(_respec(store.spec(name), layout, rows, chunk_channels) for name in store.layers)
+        new_layout = Layout(n_rows=len(store), layers=new_specs, chunk_images=rows,
+                            compression=store.attrs.get("compression", defaults.COMPRESSION),
+                            compression_level=store.attrs.get("compression_level"))
+        with open_session(out, file_format, new_layout, store.file_names, store.targets, store.classes,
+                          _attrs(store, new_specs, rows, src), overwrite=overwrite,
+                          rerun_complete=False) as session:
+            written = session.written()
             for start in range(0, len(store), block):
                 stop = min(start + block, len(store))
-                writer.write_rows(start, {name: store[name][start:stop] for name in store.layers})
-            writer.update_attrs({"status": "complete"})
-        finally:
-            writer.close()
+                if not written[start:stop].all():   # a resumed copy skips what it holds
+                    session.writer.write_rows(start, {name: store[name][start:stop] for name in store.layers})
+            session.complete()
     return RechunkResult(path=out, file_format=file_format, layout=layout, rows=len(store),
                          chunks={s.module_name: s.chunks for s in new_specs}, block_rows=block,
                          seconds=time.perf_counter() - started)
+
+
+def _block_rows(store: Store, layout: str, chunk_images: int | None, max_memory: int) -> tuple[int, int]:
+    """Rows per output chunk, and rows per block copied at once (whole chunks
+    that fit ``max_memory``, counting the block read and its compressed copy)."""
+    row_bytes = sum(store.spec(name).bytes_per_image for name in store.layers)
+    fit_rows = max_memory // (2 * row_bytes)
+    if layout == "unit-major":
+        source_rows = store.spec(store.layers[0]).chunks[0]   # blocks aligned to source chunks read each once
+        rows = chunk_images or max(1, min(len(store), fit_rows))
+        rows = rows - rows % source_rows if not chunk_images and rows > source_rows else rows
+    else:
+        rows = chunk_images or defaults.CHUNK_IMAGES
+    if fit_rows < rows:
+        raise BadOptionError(f"--max-memory {max_memory:,} B holds {fit_rows} rows of every layer, "
+                             f"fewer than one chunk of {rows} rows: raise it or lower --chunk-images")
+    return rows, min(rows * max(1, fit_rows // rows), max(rows, len(store)))
 
 
 def _respec(spec: LayerSpec, layout: str, rows: int, chunk_channels: int | None) -> LayerSpec:
@@ -149,8 +149,8 @@ def _respec(spec: LayerSpec, layout: str, rows: int, chunk_channels: int | None)
 def _attrs(store, specs: tuple[LayerSpec, ...], rows: int, src: Location) -> dict:
     attrs = dict(store.attrs)
     fingerprint = {**attrs.get("fingerprint", {}), "chunks": {s.module_name: list(s.chunks) for s in specs}}
+    attrs.pop("completed", None)   # the copy's own time is set when it completes
     attrs.update(status="incomplete", chunk_images=rows, fingerprint=fingerprint,
-                 fingerprint_sha256=hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest(),
-                 rechunked_from=identity(src),
-                 rechunked=_dt.datetime.now(_dt.timezone.utc).isoformat())
+                 fingerprint_sha256=fingerprint_sha256(fingerprint), rechunked_from=identity(src),
+                 rechunked=now())
     return attrs

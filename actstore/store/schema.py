@@ -31,10 +31,16 @@ def schema_errors(name: str, attrs: Mapping[str, Any]) -> list[str]:
             for e in sorted(validator.iter_errors(dict(attrs)), key=lambda e: list(e.absolute_path))]
 
 
-def validate_store(store) -> None:
-    """Raise UserError unless the root and every layer's attributes match the schemas."""
+def store_problems(store) -> list[str]:
+    """Every way the root's and each layer's attributes break the schemas."""
     problems = [f"root {p}" for p in schema_errors("root", store.attrs)]
     for layer in store.layers:
         problems += [f"layer {layer} {p}" for p in schema_errors("layer", store.layer_attrs(layer))]
+    return problems
+
+
+def validate_store(store) -> None:
+    """Raise UserError unless the root and every layer's attributes match the schemas."""
+    problems = store_problems(store)
     if problems:
         raise UserError(f"{store.path} does not match the actstore schemas: {'; '.join(problems[:5])}")

@@ -1,0 +1,135 @@
+"""The batch loop: each batch of images through the model, its activations handed to the writer.
+
+The model runs in the main thread; the background writer compresses and
+writes; a Ctrl-C or a full disk keeps every row already written.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import defaults
+from ..capture import Extractor
+from ..errors import BadImagesError, Interrupted, OutOfSpaceError
+from ..images import ImageSet
+from ..models import Model
+from ..store import Layout, StoreWriter, formats_that, suffixes_of
+from .buffers import HostBuffers, autocast
+from .loader import batches_of, decode_batch, image_loader
+from .options import ExtractOptions
+from .writer_thread import BackgroundWriter
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
+                writer: StoreWriter, layout: Layout, options: ExtractOptions, *,
+                done_before: int, total: int, stages: dict[str, float]) -> int:
+    """Extract and write the rows ``todo``; return how many rows were written.
+    The main loop's seconds per stage are added into ``stages`` (see
+    :class:`StageClock`), with the writer thread's as ``writer_busy``.
+
+    Raises:
+        Interrupted: Ctrl-C (what was written is kept).
+        OutOfSpaceError: the disk filled up (what was written is kept).
+        BadImagesError: an image of a batch could not be decoded.
+    """
+    if not len(todo):
+        return 0
+    pending = np.zeros(len(images), dtype=bool)
+    pending[todo] = True
+    loader = image_loader(images, model.transform, batches_of(todo, len(images), options.batch_size),
+                          options)
+    progress = tqdm(total=total, initial=done_before, unit="img", disable=options.quiet,
+                    file=sys.stderr, desc=options.progress_label, dynamic_ncols=True)
+    writer.limit_codec_threads(defaults.codec_threads(options.torch_device.type, options.num_workers))
+    background = BackgroundWriter(writer, layout, progress)
+    host = HostBuffers(options.torch_device, options.batch_size, options.dtype, options.flatten_acts)
+    clock = StageClock(stages)
+    try:
+        for batch, rows, bad in clock.timed(loader, "decode"):
+            if bad:
+                names = ", ".join(f"{images.file_names[r]} ({err[:80]})" for r, err in bad)
+                raise BadImagesError(f"cannot read {len(bad)} image(s): {names}; fix or remove them "
+                                     "and run again (finished rows are kept)")
+            out = host.take()
+            with clock("forward"):
+                _forward(extractor, model, images, batch, rows, out, host, options)
+            with clock("write"):
+                background.put(rows, pending[rows], out)
+        with clock("write"):
+            background.finish()
+    except KeyboardInterrupt:
+        background.finish()
+        if not writer.supports_resume:
+            raise Interrupted(f"interrupted: nothing was kept ({writer.format_name} files cannot resume); "
+                              f"use a {suffixes_of(formats_that('supports_resume'))} out path for "
+                              "resumable runs")
+        raise Interrupted(f"interrupted: {done_before + background.rows_written} of {total} "
+                          "rows are kept; run the same command again to resume")
+    except OSError as error:
+        background.finish(raise_error=False)
+        if error.errno not in DISK_FULL:
+            raise
+        kept = int(writer.written().sum()) if writer.supports_resume else 0
+        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({error.strerror}): "
+                              f"{kept} of {len(images)} rows are kept; free space and run the same "
+                              "command again to resume") from error
+    except BaseException:
+        background.finish(raise_error=False)
+        raise
+    finally:
+        progress.close()
+        stages["writer_busy"] = background.busy_seconds
+    return background.rows_written
+
+
+class StageClock:
+    """Wall seconds the main loop spends in each stage, added into ``stages``:
+    waiting for decoded batches ("decode"), running the model ("forward";
+    on a GPU the kernel launches), waiting for the writer ("write"). The
+    stage that takes most of a run is what limits it."""
+
+    def __init__(self, stages: dict[str, float]) -> None:
+        self.stages = stages
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stages[stage] = self.stages.get(stage, 0.0) + time.perf_counter() - started
+
+    def timed(self, iterable, stage: str):
+        """The items of ``iterable``, each wait for the next one timed as ``stage``."""
+        iterator = iter(iterable)
+        while True:
+            with self(stage):
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+            yield item
+
+
+def _forward(extractor: Extractor, model: Model, images: ImageSet, batch, rows: np.ndarray, out,
+             host: HostBuffers, options: ExtractOptions) -> None:
+    """One batch through the model, its outputs into the host batch ``out``."""
+    device = options.torch_device
+    if options.decoder == "torchvision":
+        batch = decode_batch(batch, model.transform, device)
+    batch = batch.to(device, non_blocking=True)
+    if options.channels_last:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with autocast(device, options.amp):
+        if host.stream is None:   # on the CPU, straight from the hook into host memory
+            extractor(batch, into=out.fill)
+        else:
+            out.fill_from_device(extractor(batch), host.stream)

@@ -1,0 +1,48 @@
+"""What an extraction records in its store: the fingerprint a rerun must match, and its provenance."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+
+from ..images import ImageSet
+from ..models import Model
+from ..store import FORMAT_VERSION, Layout
+from ..store.provenance import root_attrs
+from .options import ExtractOptions
+
+
+def fingerprint(model: Model, images: ImageSet, layout: Layout, options: ExtractOptions) -> dict[str, Any]:
+    """Everything that determines a store's contents. A rerun must match it to resume."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256,
+        "preprocessing": model.preprocessing,
+        "layers": [spec.module_name for spec in layout.layers],
+        "shapes": {spec.module_name: list(spec.shape) for spec in layout.layers},
+        "chunks": {spec.module_name: list(spec.chunks) for spec in layout.layers},
+        "dtype": layout.layers[0].dtype, "flatten": options.flatten_acts, "amp": options.amp,
+        "channels_last": options.channels_last, "decoder": options.decoder,
+        "compression": layout.compression, "compression_level": layout.compression_level,
+        "images_sha256": images.digest(), "n_images": len(images),
+        "rnd_seed": images.rnd_seed, "fraction": images.fraction,
+    }
+
+
+def store_attrs(model: Model, images: ImageSet, layout: Layout, options: ExtractOptions,
+                skipped: list[dict]) -> dict[str, Any]:
+    """The new store's root attributes: model, images, codec, machine, and the fingerprint."""
+    fields = {
+        **model.provenance(),
+        "dtype": layout.layers[0].dtype, "compression": layout.compression,
+        "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
+        "flatten_acts": options.flatten_acts,
+        "torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
+        "device": str(options.torch_device), "torch_threads": torch.get_num_threads(), "amp": options.amp,
+        "rnd_seed": images.rnd_seed, "fraction": images.fraction,
+        "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
+        "things": options.things, "n_images": len(images), "skipped_images": skipped,
+    }
+    return root_attrs(fields, fingerprint(model, images, layout, options), command_line=options.command_line)

@@ -1,0 +1,134 @@
+"""The background writer: a thread that gathers finished batches into whole-chunk blocks and writes them.
+
+Fed through a bounded queue, so memory stays at a few batches whatever the
+image count; its errors surface in the main thread.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Mapping
+
+import numpy as np
+
+from .. import defaults
+from ..store import Layout, StoreWriter
+from .buffers import HostBatch
+
+
+class RowBuffer:
+    """Gathers batches into blocks that end on multiples of the layout's
+    ``block_rows`` (a chunk of images), so every write fills whole chunks (no
+    read-modify-write, no shared chunks between shards)."""
+
+    def __init__(self, block_rows: int, n_rows: int) -> None:
+        self.chunk, self.n_rows = block_rows, n_rows
+        self.start: int | None = None
+        self.parts: list[dict[str, np.ndarray]] = []
+        self.length = 0
+
+    def add(self, rows: np.ndarray, arrays: Mapping[str, np.ndarray]):
+        for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1):
+            if not len(run):
+                continue
+            first = int(rows[run[0]])
+            if self.start is not None and first != self.start + self.length:
+                yield from self.flush()
+            if self.start is None:
+                self.start = first
+            self.parts.append({k: v[run[0]:run[-1] + 1] for k, v in arrays.items()})
+            self.length += len(run)
+            end = self.start + self.length
+            aligned = end if end == self.n_rows else end - end % self.chunk
+            if aligned > self.start:
+                yield from self._emit(aligned - self.start)
+
+    def flush(self):
+        if self.length:
+            yield from self._emit(self.length)
+
+    def own(self) -> None:
+        """Copy the rows held back for the next block out of the arrays they
+        came from, so those can be reused."""
+        self.parts = [{k: v if v.base is None else v.copy() for k, v in part.items()}
+                      for part in self.parts]
+
+    def _emit(self, count: int):
+        block = self.parts[0] if len(self.parts) == 1 else \
+            {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
+        yield self.start, {k: v[:count] for k, v in block.items()}
+        rest = self.length - count
+        self.parts = [{k: v[count:] for k, v in block.items()}] if rest else []
+        self.start = self.start + count if rest else None
+        self.length = rest
+
+
+class BackgroundWriter:
+    """A thread that writes queued batches; errors surface in the main thread."""
+
+    def __init__(self, writer: StoreWriter, layout: Layout, progress) -> None:
+        self.writer, self.progress = writer, progress
+        self.buffer = RowBuffer(layout.block_rows, layout.n_rows)
+        self.queue: queue.Queue = queue.Queue(maxsize=defaults.WRITE_QUEUE_BATCHES)
+        self.error: BaseException | None = None
+        self.rows_written = 0
+        self.busy_seconds = 0.0   # time spent writing, waiting for device copies included
+        self.thread = threading.Thread(target=self._loop, name="actstore-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, rows: np.ndarray, keep: np.ndarray, batch: HostBatch) -> None:
+        """Queue a batch; only rows where ``keep`` is set are written. Its
+        buffers go back to their pool once written."""
+        while True:
+            self.raise_error()
+            try:
+                self.queue.put((rows, keep, batch), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, raise_error: bool = True) -> None:
+        """Write what is queued and stop; then raise the thread's error, if
+        any, unless another error is already on its way."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if raise_error:
+            self.raise_error()
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def _write(self, blocks) -> None:
+        for start, block in blocks:
+            self.writer.write_rows(start, block)
+            count = len(next(iter(block.values())))
+            self.rows_written += count
+            self.progress.update(count)
+
+    def _loop(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                break
+            if self.error is not None:
+                continue  # drain so the producer never blocks
+            started = time.perf_counter()
+            try:
+                rows, keep, batch = item
+                arrays = batch.arrays()
+                if not keep.all():
+                    rows, arrays = rows[keep], {k: v[keep] for k, v in arrays.items()}
+                self._write(self.buffer.add(rows, arrays))
+                self.buffer.own()   # rows kept for the next block no longer point into the batch
+                batch.release()
+            except BaseException as error:  # re-raised in the main thread
+                self.error = error
+            self.busy_seconds += time.perf_counter() - started
+        if self.error is None:
+            try:
+                self._write(self.buffer.flush())
+            except BaseException as error:
+                self.error = error

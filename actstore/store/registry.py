@@ -1,0 +1,151 @@
+"""The one table of formats, and everything that picks or opens a backend by format.
+
+Each format is a writer class (with its capabilities as class attributes) and,
+for readable stores, a reader class. Nothing outside this package branches on
+a format name or a suffix: it asks here.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..errors import BadOptionError, StoreConflictError
+from .base import FORMAT_NAME, Layout, StoreReader, StoreWriter
+from .hdf5 import Hdf5Reader, Hdf5Writer
+from .legacy_files import LegacyFilesWriter, LegacyNpyWriter
+from .location import Location, exists, is_url, join, location, remove, suffix
+from .zarr import ZarrReader, ZarrWriter
+
+# name -> (writer, reader); the original txt/npy layout is written only.
+BACKENDS: dict[str, tuple[type[StoreWriter], type[StoreReader] | None]] = {
+    "zarr": (ZarrWriter, ZarrReader),
+    "hdf5": (Hdf5Writer, Hdf5Reader),
+    "txt": (LegacyFilesWriter, None),
+    "npy": (LegacyNpyWriter, None),
+}
+DEFAULT_FORMAT = "zarr"
+STORE_FORMATS = tuple(name for name, (_, reader) in BACKENDS.items() if reader is not None)
+STORE_SUFFIXES = tuple(s for name in STORE_FORMATS for s in BACKENDS[name][0].suffixes)
+# A format users may name as another (``--file-format h5``).
+ALIASES = {"h5": "hdf5"}
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def detect_format(path: str | Path, file_format: str | None = None) -> str:
+    """The backend for ``path``: ``file_format`` if given, else what is on
+    disk, else the suffix (``.zarr``, ``.h5``, ``.hdf5``), else Zarr."""
+    if file_format:
+        name = file_format.lower().lstrip(".")
+        name = ALIASES.get(name, name)
+        if name not in BACKENDS:
+            raise BadOptionError(f"unknown --file-format {file_format!r}: use one of {', '.join(BACKENDS)}")
+        return name
+    path = location(path)
+    if is_url(path):
+        if exists(join(path, "zarr.json")):
+            return "zarr"
+    elif path.is_dir() and (path / "zarr.json").is_file():
+        return "zarr"
+    elif path.is_file():
+        with path.open("rb") as handle:
+            if handle.read(8) == HDF5_SIGNATURE:
+                return "hdf5"
+    for name in STORE_FORMATS:
+        if suffix(path) in BACKENDS[name][0].suffixes:
+            return name
+    return DEFAULT_FORMAT
+
+
+def output_format(path: Location, file_format: str | None) -> str:
+    """The format ``extract`` writes to ``path``. A path with no store suffix
+    (and no store there) gets the original extract.py's text layout, as that
+    tool's default, so old job scripts keep working unchanged."""
+    if file_format is None and not is_store(path) and suffix(path) not in STORE_SUFFIXES:
+        warnings.warn(f"out path {path} has no store suffix ({', '.join(STORE_SUFFIXES)}): writing "
+                      "the original THINGSvision text layout <out>/<model>/<module>/activations.txt; "
+                      "use a path ending in .zarr or .h5 (or --file-format zarr) for a store",
+                      stacklevel=3)
+        return "txt"
+    return detect_format(path, file_format)
+
+
+def formats_that(capability: str) -> list[str]:
+    """The store formats whose writers have ``capability`` (a class attribute), e.g.
+    ``supports_resume``: for messages that name what to use instead."""
+    return [name for name in STORE_FORMATS if getattr(BACKENDS[name][0], capability)]
+
+
+def suffixes_of(formats: Sequence[str]) -> str:
+    """``".zarr or .h5"``: the out-path suffixes of ``formats``, for messages."""
+    return " or ".join(BACKENDS[name][0].suffixes[0] for name in formats)
+
+
+def writer_class(file_format: str) -> type[StoreWriter]:
+    return BACKENDS[file_format][0]
+
+
+def reader_class(file_format: str) -> type[StoreReader]:
+    reader = BACKENDS[file_format][1]
+    if reader is None:
+        raise BadOptionError(f"{file_format} files are written only; use zarr or hdf5")
+    return reader
+
+
+def store_format(path: Location, file_format: str | None, operation: str) -> str:
+    """The format of a store that ``operation`` writes: a readable one only."""
+    name = detect_format(path, file_format)
+    if not writer_class(name).readable:
+        raise BadOptionError(f"{operation} writes a store: use --file-format {' or '.join(STORE_FORMATS)}")
+    return name
+
+
+def open_reader(path: Location) -> StoreReader:
+    """The backend reader of the store at ``path`` (raises what the backend raises)."""
+    return reader_class(detect_format(path))(location(path))
+
+
+def scratch_path(folder: Path, file_format: str) -> Path:
+    """A path in ``folder`` for a scratch store of ``file_format``."""
+    suffixes = writer_class(file_format).suffixes
+    return folder / f"sample{suffixes[0] if suffixes else ''}"
+
+
+def is_store(path: str | Path) -> bool:
+    """True only for an actstore store (never for another folder or file)."""
+    path = location(path)
+    if not exists(path):
+        return False
+    try:
+        reader = open_reader(path)
+    except Exception:
+        return False
+    try:
+        return reader.root_attrs().get("format") == FORMAT_NAME
+    except Exception:
+        return False
+    finally:
+        reader.close()
+
+
+def remove_store(path: str | Path) -> None:
+    """Delete a store, refusing anything that is not an actstore store."""
+    path = location(path)
+    if not is_store(path):
+        raise StoreConflictError(f"{path} is not an actstore store: refusing to delete it; "
+                                 "choose another --out-path")
+    remove(path)
+
+
+def create_writer(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
+                  targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> StoreWriter:
+    """Create a new store (or output folder) of ``file_format`` at ``path``."""
+    writer = writer_class(file_format)
+    if is_url(path) and not writer.supports_urls:
+        raise BadOptionError(f"{file_format} stores must be local files; use a .zarr URL for object storage")
+    return writer.create(location(path), layout, file_names, targets,
+                         classes, attrs)
+
+
+def reopen_writer(path: str | Path) -> StoreWriter:
+    return writer_class(detect_format(path)).reopen(location(path))

@@ -1,0 +1,118 @@
+"""One writing run's hold on a store: create, resume or replace it; mark it complete.
+
+``extract``, ``import-legacy`` and ``rechunk`` all open their output here, so
+they share one failure policy:
+
+- a run that fails or is interrupted keeps every row it finished, and the store
+  stays marked ``status: incomplete`` (readers refuse its unwritten rows);
+- running the same command again (same fingerprint) resumes it, writing only
+  the missing rows;
+- ``--overwrite`` removes it (never anything that is not an actstore store);
+- a store of another run at the out path is refused, nothing changed.
+
+The original txt/npy layout is never resumed: its writer removes its own
+unfinished files, and ``--overwrite`` replaces finished ones.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import StoreConflictError
+from .base import Layout, StoreWriter
+from .location import Location, exists, join
+from .provenance import completed, fingerprint_differences
+from .registry import create_writer, is_store, remove_store, reopen_writer, writer_class
+
+
+class StoreSession:
+    """An open store being written: ``writer``, and whether it was ``resumed``.
+
+    Every writing command opens its store through :func:`open_session`, so a
+    per-store writer lock, when one is needed, is taken in that one place.
+
+    Use it as a context manager: it closes the writer whatever happens and
+    never deletes what was written (see the module's failure policy).
+    """
+
+    def __init__(self, writer: StoreWriter, path: Location, resumed: bool) -> None:
+        self.writer, self.path, self.resumed = writer, path, resumed
+
+    def written(self) -> np.ndarray:
+        """The (N,) mask of rows already written."""
+        return self.writer.written()
+
+    def complete(self) -> bool:
+        """Mark the store complete when every row is written; say whether it is."""
+        if not self.writer.written().all():
+            return False
+        self.writer.update_attrs(completed())
+        return True
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def __enter__(self) -> "StoreSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_session(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
+                 targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any], *,
+                 overwrite: bool = False, rerun_complete: bool = True) -> StoreSession:
+    """Create the store at ``path``, or resume the one there if it is of the same
+    run (equal ``attrs["fingerprint"]``), or replace it when ``overwrite``.
+
+    Args:
+        attrs: the new store's root attributes (:func:`provenance.root_attrs`).
+        rerun_complete: reopen a complete store of the same run (a rerun that
+            then has nothing to do); if False, refuse it as an existing path.
+
+    Raises:
+        StoreConflictError: the path holds something else, or a store of
+            another run, and ``overwrite`` is not set.
+    """
+    backend = writer_class(file_format)
+    if not backend.supports_resume:   # written afresh each time
+        backend.make_way(Path(path), layout, attrs, overwrite)
+        return StoreSession(create_writer(path, file_format, layout, file_names, targets, classes, attrs),
+                            path, resumed=False)
+    current = attrs["fingerprint"]
+    if exists(path):
+        if not is_store(path):
+            empty_dir = isinstance(path, Path) and path.is_dir() and not any(path.iterdir())
+            if not empty_dir:
+                raise StoreConflictError(f"out path {path} exists and is not an actstore store; nothing "
+                                         f"was changed: choose a new path such as {join(path, 'store.zarr')}")
+            path.rmdir()
+        elif overwrite:
+            remove_store(path)
+        else:
+            return _reopen_same_run(path, current, rerun_complete)
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        writer = create_writer(path, file_format, layout, file_names, targets, classes, attrs)
+    except FileExistsError:   # another shard created it first: join it
+        return _reopen_same_run(path, current, rerun_complete)
+    return StoreSession(writer, path, resumed=False)
+
+
+def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete: bool) -> StoreSession:
+    writer = reopen_writer(path)
+    differences = fingerprint_differences(writer.root_attrs().get("fingerprint", {}), current)
+    if differences:
+        writer.close()
+        keys = ", ".join(d.split(" ")[0] for d in differences)
+        raise StoreConflictError(f"out path {path} holds a store from a different run ({keys} "
+                                 f"differ: {differences[0]}); pass --overwrite to replace it "
+                                 "or choose another --out-path")
+    if not rerun_complete and writer.written().all():
+        writer.close()
+        raise StoreConflictError(f"out path {path} exists (a complete store of this run); nothing was "
+                                 "changed: pass --overwrite to replace it or choose another --out-path")
+    return StoreSession(writer, path, resumed=True)
