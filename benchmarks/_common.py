@@ -32,7 +32,6 @@ def make_images(n: int, size: int = 256, seed: int = 0, quality: int = 90) -> Pa
     """A folder of ``n`` JPEGs that compress and activate like photographs:
     smooth colour fields (upsampled low-resolution noise), a gradient, a few
     edges and a little grain. Reused when it already exists."""
-    from PIL import Image
     folder = SCRATCH / f"images-{n}-{size}px-s{seed}-b256"
     done = folder / ".complete"
     if done.exists():
