@@ -42,3 +42,7 @@ class OutOfSpaceError(UserError):
 
 class Interrupted(UserError):
     """Ctrl-C: what was finished is kept; rerunning the command resumes."""
+
+
+class StoreBusyError(StoreConflictError):
+    """Another live process is writing the store (or the same shard of it)."""

@@ -291,3 +291,40 @@ def test_rechunk_export_and_import_legacy_take_urls(url, tmp_path, monkeypatch):
         assert store.complete and np.array_equal(store["classifier.4"][:], values["classifier.4"])
         assert list(store.file_names) == list(before["file_names"])
     assert not list(tmp_path.glob("s3*"))
+
+
+def test_a_live_writers_lease_refuses_a_second_writer_and_a_dead_ones_does_not(url, image_dir, weights_file,
+                                                                                 local):
+    import json as _json
+    import socket as _socket
+
+    from actstore.errors import StoreBusyError
+    from actstore.store import lock
+
+    fs = fsspec.filesystem("s3")
+    lease = url.rsplit("/", 1)[0] + "/.store.zarr.0-of-1.lease"
+    run = dict(model_name="alexnet", model_path=weights_file("alexnet"), in_path=image_dir, out_path=url, **RUN)
+    with lock.acquire(url):
+        held = _json.loads(fs.cat_file(lease))
+        assert (held["host"], held["pid"]) == (_socket.gethostname(), os.getpid())
+        with pytest.raises(StoreBusyError, match=rf"^{url} is being written by another process \(host "
+                                                 rf"{_socket.gethostname()}, pid {os.getpid()}, since "):
+            extract(**run)
+    assert not fs.exists(lease)   # released: removed
+    # Another host's writer, alive (fresh heartbeat) and then dead (heartbeat too old).
+    other = {"host": "elsewhere", "pid": 1, "since": "2026-01-01T00:00:00+00:00", "token": "x"}
+    fs.pipe_file(lease, _json.dumps({**other, "heartbeat": time.time()}).encode())
+    with pytest.raises(StoreBusyError, match=r"\(host elsewhere, pid 1, since 2026-01-01T00:00:00\+00:00\): wait "
+                                             r"for it to finish, or stop it and run this again to resume$"):
+        extract(**run)
+    fs.pipe_file(lease, _json.dumps({**other, "heartbeat": time.time() - lock.LEASE_SECONDS - 1}).encode())
+    assert extract(**run).complete
+    assert_same(url, local)
+    # This host's writer killed with -9: its pid is gone, so its lease is taken over at once.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fs.pipe_file(lease, _json.dumps({**other, "host": _socket.gethostname(), "pid": dead.pid,
+                                     "heartbeat": time.time()}).encode())
+    with lock.acquire(url):
+        assert _json.loads(fs.cat_file(lease))["pid"] == os.getpid()
+    assert not fs.exists(lease)

@@ -96,7 +96,7 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
         return result
     attrs = store_attrs(model, images, layout, options, skipped)
     with open_session(out_path, file_format, layout, images.file_names, images.targets, images.classes,
-                      attrs, overwrite=options.overwrite) as session:
+                      attrs, overwrite=options.overwrite, shard=options.shard) as session:
         if session.writer.supports_resume:
             claim(session.writer, out_path, options.shard, lo, hi)
         todo = np.flatnonzero(~session.written()[lo:hi]) + lo

@@ -4,7 +4,8 @@ The file is written in SWMR mode (single writer, multiple readers): readers
 may open it while rows are being added and see a consistent file, and a
 writer killed at any moment leaves a file whose flushed rows are intact. The
 only damage a kill leaves is the superblock's "open for write" flag, which
-:func:`_open_rw` clears on resume (what ``h5clear -s`` does). Rows are marked
+:func:`_open_rw` clears on resume (what ``h5clear -s`` does) once the writer
+lock (:mod:`.lock`) proves the writer that set it is dead. Rows are marked
 in ``written`` only after the data is flushed. The file is built under a
 temporary name and renamed into place once it is complete and in SWMR mode. Codecs
 other than gzip are HDF5 filter plugins; ``import hdf5plugin`` makes them
@@ -27,6 +28,7 @@ import numpy as np
 
 from .. import defaults
 from ..errors import UserError
+from . import lock
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
 from .chunks import ChunkCompressor, whole_chunks
 
@@ -306,19 +308,29 @@ def _while_locked(path, open_file: Callable[[], h5py.File]) -> h5py.File:
 
 def _open_rw(path) -> h5py.File:
     """Open for writing, clearing the superblock's "open for write" flag that a
-    killed SWMR writer leaves behind (what ``h5clear -s`` does)."""
+    killed SWMR writer leaves behind (what ``h5clear -s`` does), but only while
+    this process holds the store's writer lock: the lock proves that no writer
+    is alive, so the flag is a dead one's."""
     try:
         file = _while_locked(path, lambda: h5py.File(path, "r+", libver="latest"))
     except OSError as error:
         if "consistency flags" not in str(error) and "already open for write" not in str(error):
             raise
-        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-        fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
-        _clear_status_flags_on(fapl)
-        file = h5py.File(_while_locked(path, lambda: h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDWR,
-                                                                     fapl=fapl)))
+        if lock.held_here(path):
+            file = _open_clearing_flags(path)
+        else:
+            with lock.acquire(path):
+                file = _open_clearing_flags(path)
     file.swmr_mode = True
     return file
+
+
+def _open_clearing_flags(path) -> h5py.File:
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    _clear_status_flags_on(fapl)
+    return h5py.File(_while_locked(path, lambda: h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDWR,
+                                                               fapl=fapl)))
 
 
 def _clear_status_flags_on(fapl) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import StoreConflictError
+from . import lock as writer_lock
 from .base import Layout, StoreWriter
 from .location import Location, exists, join
 from .provenance import completed, fingerprint_differences
@@ -30,15 +31,18 @@ from .registry import create_writer, is_store, remove_store, reopen_writer, writ
 class StoreSession:
     """An open store being written: ``writer``, and whether it was ``resumed``.
 
-    Every writing command opens its store through :func:`open_session`, so a
-    per-store writer lock, when one is needed, is taken in that one place.
+    Every writing command opens its store through :func:`open_session`, so the
+    writer lock (one writer per store, or per ``--shard``; :mod:`.lock`) is
+    taken in that one place, before anything at the path is read or changed,
+    and held until :meth:`close`.
 
     Use it as a context manager: it closes the writer whatever happens and
     never deletes what was written (see the module's failure policy).
     """
 
-    def __init__(self, writer: StoreWriter, path: Location, resumed: bool) -> None:
-        self.writer, self.path, self.resumed = writer, path, resumed
+    def __init__(self, writer: StoreWriter, path: Location, resumed: bool,
+                 held: writer_lock.WriterLock) -> None:
+        self.writer, self.path, self.resumed, self._lock = writer, path, resumed, held
 
     def written(self) -> np.ndarray:
         """The (N,) mask of rows already written."""
@@ -52,7 +56,10 @@ class StoreSession:
         return True
 
     def close(self) -> None:
-        self.writer.close()
+        try:
+            self.writer.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "StoreSession":
         return self
@@ -63,7 +70,8 @@ class StoreSession:
 
 def open_session(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
                  targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any], *,
-                 overwrite: bool = False, rerun_complete: bool = True) -> StoreSession:
+                 overwrite: bool = False, rerun_complete: bool = True,
+                 shard: tuple[int, int] = (0, 1)) -> StoreSession:
     """Create the store at ``path``, or resume the one there if it is of the same
     run (equal ``attrs["fingerprint"]``), or replace it when ``overwrite``.
 
@@ -71,16 +79,30 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
         attrs: the new store's root attributes (:func:`provenance.root_attrs`).
         rerun_complete: reopen a complete store of the same run (a rerun that
             then has nothing to do); if False, refuse it as an existing path.
+        shard: ``(I, N)``, this process's shard; each has its own writer lock.
 
     Raises:
+        StoreBusyError: another live process writes this store (this shard).
         StoreConflictError: the path holds something else, or a store of
             another run, and ``overwrite`` is not set.
     """
+    held = writer_lock.acquire(path, shard)
+    try:
+        writer, resumed = _open_writer(path, file_format, layout, file_names, targets, classes, attrs,
+                                       overwrite, rerun_complete)
+    except BaseException:
+        held.release()
+        raise
+    return StoreSession(writer, path, resumed, held)
+
+
+def _open_writer(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
+                 targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any],
+                 overwrite: bool, rerun_complete: bool) -> tuple[StoreWriter, bool]:
     backend = writer_class(file_format)
     if not backend.supports_resume:   # written afresh each time
         backend.make_way(Path(path), layout, attrs, overwrite)
-        return StoreSession(create_writer(path, file_format, layout, file_names, targets, classes, attrs),
-                            path, resumed=False)
+        return create_writer(path, file_format, layout, file_names, targets, classes, attrs), False
     current = attrs["fingerprint"]
     if exists(path):
         if not is_store(path):
@@ -99,10 +121,11 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
         writer = create_writer(path, file_format, layout, file_names, targets, classes, attrs)
     except FileExistsError:   # another shard created it first: join it
         return _reopen_same_run(path, current, rerun_complete)
-    return StoreSession(writer, path, resumed=False)
+    return writer, False
 
 
-def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete: bool) -> StoreSession:
+def _reopen_same_run(path: Location, current: Mapping[str, Any],
+                     rerun_complete: bool) -> tuple[StoreWriter, bool]:
     writer = reopen_writer(path)
     differences = fingerprint_differences(writer.root_attrs().get("fingerprint", {}), current)
     if differences:
@@ -115,4 +138,4 @@ def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete:
         writer.close()
         raise StoreConflictError(f"out path {path} exists (a complete store of this run); nothing was "
                                  "changed: pass --overwrite to replace it or choose another --out-path")
-    return StoreSession(writer, path, resumed=True)
+    return writer, True
