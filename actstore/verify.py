@@ -1,7 +1,8 @@
 """``actstore verify``: is a store whole, and does it hold what the model computes?
 
-Checks that need only the store (schema, every chunk decodes, every row
-written, finite values, unique file names) and, on request, recomputes a few
+Checks that need only the store (schema, every row written, unique file
+names, every chunk or shard of every written row present and decoding,
+finite values) and, on request, recomputes a few
 random images through the model and compares them with their stored rows.
 """
 from __future__ import annotations
@@ -76,6 +77,14 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         report.add("unique file names", not len(dupes),
                    f"{len(dupes)} repeated (e.g. {', '.join(dupes[:3])})" if len(dupes) else f"{len(names)} unique")
 
+        lost = {layer: store.missing_rows(layer) for layer in store.layers}
+        lost = {layer: runs for layer, runs in lost.items() if runs}
+        report.add("chunks present", not lost,
+                   "; ".join(f"{layer} rows {', '.join(f'{a}-{b}' if a != b else str(a) for a, b in runs[:5])}"
+                             f"{' ...' if len(runs) > 5 else ''} have no stored chunk (lost; they read as "
+                             "fill values): rerun with --overwrite, or restore the files"
+                             for layer, runs in lost.items())
+                   or "every written row has its stored chunk in every layer")
         _check_chunks(store, written, report)
 
         if recompute:

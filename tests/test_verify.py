@@ -69,7 +69,7 @@ def good_store(tmp_path, image_dir, weights_file) -> Path:
 def test_verify_passes_a_whole_store_and_recomputes_rows(good_store, weights_file):
     report = verify(good_store, recompute=3, model_path=weights_file("alexnet"))
     assert report.ok, report.checks
-    assert [c.name for c in report.checks] == ["schema", "rows written", "unique file names",
+    assert [c.name for c in report.checks] == ["schema", "rows written", "unique file names", "chunks present",
                                                "chunks decode", "finite values", "recompute"]
     assert report.nonfinite == {"features.2": {"nan": 0, "inf": 0}, "classifier.6": {"nan": 0, "inf": 0}}
 
@@ -107,7 +107,45 @@ def test_verify_counts_nan_and_inf_and_unwritten_rows(good_store):
 def test_verify_cli_exit_status(good_store, tmp_path):
     runner = CliRunner()
     ok = runner.invoke(app, ["verify", str(good_store)])
-    assert ok.exit_code == 0 and ok.stdout.count("ok  ") == 5
+    assert ok.exit_code == 0 and ok.stdout.count("ok  ") == 6
     (good_store / "activations" / "classifier.6" / "c" / "0" / "0").write_bytes(b"")
     bad = runner.invoke(app, ["verify", str(good_store)])
     assert bad.exit_code == 1 and "FAIL chunks decode" in bad.stdout
+
+
+def test_verify_names_the_rows_of_a_deleted_chunk(good_store):
+    (good_store / "activations" / "features.2" / "c" / "1" / "0" / "0" / "0").unlink()   # rows 4-7
+    report = verify(good_store)
+    failed = {c.name: c.detail for c in report.checks if not c.ok}
+    assert failed == {"chunks present": "features.2 rows 4-7 have no stored chunk (lost; they read as fill "
+                                        "values): rerun with --overwrite, or restore the files"}
+    assert CliRunner().invoke(app, ["verify", str(good_store)]).exit_code == 1
+
+
+def test_verify_counts_only_the_chunks_of_written_rows(good_store):
+    writer = reopen_writer(good_store)
+    writer.update_attrs({"status": "incomplete"})
+    writer.close()
+    written = good_store / "written" / "c" / "2"
+    written.unlink()                                                   # rows 8-11 unwritten
+    (good_store / "activations" / "classifier.6" / "c" / "2" / "0").unlink()
+    report = verify(good_store)
+    assert {c.name: c.ok for c in report.checks}["chunks present"]
+
+
+def test_verify_finds_written_rows_with_no_chunk_in_hdf5(tmp_path, image_dir, weights_file):
+    import h5py
+    out = tmp_path / "s.h5"
+    extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["classifier.6"],
+            in_path=image_dir, out_path=out, chunk_images=4, **FAST)
+    with h5py.File(out, "r+") as file:   # rows 8-11 marked written, their chunks never stored
+        old = file["activations/classifier.6"]
+        attrs, data = dict(old.attrs), old[:8]
+        del file["activations/classifier.6"]
+        new = file.create_dataset("activations/classifier.6", shape=(12, 1000), dtype="float32", chunks=(4, 500))
+        new[:8] = data
+        new.attrs.update(attrs)
+    report = verify(out)
+    failed = {c.name: c.detail for c in report.checks if not c.ok}
+    assert failed == {"chunks present": "classifier.6 rows 8-11 have no stored chunk (lost; they read as fill "
+                                        "values): rerun with --overwrite, or restore the files"}

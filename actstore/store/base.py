@@ -249,4 +249,15 @@ class StoreReader(ABC):
         """(stored bytes, number of stored chunks) of one array."""
 
     @abstractmethod
+    def block_rows(self, name: str) -> int:
+        """Rows per stored block of one array: a chunk, or a shard where chunks
+        are stored in shards (the unit a lost file or object takes with it)."""
+
+    @abstractmethod
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
+        """Those of ``row_blocks`` (indices along the image axis, in blocks of
+        :meth:`block_rows`) for which some stored block is absent: rows that
+        would read the fill value instead of their data."""
+
+    @abstractmethod
     def close(self) -> None: ...

@@ -14,6 +14,7 @@ print(hdf5plugin.PLUGIN_PATH)')`` from h5dump and other HDF5 tools.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -264,6 +265,19 @@ class Hdf5Reader(StoreReader):
         if dset.chunks is None:
             return int(dset.id.get_storage_size()), 1
         return int(dset.id.get_storage_size()), int(dset.id.get_num_chunks())
+
+    def block_rows(self, name: str) -> int:
+        dset = self._file[name]
+        return int(dset.chunks[0]) if dset.chunks else int(dset.shape[0])
+
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
+        dset = self._file[name]
+        if dset.chunks is None:
+            return []
+        stored = {tuple(dset.id.get_chunk_info(i).chunk_offset) for i in range(dset.id.get_num_chunks())}
+        across = list(itertools.product(*(range(0, s, c) for s, c in zip(dset.shape[1:], dset.chunks[1:]))))
+        rows = dset.chunks[0]
+        return [int(b) for b in row_blocks if any((int(b) * rows, *rest) not in stored for rest in across)]
 
     def close(self) -> None:
         if self._file.id.valid:

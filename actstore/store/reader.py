@@ -228,6 +228,22 @@ class Store:
     def spec(self, layer: str) -> LayerSpec:
         return self._specs[self._layer_name(layer)]
 
+    def missing_rows(self, layer: str) -> list[tuple[int, int]]:
+        """Runs ``(first, last)`` of written rows whose stored chunk (or shard)
+        of ``layer`` is absent, e.g. lost in a copy: they would read the fill
+        value. Empty for a whole store."""
+        key = f"{ACTIVATIONS}/{self._layer_name(layer)}"
+        step = self._reader.block_rows(key)
+        blocks = np.unique(self.written_rows // step)
+        runs: list[tuple[int, int]] = []
+        for block in self._reader.missing_blocks(key, blocks.tolist()):
+            rows = np.flatnonzero(self.written[block * step:(block + 1) * step]) + block * step
+            if runs and runs[-1][1] == rows[0] - 1:
+                runs[-1] = (runs[-1][0], int(rows[-1]))
+            else:
+                runs.append((int(rows[0]), int(rows[-1])))
+        return runs
+
     def layer_attrs(self, layer: str) -> dict[str, Any]:
         """The layer's attributes as stored."""
         return self._reader.layer_attrs(self._layer_name(layer))

@@ -13,6 +13,8 @@ process that reopens a store still being created waits for that mark.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import os
 import shutil
 import sys
@@ -255,6 +257,24 @@ class ZarrReader(StoreReader):
     def chunk_stats(self, name: str) -> tuple[int, int]:
         arr = self.array(name)
         return int(arr.nbytes_stored()), int(arr.nchunks_initialized)
+
+    def block_rows(self, name: str) -> int:
+        return int(self.array(name).metadata.chunk_grid.chunk_shape[0])
+
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
+        # The chunk grid of the metadata is the grid of stored objects: shards
+        # where the array is sharded, chunks otherwise.
+        arr = self.array(name)
+        grid = arr.metadata.chunk_grid.chunk_shape
+        across = list(itertools.product(*(range(math.ceil(s / c)) for s, c in zip(arr.shape[1:], grid[1:]))))
+        store = arr.store_path.store
+
+        async def keys() -> set[str]:
+            return {key async for key in store.list_prefix(f"{arr.path}/")}
+        stored = sync(keys())
+        return [int(b) for b in row_blocks
+                if any(f"{arr.path}/{arr.metadata.encode_chunk_key((int(b), *rest))}" not in stored
+                       for rest in across)]
 
     def close(self) -> None:
         self._cache.clear()
