@@ -202,3 +202,28 @@ def test_iter_batches_flat_yields_units(stored):
 def test_iter_batches_refuse_unwritten_rows_before_reading(half_written):
     with pytest.raises(RowsNotWrittenError):
         half_written.iter_batches("classifier.4", 8).__next__()
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_layers_are_listed_in_module_name_order_on_every_open(tmp_path, image_dir, weights_file, suffix):
+    from actstore import extract
+    order = ["features.5", "classifier.6", "features.0"]
+    out = tmp_path / f"s{suffix}"
+    extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=order, in_path=image_dir,
+            out_path=out, batch_size=6, num_workers=0, quiet=True)
+    for _ in range(3):
+        with open_store(out) as store:
+            assert store.layers == order and store.attrs["layers"] == order
+            assert list(store.summary()["layers"]) == order
+
+
+def test_a_store_without_recorded_layers_lists_them_sorted(tmp_path):
+    path = tmp_path / "s.h5"
+    write_store(path, "hdf5")
+    from actstore.store import reopen_writer
+    writer = reopen_writer(path)
+    assert writer.root_attrs()["layers"] == ["features.0", "classifier.4"]
+    writer.update_attrs({"layers": None})
+    writer.close()
+    with open_store(path) as store:
+        assert store.layers == ["classifier.4", "features.0"]

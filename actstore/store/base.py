@@ -80,6 +80,20 @@ def choose_chunks(shape: Sequence[int], itemsize: int, chunk_images: int,
     return (chunk_images, first_chunk, *shape[1:])
 
 
+def layer_order(found: Sequence[str], recorded: Any) -> list[str]:
+    """The layers a store holds, ``found`` in any order, listed in the order of
+    its ``layers`` root attribute (the ``--module-name`` order); layers it does
+    not name, and stores written before it was recorded, follow sorted by name,
+    so the order is the same on every open.
+
+    Example:
+        >>> layer_order(["fc", "conv1", "layer1"], ["layer1", "conv1"])
+        ['layer1', 'conv1', 'fc']
+    """
+    named = [name for name in (recorded if isinstance(recorded, list) else []) if name in found]
+    return named + sorted(set(found) - set(named))
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """One stored layer: its name, per-image shape and how it is laid out."""

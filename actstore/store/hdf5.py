@@ -30,7 +30,7 @@ import numpy as np
 from .. import defaults
 from ..errors import UserError
 from . import lock
-from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
+from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order
 from .chunks import ChunkCompressor, whole_chunks
 
 JSON_KEYS = "_json_keys"   # attributes stored as JSON text (dicts, lists, None)
@@ -236,7 +236,7 @@ class Hdf5Reader(StoreReader):
         return _get_attrs(self._file)
 
     def layer_names(self) -> list[str]:
-        return list(self._file[ACTIVATIONS].keys())
+        return layer_order(list(self._file[ACTIVATIONS].keys()), self.root_attrs().get("layers"))
 
     def layer_attrs(self, name: str) -> dict[str, Any]:
         return _get_attrs(self._file[ACTIVATIONS][name])

@@ -139,12 +139,13 @@ def remove_store(path: str | Path) -> None:
 
 def create_writer(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
                   targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> StoreWriter:
-    """Create a new store (or output folder) of ``file_format`` at ``path``."""
+    """Create a new store (or output folder) of ``file_format`` at ``path``; its
+    root attributes record the layers' order (``layers``) for every reader."""
     writer = writer_class(file_format)
     if is_url(path) and not writer.supports_urls:
         raise BadOptionError(f"{file_format} stores must be local files; use a .zarr URL for object storage")
-    return writer.create(location(path), layout, file_names, targets,
-                         classes, attrs)
+    return writer.create(location(path), layout, file_names, targets, classes,
+                         {**attrs, "layers": [spec.module_name for spec in layout.layers]})
 
 
 def reopen_writer(path: str | Path) -> StoreWriter:

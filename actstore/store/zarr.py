@@ -34,7 +34,7 @@ from zarr.storage import LocalStore
 
 from .. import defaults
 from ..errors import UserError
-from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
+from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
 from .chunks import ChunkCompressor, Encode, whole_chunks
 from .location import STORAGE_OPTIONS, Location, is_url, location
 
@@ -241,7 +241,8 @@ class ZarrReader(StoreReader):
         return dict(self._group.attrs)
 
     def layer_names(self) -> list[str]:
-        return [name for name, _ in self._group[ACTIVATIONS].arrays()]
+        return layer_order([name for name, _ in self._group[ACTIVATIONS].arrays()],
+                           self._group.attrs.get("layers"))
 
     def layer_attrs(self, name: str) -> dict[str, Any]:
         return dict(self.array(f"{ACTIVATIONS}/{name}").attrs)
