@@ -145,11 +145,12 @@ def extract_command(
         return
     rate = result.rows_this_run / result.seconds if result.seconds else 0.0
     state = "complete" if result.complete else f"incomplete ({result.rows_written}/{result.n_images} rows)"
+    state = f"{result.output} {state}"
     verb = "resumed" if result.resumed else "wrote"
     if result.shard:
         verb = f"shard {result.shard[0]}/{result.shard[1]} (rows {result.shard_rows[0]}-{result.shard_rows[1] - 1}): {verb}"
     typer.echo(f"{verb} {result.rows_this_run} rows of {len(result.layers)} layer(s) to {result.path} "
-               f"[{result.file_format}] in {result.seconds:.1f} s ({rate:.1f} img/s); store {state}",
+               f"[{result.file_format}] in {result.seconds:.1f} s ({rate:.1f} img/s); {state}",
                err=quiet)
 
 
@@ -291,8 +292,9 @@ def verify_command(
     report = verify(store_path, recompute=recompute, model_path=model_path, in_path=in_path,
                         device=device)
     for check in report.checks:
-        colour = typer.colors.GREEN if check.ok else typer.colors.RED
-        typer.secho(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}", fg=colour)
+        colour = typer.colors.YELLOW if check.skipped else typer.colors.GREEN if check.ok else typer.colors.RED
+        label = "skip" if check.skipped else "ok  " if check.ok else "FAIL"
+        typer.secho(f"{label} {check.name}: {check.detail}", fg=colour)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -19,9 +19,12 @@ from .store.schema import store_problems
 
 @dataclass
 class Check:
+    """One check's verdict; a ``skipped`` one (it makes no sense for this store) counts as ok."""
+
     name: str
     ok: bool
     detail: str
+    skipped: bool = False
 
 
 @dataclass
@@ -72,10 +75,14 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         report.add("rows written", missing == 0 and store.status == "complete",
                    f"{int(written.sum())}/{len(store)} rows written, status {store.status}")
 
-        names, counts = np.unique(store.file_names, return_counts=True)
-        dupes = names[counts > 1]
-        report.add("unique file names", not len(dupes),
-                   f"{len(dupes)} repeated (e.g. {', '.join(dupes[:3])})" if len(dupes) else f"{len(names)} unique")
+        if (store.attrs.get("imported_from") or {}).get("file_names_known", True):
+            names, counts = np.unique(store.file_names, return_counts=True)
+            dupes = names[counts > 1]
+            report.add("unique file names", not len(dupes), f"{len(dupes)} repeated (e.g. {', '.join(dupes[:3])})"
+                       if len(dupes) else f"{len(names)} unique")
+        else:
+            report.checks.append(Check("unique file names", True, "skipped: imported from files without "
+                                       "file_names.txt, so the store has no file names", skipped=True))
 
         lost = {layer: store.missing_rows(layer) for layer in store.layers}
         lost = {layer: runs for layer, runs in lost.items() if runs}
@@ -88,7 +95,7 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         _check_chunks(store, written, report)
 
         if recompute:
-            report.add(*_recompute(store, recompute, model_path, in_path, device, seed, rtol, atol))
+            report.checks.append(_recompute(store, recompute, model_path, in_path, device, seed, rtol, atol))
     return report
 
 
@@ -118,27 +125,30 @@ def _check_chunks(store, written: np.ndarray, report: VerifyReport) -> None:
                ", ".join(f"{k}: {v['nan']} NaN, {v['inf']} Inf" for k, v in report.nonfinite.items()))
 
 
-def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> tuple[str, bool, str]:
-    import torch
+def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> Check:
+    """K random written rows extracted again, through the extraction's own loop
+    and with every option the store records (weights, preprocessing entry,
+    amp, channels_last, decoder, dtype, flatten), compared with their rows."""
+    import tempfile
 
-    from .capture import Extractor
-    from .extract.options import resolve_device
+    from .extract.loop import run_batches
+    from .extract.options import ExtractOptions
+    from .extract.prepare import hook_and_lay_out, ready_model
     from .images import ImageSet
-    from .models import load_model
+    from .store import FORMAT_NAME, create_writer
 
-    attrs = store.attrs
+    attrs, recorded = store.attrs, store.attrs.get("fingerprint", {})
+    if "imported_from" in attrs or attrs.get("weights") == "user-module":
+        made = "imported from another tool's files" if "imported_from" in attrs else "made from a Python module"
+        return Check("recompute", True, f"cannot recompute: this store was {made}, so its model and "
+                                        "preprocessing are not recorded", skipped=True)
     weights = str(attrs["weights"])
-    if weights == "user-module":
-        raise UserError("--recompute needs a torchvision model; this store was made from a Python module")
     if attrs.get("weights_sha256") and model_path is None:
         raise UserError(f"--recompute needs --model-path: the store was made from a weights file "
-                        f"({weights.split('@')[-1]}, sha256 {attrs['weights_sha256'][:12]}...)")
-    enum = weights.split("@")[0].split(".")[-1] if weights != "none" else "none"
-    model = load_model(attrs["model_name"], weights=enum if enum != "none" else "none",
-                       model_path=model_path, seed=attrs.get("rnd_seed"))
-    if attrs.get("weights_sha256") and model.weights_sha256 != attrs["weights_sha256"]:
-        raise UserError(f"--model-path {model_path} is not the weights file the store was made with "
-                        "(SHA-256 differs)")
+                        f"({weights.split('@')[-1].removeprefix('file:')}, sha256 "
+                        f"{attrs['weights_sha256'][:12]}...)")
+    # The preprocessing entry; stores before it was recorded apart wrote "ENTRY@file".
+    entry = str(attrs.get("preprocessing_weights") or weights.split("@")[0])
     root = Path(in_path or attrs["in_path"])
     if not root.is_dir():
         raise UserError(f"image folder {root} not found: pass --in-path")
@@ -146,23 +156,44 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
                                                       size=min(k, int(store.written.sum())), replace=False))
     images = ImageSet(root=root, file_names=tuple(store.file_names[rows]),
                       targets=tuple(int(t) for t in store.targets[rows]))
-    torch_device = resolve_device(device)
-    model.module.to(torch_device)
-    extractor = Extractor(model.module, store.layers)
-    batch = torch.stack([model.transform(images.load(i)) for i in range(len(images))]).to(torch_device)
-    outputs = extractor(batch)
+    amp = attrs.get("amp")
+    with tempfile.TemporaryDirectory(prefix="actstore-verify-") as scratch:
+        options = ExtractOptions(
+            in_path=root, out_path=Path(scratch) / "recomputed.zarr", module_names=store.layers,
+            model_name=attrs["model_name"], model_path=model_path,
+            weights="none" if weights == "none" else entry.split(".")[-1],
+            rnd_seed=attrs["rnd_seed"] if attrs.get("rnd_seed") is not None else 42,
+            batch_size=len(images), device=device, flatten_acts=bool(attrs.get("flatten_acts", False)),
+            dtype=attrs.get("dtype", "float32"), amp=amp, channels_last=bool(recorded.get("channels_last")),
+            decoder=recorded.get("decoder") or "pil", num_workers=0, quiet=True)
+        model = ready_model(options)
+        if attrs.get("weights_sha256") and model.weights_sha256 != attrs["weights_sha256"]:
+            raise UserError(f"--model-path {model_path} is not the weights file the store was made with "
+                            "(SHA-256 differs)")
+        extractor, layout = hook_and_lay_out(model, options, len(images))
+        writer = create_writer(options.out_location, "zarr", layout, images.file_names, images.targets,
+                               images.classes, {"format": FORMAT_NAME})
+        try:
+            run_batches(extractor, model, images, np.arange(len(images)), writer, layout, options,
+                        done_before=0, total=len(images), stages={})
+        finally:
+            writer.close()
+        with open_store(options.out_location) as recomputed:
+            expected = {layer: recomputed[layer][:] for layer in store.layers}
+    # Reduced precision (float16 storage, autocast) differs more between batchings.
+    loose = 2e-2 if amp == "bfloat16" else 2e-3 if amp or attrs.get("dtype") == "float16" else None
+    rtol = rtol if rtol is not None else (loose or 1e-4)
+    atol = atol if atol is not None else (loose or 1e-5)
     worst, failures = 0.0, []
-    half = attrs.get("dtype") == "float16"
-    rtol = rtol if rtol is not None else (2e-3 if half else 1e-4)
-    atol = atol if atol is not None else (2e-3 if half else 1e-5)
     for layer in store.layers:
-        expected = outputs[layer].to(getattr(torch, attrs.get("dtype", "float32"))).cpu().numpy()
         stored = store[layer][rows]
-        expected = expected.reshape(stored.shape)
-        diff = float(np.max(np.abs(stored.astype(np.float64) - expected.astype(np.float64))))
+        diff = float(np.max(np.abs(stored.astype(np.float64) - expected[layer].astype(np.float64))))
         worst = max(worst, diff)
-        if not np.allclose(stored, expected, rtol=rtol, atol=atol):
+        if not np.allclose(stored, expected[layer], rtol=rtol, atol=atol):
             failures.append(f"{layer} (max |diff| {diff:.3g})")
-    detail = (f"{len(rows)} images recomputed; max |diff| {worst:.3g}"
-              + (f"; differ: {', '.join(failures)}" if failures else ""))
-    return "recompute", not failures, detail
+    options_used = ", ".join(f"{name} {value}" for name, value in
+                             [("amp", amp), ("channels_last", options.channels_last or None),
+                              ("decoder", None if options.decoder == "pil" else options.decoder)] if value)
+    detail = (f"{len(rows)} images recomputed{f' ({options_used})' if options_used else ''}; "
+              f"max |diff| {worst:.3g}" + (f"; differ: {', '.join(failures)}" if failures else ""))
+    return Check("recompute", not failures, detail)

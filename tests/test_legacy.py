@@ -476,3 +476,19 @@ def test_export_of_a_layer_six_times_the_memory_cap_stays_under_the_cap(tmp_path
     out = np.load(tmp_path / "out" / "net" / "conv" / "activations.npy", mmap_mode="r")
     assert out.shape == (n, *shape) and np.array_equal(out[-16:], pattern + (n - 16))
     assert grown < cap, f"export grew RSS by {grown / 2**20:.0f} MiB for a {raw / 2**20:.0f} MiB layer"
+
+
+def test_verify_skips_what_makes_no_sense_for_an_imported_store_and_says_so(tmp_path):
+    from actstore.verify import verify
+    folder = tmp_path / "activations" / "alexnet" / "features.0"
+    original_extract_output(folder, activations((12, 3, 4, 6)), TARGETS)     # no file_names.txt
+    import_legacy(folder, tmp_path / "back.zarr")
+    report = verify(tmp_path / "back.zarr", recompute=3)
+    assert report.ok
+    skipped = {c.name: c.detail for c in report.checks if c.skipped}
+    assert skipped == {
+        "unique file names": "skipped: imported from files without file_names.txt, so the store has no file names",
+        "recompute": "cannot recompute: this store was imported from another tool's files, so its model and "
+                     "preprocessing are not recorded"}
+    assert [c.name for c in report.checks if not c.skipped] == ["schema", "rows written", "chunks present",
+                                                                "chunks decode", "finite values"]

@@ -29,7 +29,8 @@ def test_state_dict_file_loads_and_is_hashed(weights_file):
     expected = torch.load(path, weights_only=True)
     assert torch.equal(model.module.features[0].weight, expected["features.0.weight"])
     assert model.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert model.weights == "AlexNet_Weights.IMAGENET1K_V1@alexnet.pth"
+    assert model.weights == "file:alexnet.pth"                          # what the weights are
+    assert model.preprocessing_weights == "AlexNet_Weights.IMAGENET1K_V1"  # whose transforms preprocess
 
 
 def test_checkpoint_folder_finds_torchvisions_file_name(tmp_path, weights_file):
@@ -88,7 +89,8 @@ def test_named_weights_pick_their_own_preprocessing_also_from_disk(weights_file)
     v1 = load_model("resnet50", weights="IMAGENET1K_V1", model_path=path)
     assert "resize_size=[232]" in default.preprocessing   # DEFAULT is IMAGENET1K_V2
     assert "resize_size=[256]" in v1.preprocessing
-    assert v1.weights == "ResNet50_Weights.IMAGENET1K_V1@resnet50.pth"
+    assert (v1.weights, v1.preprocessing_weights) == ("file:resnet50.pth", "ResNet50_Weights.IMAGENET1K_V1")
+    assert default.preprocessing_weights == "ResNet50_Weights.IMAGENET1K_V2"
 
 
 def test_module_tree_has_shapes_per_image():

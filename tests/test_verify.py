@@ -149,3 +149,38 @@ def test_verify_finds_written_rows_with_no_chunk_in_hdf5(tmp_path, image_dir, we
     failed = {c.name: c.detail for c in report.checks if not c.ok}
     assert failed == {"chunks present": "classifier.6 rows 8-11 have no stored chunk (lost; they read as fill "
                                         "values): rerun with --overwrite, or restore the files"}
+
+
+def test_a_random_weights_file_is_recorded_as_a_file_not_as_published_weights(good_store, weights_file):
+    import hashlib
+    with open_store(good_store) as store:
+        assert store.attrs["weights"] == "file:alexnet.pth"
+        assert store.attrs["preprocessing_weights"] == "AlexNet_Weights.IMAGENET1K_V1"
+        assert store.attrs["weights_sha256"] == hashlib.sha256(weights_file("alexnet").read_bytes()).hexdigest()
+        validate_store(store)
+
+
+def test_verify_recompute_honours_amp_and_channels_last(tmp_path, image_dir, weights_file):
+    out = tmp_path / "bf16.zarr"
+    extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["features.2", "classifier.6"],
+            in_path=image_dir, out_path=out, amp="bfloat16", channels_last=True, **FAST)
+    report = verify(out, recompute=3, model_path=weights_file("alexnet"))
+    assert report.ok, report.checks
+    recompute = report.checks[-1]
+    assert recompute.name == "recompute"
+    assert recompute.detail.startswith("3 images recomputed (amp bfloat16, channels_last True); max |diff| ")
+    # Without autocast the rows differ beyond float32 tolerances: recompute had to use it.
+    exact = extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["classifier.6"],
+                    in_path=image_dir, out_path=tmp_path / "fp32.zarr", **FAST)
+    with open_store(out) as bf16, open_store(exact.path) as fp32:
+        assert not np.allclose(bf16["classifier.6"][:], fp32["classifier.6"][:], rtol=1e-4, atol=1e-5)
+
+
+def test_the_txt_layouts_summary_says_files_not_store(tmp_path, image_dir, weights_file):
+    result = CliRunner().invoke(app, ["extract", "--model-name", "alexnet", "--model-path",
+                                      str(weights_file("alexnet")), "--module-name", "classifier.6",
+                                      "--in-path", str(image_dir), "--out-path", str(tmp_path / "out"),
+                                      "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.rstrip().endswith("img/s); files complete")
+    assert "store" not in result.stdout.splitlines()[-1].split(";")[-1]

@@ -42,6 +42,8 @@ class ExtractResult:
     seconds: float
     layers: dict[str, tuple[int, ...]] = field(default_factory=dict)
     resumed: bool = False
+    # What was written, for messages: "store", or "files" for the original text layout.
+    output: str = "store"
     shard: tuple[int, int] | None = None
     shard_rows: tuple[int, int] | None = None
     plan: Plan | None = None
@@ -90,7 +92,8 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     result = ExtractResult(path=out_path, file_format=file_format, n_images=len(images), rows_written=0,
                            rows_this_run=0, seconds=0.0, plan=plan, shard_rows=(lo, hi),
                            layers={s.module_name: s.shape for s in layout.layers},
-                           shard=options.shard if options.shard[1] > 1 else None)
+                           shard=options.shard if options.shard[1] > 1 else None,
+                           output=writer_class(file_format).output_noun)
     if options.dry_run:
         result.seconds, result.shard, result.shard_rows = time.perf_counter() - started, None, None
         return result

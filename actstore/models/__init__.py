@@ -48,18 +48,24 @@ class Model:
     module: torch.nn.Module
     transform: Callable[[Any], torch.Tensor]
     name: str
+    # What the parameters are: a published entry ("AlexNet_Weights.IMAGENET1K_V1"),
+    # "none" (random), "file:<name>" (``model_path``; weights_sha256 says which
+    # file) or "user-module".
     weights: str
     weights_sha256: str | None = None
     input_size: tuple[int, int] = (224, 224)
     extra: dict = field(default_factory=dict)
+    # The published entry whose transforms() preprocess the images; for a
+    # weights file or random weights, not a statement about the weights.
+    preprocessing_weights: str | None = None
 
     @property
     def preprocessing(self) -> str:
         return repr(self.transform)
 
     def provenance(self) -> dict:
-        return {"model_name": self.name, "weights": self.weights,
-                "weights_sha256": self.weights_sha256, "preprocessing": self.preprocessing}
+        return {"model_name": self.name, "weights": self.weights, "weights_sha256": self.weights_sha256,
+                "preprocessing_weights": self.preprocessing_weights, "preprocessing": self.preprocessing}
 
 
 def load_model(model_name: str, *, weights: str | None = "DEFAULT",
@@ -100,7 +106,7 @@ def load_model(model_name: str, *, weights: str | None = "DEFAULT",
         file = _checkpoint_file(Path(model_path), chosen, model_name)
         state, sha = load_state_dict(file)
         _apply_state_dict(module, state, file)
-        weights_id = f"{chosen}@{file.name}"
+        weights_id = f"file:{file.name}"
     elif random_init:
         warnings.warn(f"{model_name} has RANDOM weights (--weights none): activations "
                       "are not those of a trained network", stacklevel=2)
@@ -110,7 +116,7 @@ def load_model(model_name: str, *, weights: str | None = "DEFAULT",
         weights_id = str(chosen)
     module.eval()
     return Model(module=module, transform=transform, name=model_name, weights=weights_id,
-                 weights_sha256=sha, input_size=_input_size(transform))
+                 weights_sha256=sha, input_size=_input_size(transform), preprocessing_weights=str(chosen))
 
 
 def from_module(module: torch.nn.Module, transform: Callable, *, name: str | None = None,

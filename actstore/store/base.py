@@ -160,6 +160,8 @@ class StoreWriter(ABC):
     # False for a write-only layout (the original txt/npy files): no reader,
     # never reopened, rechunked or imported into.
     readable: ClassVar[bool] = True
+    # What the output is called in messages ("store complete").
+    output_noun: ClassVar[str] = "store"
     # The format whose scratch sample estimates this one's size (see plan.measure).
     estimate_as: ClassVar[str | None] = None
 

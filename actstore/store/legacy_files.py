@@ -172,6 +172,7 @@ class LegacyFilesWriter(StoreWriter):
     suffixes = ()
     supports_resume = False
     readable = False
+    output_noun = "files"
     estimate_as = "zarr"   # no scratch files: a Zarr sample stands in for --dry-run
 
     def __init__(self, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int], *,
