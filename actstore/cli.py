@@ -108,7 +108,7 @@ def extract(
     things_tsv: Optional[Path] = typer.Option(None, "--things-tsv", help="Path to things_concept.tsv [default: data/things_concept.tsv]."),
     file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr, hdf5, or the original tool's txt/npy [default: from the out path's suffix, else zarr]."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 or float16."),
-    compression: str = typer.Option(defaults.COMPRESSION, "--compression", help="zstd, lz4, gzip or none."),
+    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, lz4, gzip (deflate with shuffle) or none [default: zstd for Zarr, gzip for HDF5, which every HDF5 reader decodes without plugins]."),
     compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the codec's own]."),
     chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 1 MiB]."),

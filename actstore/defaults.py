@@ -13,10 +13,22 @@ CHUNK_IMAGES = 16
 # class; benchmarks/bench_chunk_layout.py, README "Chunk layout").
 CHUNK_BYTES = 2**20
 
-# Blosc-zstd at level 1 with byte shuffle: it halves ReLU outputs (many exact
-# zeros) and on activations runs 2.3-2.6x faster than level 3 for a ratio
-# only 1-2% lower (benchmarks/bench_writer.py). See README "Compression".
-COMPRESSION = "zstd"
+# The default codec depends on the format, because the readers do.
+# Zarr: Blosc-zstd at level 1 with byte shuffle. Every Zarr reader (zarr-python,
+# tensorstore, zarrs, xarray) decodes Blosc; it halves ReLU outputs (many exact
+# zeros) and on activations runs 2.3-2.6x faster than level 3 for a ratio only
+# 1-2% lower (benchmarks/bench_writer.py). See README "Compression".
+# HDF5: deflate (gzip) with byte shuffle, the one codec every HDF5 build decodes
+# without plugins (MATLAB, R, Julia, h5dump, netCDF-C); Blosc there needs the
+# hdf5plugin filters, so it is kept for --compression zstd/lz4 only.
+COMPRESSION_BY_FORMAT = {"zarr": "zstd", "hdf5": "gzip"}
+
+
+def compression(file_format: str) -> str:
+    """The codec a store of ``file_format`` gets when --compression is not given."""
+    return COMPRESSION_BY_FORMAT.get(file_format, COMPRESSION_BY_FORMAT["zarr"])
+
+
 # Blosc block size: a whole chunk (up to this) is one block. On activations
 # that is ~1.5x faster to compress, ~1.7x faster to decompress and a slightly
 # better ratio than Blosc's automatic 32-64 KiB blocks (benchmarks/bench_writer.py).

@@ -286,7 +286,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             batch_size: int = defaults.BATCH_SIZE, device: str = "cpu", flatten_acts: bool = False,
             fraction: float = 1.0, rnd_seed: int = 42, things: bool = False,
             things_tsv: str | Path | None = None, file_format: str | None = None,
-            dtype: str = "float32", compression: str = defaults.COMPRESSION,
+            dtype: str = "float32", compression: str | None = None,
             compression_level: int | None = None, chunk_images: int = defaults.CHUNK_IMAGES,
             chunk_channels: int | None = None, num_workers: int | None = None,
             skip_bad_images: bool = False, shard: str | tuple[int, int] | None = None,
@@ -327,7 +327,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         raise UserError(f"--chunk-images must be at least 1, got {chunk_images}")
     if dtype not in DTYPES:
         raise UserError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    if compression not in COMPRESSIONS:
+    if compression is not None and compression not in COMPRESSIONS:
         raise UserError(f"unknown --compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
     if num_workers is not None and num_workers < 0:
         raise UserError(f"--num-workers must be 0 or more, got {num_workers}")
@@ -349,6 +349,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                       stacklevel=2)
         file_format = "txt"
     file_format = detect_format(out_path, file_format)
+    compression = compression or defaults.compression(file_format)
     if shard_count > 1:
         if file_format in LEGACY_FORMATS or not writer_class(file_format).supports_concurrent_writers:
             raise UserError(f"--shard needs a Zarr store: {file_format} has no safe concurrent "
@@ -443,7 +444,7 @@ def _open_or_create(out_path: Location, file_format: str, layout: Layout, images
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         **model.provenance(),
         "dtype": layout.layers[0].dtype, "compression": layout.compression,
-        "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
+        "compression_level": layout.level, "chunk_images": layout.chunk_images,
         "flatten_acts": flatten,
         "torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
         "device": device, "torch_threads": torch.get_num_threads(), "amp": current["amp"],

@@ -680,7 +680,7 @@ class ImportResult:
 
 def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str | None = None,
                   overwrite: bool = False, chunk_images: int = defaults.CHUNK_IMAGES,
-                  compression: str = defaults.COMPRESSION, command_line: str | None = None) -> ImportResult:
+                  compression: str | None = None, command_line: str | None = None) -> ImportResult:
     """Read an original output folder into a store, streaming a few chunks at a time.
 
     ``source`` is ``<out>/<model>/<module>/`` (one layer) or ``<out>/<model>/``
@@ -695,7 +695,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
         file_format: ``zarr`` or ``hdf5`` [default: from ``out_path``].
         overwrite: replace an existing store at ``out_path``.
         chunk_images: rows per chunk.
-        compression: the store's codec.
+        compression: the store's codec [default: the format's, ``defaults.compression``].
         command_line: recorded in the attributes [default: ``sys.argv``].
 
     Returns:
@@ -711,6 +711,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
     store_format = detect_format(out_path, file_format)
     if store_format in LEGACY_FORMATS:
         raise UserError("import-legacy writes a store: use --file-format zarr or hdf5")
+    compression = compression or defaults.compression(store_format)
     model_name, layers = _find_layers(source)
     first = layers[0]
     for layer in layers[1:]:
@@ -750,7 +751,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "actstore_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "model_name": model_name, "weights": IMPORTED, "weights_sha256": None, "preprocessing": IMPORTED,
-        "dtype": specs[0].dtype, "compression": compression, "compression_level": None,
+        "dtype": specs[0].dtype, "compression": compression, "compression_level": layout.level,
         "chunk_images": chunk_images, "flatten_acts": False,
         "torch_version": IMPORTED, "torchvision_version": IMPORTED, "device": IMPORTED,
         "rnd_seed": None, "fraction": 1.0, "in_path": str(source.resolve()), "image_layout": image_layout,

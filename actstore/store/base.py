@@ -114,8 +114,16 @@ class Layout:
     n_rows: int
     layers: tuple[LayerSpec, ...]
     chunk_images: int = defaults.CHUNK_IMAGES
-    compression: str = defaults.COMPRESSION
-    compression_level: int | None = None
+    compression: str = defaults.COMPRESSION_BY_FORMAT["zarr"]
+    compression_level: int | None = None   # None: the codec's default level
+
+    @property
+    def level(self) -> int | None:
+        """The codec level the arrays are written with (None for ``none``)."""
+        if self.compression == "none":
+            return None
+        return defaults.COMPRESSION_LEVELS[self.compression] if self.compression_level is None \
+            else self.compression_level
 
     def layer(self, name: str) -> LayerSpec:
         for spec in self.layers:

@@ -121,7 +121,7 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         new_specs = tuple(_respec(spec, layout, rows, chunk_channels) for spec in specs)
         writer = create_writer(out, file_format, Layout(
             n_rows=len(store), layers=new_specs, chunk_images=rows,
-            compression=store.attrs.get("compression", defaults.COMPRESSION),
+            compression=store.attrs.get("compression", defaults.compression(file_format)),
             compression_level=store.attrs.get("compression_level")),
             store.file_names, store.targets, store.classes, _attrs(store, new_specs, rows, src))
         try:
