@@ -98,6 +98,19 @@ def reopen_writer(path: str | Path) -> StoreWriter:
     return BACKENDS[detect_format(path)][0].reopen(location(path))
 
 
+def repair_store(path: str | Path) -> list[str]:
+    """Clear what a killed writer left that keeps readers other than actstore
+    out (an HDF5 file's "open for write" flag), without touching data.
+
+    Returns:
+        What was done, one line each; empty when nothing needed it.
+    """
+    path = location(path)
+    if not exists(path):
+        raise UserError(f"store {path} does not exist")
+    return BACKENDS[detect_format(path)][0].repair(path)
+
+
 def writer_class(file_format: str) -> type[StoreWriter]:
     return BACKENDS[file_format][0]
 
@@ -136,4 +149,4 @@ def open_store(path: str | Path) -> Store:
 __all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION", "LEGACY_FORMATS", "STORE_SUFFIXES",
            "LayerSpec", "Layout", "LazyArray", "Location", "exists", "is_url", "location", "Store", "StoreReader", "StoreWriter", "choose_chunks",
            "create_writer", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
-           "reopen_writer", "writer_class"]
+           "repair_store", "reopen_writer", "writer_class"]

@@ -193,6 +193,12 @@ class StoreWriter(ABC):
     def close(self) -> None:
         """Release files; what was written stays."""
 
+    @classmethod
+    def repair(cls, path: Path) -> list[str]:
+        """Undo what a killed writer leaves that keeps other readers out,
+        touching no data; what was done, one line each (nothing by default)."""
+        return []
+
     def __enter__(self) -> "StoreWriter":
         return self
 
@@ -228,6 +234,11 @@ class StoreReader(ABC):
     @abstractmethod
     def chunk_stats(self, name: str) -> tuple[int, int]:
         """(stored bytes, number of stored chunks) of one array."""
+
+    def notes(self) -> list[str]:
+        """What a reader of this store without actstore needs to know (plugins,
+        flags), one line each; ``actstore info`` shows them."""
+        return []
 
     @abstractmethod
     def close(self) -> None: ...

@@ -247,6 +247,15 @@ class Hdf5Writer(StoreWriter):
             self._file.flush()
             self._file.close()
 
+    @classmethod
+    def repair(cls, path: Path) -> list[str]:
+        if not _open_for_write(path):
+            return []
+        # Opening for writing clears the flag (and waits for, or names, a
+        # process that still has the file open); closing leaves it clear.
+        _open_rw(path).close()
+        return [f"cleared the 'open for write' flag of {path} (as h5clear -s); no data changed"]
+
 
 class Hdf5Reader(StoreReader):
     format_name = "hdf5"
@@ -293,6 +302,20 @@ class Hdf5Reader(StoreReader):
         if dset.chunks is None:
             return int(dset.id.get_storage_size()), 1
         return int(dset.id.get_storage_size()), int(dset.id.get_num_chunks())
+
+    def notes(self) -> list[str]:
+        notes = []
+        codecs = {"zstd", "lz4"} & {_ChunkEncoder.for_dataset(d).kind for d in _layers(self._file[ACTIVATIONS]).values()
+                                   if _ChunkEncoder.for_dataset(d)}
+        if codecs:
+            notes.append(f"its layers use Blosc {'/'.join(sorted(codecs))}, an HDF5 filter plugin: h5py reads them "
+                         "after `import hdf5plugin`; h5dump, MATLAB, R and Julia after `export HDF5_PLUGIN_PATH="
+                         "$(python -c 'import hdf5plugin; print(hdf5plugin.PLUGIN_PATH)')`")
+        if _open_for_write(self._file.filename):
+            notes.append("the file is marked open for write: readers other than SWMR ones (h5dump, MATLAB, "
+                         "plain h5py) refuse it; if no extract is writing it, `actstore verify --repair` "
+                         "clears the mark (as h5clear -s)")
+        return notes
 
     def close(self) -> None:
         if self._file.id.valid:
@@ -350,6 +373,15 @@ def _open_rw(path) -> h5py.File:
                                                                      fapl=fapl)))
     file.swmr_mode = True
     return file
+
+
+def _open_for_write(path) -> bool:
+    """Whether the superblock's "open for write" flags are set: a writer has the
+    file open, or was killed with it open. Superblocks of version 2 and 3 (the
+    1.10 format) keep the flags in byte 11."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    return len(head) == 12 and head[8] >= 2 and head[11] != 0
 
 
 def _clear_status_flags_on(fapl) -> None:
