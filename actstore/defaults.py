@@ -33,9 +33,11 @@ def compression(file_format: str) -> str:
 # that is ~1.5x faster to compress, ~1.7x faster to decompress and a slightly
 # better ratio than Blosc's automatic 32-64 KiB blocks (benchmarks/bench_writer.py).
 BLOSC_BLOCK_BYTES = 2**20
-# Each codec's level when --compression-level is not given (lz4 and gzip:
-# their libraries' usual middle levels).
-COMPRESSION_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 4}
+# Each codec's level when --compression-level is not given (lz4: its library's
+# usual middle level). gzip 1: on activations (shuffle + deflate, one core)
+# 1.25-2x faster than level 4 for a ratio 2-3% lower, and 3-7x faster than
+# level 6 (benchmarks/bench_writer.py, "codec settings"; docs/benchmarks.md).
+COMPRESSION_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 1}
 
 BATCH_SIZE = 64
 # DataLoader decode processes when --num-workers is not given. On the CPU the

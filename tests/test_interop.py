@@ -65,14 +65,14 @@ def interrupted(path: Path) -> np.ndarray:
     return data
 
 
-def test_default_hdf5_store_is_shuffle_gzip_level_4_in_the_hdf5_1_10_file_format(stores, image_dir, weights_file):
+def test_default_hdf5_store_is_shuffle_gzip_level_1_in_the_hdf5_1_10_file_format(stores, image_dir, weights_file):
     with h5py.File(stores["default.h5"], "r") as f:
         dset = f["activations/features.2"]
-        assert dict(dset._filters).keys() == {"shuffle", "gzip"} and dset.compression_opts == 4
+        assert dict(dset._filters).keys() == {"shuffle", "gzip"} and dset.compression_opts == 1
         assert np.isnan(dset.fillvalue)
     assert stores["default.h5"].read_bytes()[8] == 3     # superblock version 3: HDF5 1.10's
     with open_store(stores["default.h5"]) as store:
-        assert store.attrs["compression"] == "gzip" and store.attrs["compression_level"] == 4
+        assert store.attrs["compression"] == "gzip" and store.attrs["compression_level"] == 1
         assert store.attrs["fingerprint"]["compression"] == "gzip"
         expected = reference_activations("alexnet", weights_file("alexnet"), image_dir, store.file_names,
                                          "classifier.6")
