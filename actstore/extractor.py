@@ -39,7 +39,7 @@ from .models import Model, load_model, suggest
 from .plan import Plan, free_space, human_size, measure
 from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS,
                     STORE_SUFFIXES, LayerSpec, Layout, Location, StoreWriter, choose_chunks,
-                    create_writer, detect_format, exists, is_store, join, location, remove_store,
+                    create_writer, default_compression, detect_format, exists, is_store, join, location, remove_store,
                     reopen_writer, suffix, writer_class)
 
 
@@ -349,7 +349,7 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                       stacklevel=2)
         file_format = "txt"
     file_format = detect_format(out_path, file_format)
-    compression = compression or defaults.compression(file_format)
+    compression = compression or default_compression(out_path, file_format, resume=not overwrite)
     if shard_count > 1:
         if file_format in LEGACY_FORMATS or not writer_class(file_format).supports_concurrent_writers:
             raise UserError(f"--shard needs a Zarr store: {file_format} has no safe concurrent "

@@ -289,3 +289,13 @@ def test_a_killed_hdf5_writer_leaves_a_file_actstore_reads_and_repair_opens_to_e
     after = stored(path)
     assert all(np.array_equal(before[k], after[k]) for k in before)
     assert repair_store(path) == []
+
+
+def test_a_rerun_without_compression_resumes_a_store_of_another_codec(stores, image_dir, weights_file):
+    """HDF5 stores made when Blosc zstd was HDF5's default resume as they are."""
+    result = extract(model_name="alexnet", model_path=weights_file("alexnet"), in_path=image_dir,
+                     out_path=stores["zstd.h5"], module_names=LAYERS, batch_size=5, chunk_images=4,
+                     num_workers=0, quiet=True)
+    assert result.resumed and result.rows_this_run == 0 and result.rows_written == 12
+    with open_store(stores["zstd.h5"]) as store:
+        assert store.attrs["compression"] == "zstd"

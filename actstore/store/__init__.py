@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .. import defaults
 from ..errors import UserError
 from .base import (ACTIVATIONS, COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec,
                    Layout, StoreReader, StoreWriter, choose_chunks, dim_names)
@@ -98,6 +99,17 @@ def reopen_writer(path: str | Path) -> StoreWriter:
     return BACKENDS[detect_format(path)][0].reopen(location(path))
 
 
+def default_compression(path: Location, file_format: str, resume: bool = True) -> str:
+    """The codec when none is asked for: the one the store at ``path`` has, so
+    rerunning a command resumes its store even across a change of default
+    (HDF5's was zstd before gzip), else the format's (``defaults.compression``)."""
+    if resume and file_format in BACKENDS and is_store(path):
+        with open_store(path) as store:
+            if store.attrs.get("compression") in COMPRESSIONS:
+                return store.attrs["compression"]
+    return defaults.compression(file_format)
+
+
 def repair_store(path: str | Path) -> list[str]:
     """Clear what a killed writer left that keeps readers other than actstore
     out (an HDF5 file's "open for write" flag), without touching data.
@@ -148,5 +160,5 @@ def open_store(path: str | Path) -> Store:
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION", "LEGACY_FORMATS", "STORE_SUFFIXES",
            "LayerSpec", "Layout", "LazyArray", "Location", "exists", "is_url", "location", "Store", "StoreReader", "StoreWriter", "choose_chunks",
-           "create_writer", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
+           "create_writer", "default_compression", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
            "repair_store", "reopen_writer", "writer_class"]
