@@ -42,8 +42,8 @@ from .chunks import ChunkCompressor, whole_chunks
 # the crash safety rests on) up to 1.14's. HDF5 2.0's "latest" writes layout
 # messages that HDF5 1.x cannot read.
 LIBVER = ("v110", "v114")
-# What netCDF writes into a dimension scale that is only a dimension (no coordinate values).
 DIMENSION_SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")   # HDF5's own, not ours
+# What netCDF writes into a dimension scale that is only a dimension (no coordinate values).
 NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
 # How long a writer waits for other processes to close the file (a reader
 # polling progress holds it for moments).
@@ -305,8 +305,8 @@ class Hdf5Reader(StoreReader):
 
     def notes(self) -> list[str]:
         notes = []
-        codecs = {"zstd", "lz4"} & {_ChunkEncoder.for_dataset(d).kind for d in _layers(self._file[ACTIVATIONS]).values()
-                                   if _ChunkEncoder.for_dataset(d)}
+        encoders = [_ChunkEncoder.for_dataset(d) for d in _layers(self._file[ACTIVATIONS]).values()]
+        codecs = {"zstd", "lz4"} & {encoder.kind for encoder in encoders if encoder}
         if codecs:
             notes.append(f"its layers use Blosc {'/'.join(sorted(codecs))}, an HDF5 filter plugin: h5py reads them "
                          "after `import hdf5plugin`; h5dump, MATLAB, R and Julia after `export HDF5_PLUGIN_PATH="
