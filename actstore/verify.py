@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .store import location, open_store
+from .store import location, open_store, repair_store
 from .store.schema import store_problems
 
 
@@ -45,7 +45,7 @@ class VerifyReport:
 
 def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | None = None,
            in_path: str | Path | None = None, device: str = "cpu", seed: int = 0,
-           rtol: float | None = None, atol: float | None = None) -> VerifyReport:
+           rtol: float | None = None, atol: float | None = None, repair: bool = False) -> VerifyReport:
     """Check a store; with ``recompute=K`` also recompute K random images.
 
     Args:
@@ -54,6 +54,8 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         model_path: the weights file the store was made with (its SHA-256 must
             match the one recorded); not needed for random or downloadable weights.
         in_path: the image folder, if it moved since extraction.
+        repair: first clear the "open for write" flag a killed HDF5 writer
+            leaves (as ``h5clear -s``), so that every HDF5 reader opens the file.
 
     Returns:
         A :class:`VerifyReport`.
@@ -66,6 +68,8 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         True
     """
     report = VerifyReport(location(path))
+    if repair:
+        report.add("repair", True, "; ".join(repair_store(path)) or "nothing to repair")
     with open_store(path) as store:
         problems = store_problems(store)
         report.add("schema", not problems, "; ".join(problems[:5]) or "attributes match the schemas")
@@ -88,8 +92,8 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         lost = {layer: runs for layer, runs in lost.items() if runs}
         report.add("chunks present", not lost,
                    "; ".join(f"{layer} rows {', '.join(f'{a}-{b}' if a != b else str(a) for a, b in runs[:5])}"
-                             f"{' ...' if len(runs) > 5 else ''} have no stored chunk (lost; they read as "
-                             "fill values): rerun with --overwrite, or restore the files"
+                             f"{' ...' if len(runs) > 5 else ''} have no stored chunk (lost; they read as NaN): "
+                             "rerun with --overwrite, or restore the files"
                              for layer, runs in lost.items())
                    or "every written row has its stored chunk in every layer")
         _check_chunks(store, written, report)

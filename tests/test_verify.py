@@ -117,8 +117,8 @@ def test_verify_names_the_rows_of_a_deleted_chunk(good_store):
     (good_store / "activations" / "features.2" / "c" / "1" / "0" / "0" / "0").unlink()   # rows 4-7
     report = verify(good_store)
     failed = {c.name: c.detail for c in report.checks if not c.ok}
-    assert failed == {"chunks present": "features.2 rows 4-7 have no stored chunk (lost; they read as fill "
-                                        "values): rerun with --overwrite, or restore the files"}
+    assert failed == {"chunks present": "features.2 rows 4-7 have no stored chunk (lost; they read as NaN): "
+                                        "rerun with --overwrite, or restore the files"}
     assert CliRunner().invoke(app, ["verify", str(good_store)]).exit_code == 1
 
 
@@ -147,8 +147,8 @@ def test_verify_finds_written_rows_with_no_chunk_in_hdf5(tmp_path, image_dir, we
         new.attrs.update(attrs)
     report = verify(out)
     failed = {c.name: c.detail for c in report.checks if not c.ok}
-    assert failed == {"chunks present": "classifier.6 rows 8-11 have no stored chunk (lost; they read as fill "
-                                        "values): rerun with --overwrite, or restore the files"}
+    assert failed == {"chunks present": "classifier.6 rows 8-11 have no stored chunk (lost; they read as NaN): "
+                                        "rerun with --overwrite, or restore the files"}
 
 
 def test_a_random_weights_file_is_recorded_as_a_file_not_as_published_weights(good_store, weights_file):
