@@ -118,7 +118,8 @@ def test_verify_names_the_rows_of_a_deleted_chunk(good_store):
     report = verify(good_store)
     failed = {c.name: c.detail for c in report.checks if not c.ok}
     assert failed == {"chunks present": "features.2 rows 4-7 have no stored chunk (lost; they read as NaN): "
-                                        "rerun with --overwrite, or restore the files"}
+                                        "rerun with --overwrite, or restore the files",
+                      "finite values": "features.2: 186624 NaN, 0 Inf, classifier.6: 0 NaN, 0 Inf"}   # 4 x 64x27x27
     assert CliRunner().invoke(app, ["verify", str(good_store)]).exit_code == 1
 
 
@@ -142,13 +143,15 @@ def test_verify_finds_written_rows_with_no_chunk_in_hdf5(tmp_path, image_dir, we
         old = file["activations/classifier.6"]
         attrs, data = dict(old.attrs), old[:8]
         del file["activations/classifier.6"]
-        new = file.create_dataset("activations/classifier.6", shape=(12, 1000), dtype="float32", chunks=(4, 500))
+        new = file.create_dataset("activations/classifier.6", shape=(12, 1000), dtype="float32", chunks=(4, 500),
+                                  fillvalue=np.nan)
         new[:8] = data
         new.attrs.update(attrs)
     report = verify(out)
     failed = {c.name: c.detail for c in report.checks if not c.ok}
-    assert failed == {"chunks present": "classifier.6 rows 8-11 have no stored chunk (lost; they read as NaN): "
-                                        "rerun with --overwrite, or restore the files"}
+    assert failed["chunks present"] == ("classifier.6 rows 8-11 have no stored chunk (lost; they read as NaN): "
+                                        "rerun with --overwrite, or restore the files")
+    assert failed["finite values"] == "classifier.6: 4000 NaN, 0 Inf"
 
 
 def test_a_random_weights_file_is_recorded_as_a_file_not_as_published_weights(good_store, weights_file):
