@@ -85,8 +85,8 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
             report.add("unique file names", not len(dupes), f"{len(dupes)} repeated (e.g. {', '.join(dupes[:3])})"
                        if len(dupes) else f"{len(names)} unique")
         else:
-            report.checks.append(Check("unique file names", True, "skipped: imported from files without "
-                                       "file_names.txt, so the store has no file names", skipped=True))
+            report.checks.append(Check("unique file names", True, "skipped: imported from files that did not "
+                                       "name the images, so the store has no file names", skipped=True))
 
         lost = {layer: store.missing_rows(layer) for layer in store.layers}
         lost = {layer: runs for layer, runs in lost.items() if runs}
@@ -139,7 +139,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
     from .extract.options import ExtractOptions
     from .extract.prepare import hook_and_lay_out, ready_model
     from .images import ImageSet
-    from .store import FORMAT_NAME, create_writer
+    from .store import DEFAULT_FORMAT, FORMAT_NAME, create_writer, scratch_path
 
     attrs, recorded = store.attrs, store.attrs.get("fingerprint", {})
     if "imported_from" in attrs or attrs.get("weights") == "user-module":
@@ -163,7 +163,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
     amp = attrs.get("amp")
     with tempfile.TemporaryDirectory(prefix="actstore-verify-") as scratch:
         options = ExtractOptions(
-            in_path=root, out_path=Path(scratch) / "recomputed.zarr", module_names=store.layers,
+            in_path=root, out_path=scratch_path(Path(scratch), DEFAULT_FORMAT), module_names=store.layers,
             model_name=attrs["model_name"], model_path=model_path,
             weights="none" if weights == "none" else entry.split(".")[-1],
             rnd_seed=attrs["rnd_seed"] if attrs.get("rnd_seed") is not None else 42,
@@ -175,7 +175,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
             raise UserError(f"--model-path {model_path} is not the weights file the store was made with "
                             "(SHA-256 differs)")
         extractor, layout = hook_and_lay_out(model, options, len(images))
-        writer = create_writer(options.out_location, "zarr", layout, images.file_names, images.targets,
+        writer = create_writer(options.out_location, DEFAULT_FORMAT, layout, images.file_names, images.targets,
                                images.classes, {"format": FORMAT_NAME})
         try:
             run_batches(extractor, model, images, np.arange(len(images)), writer, layout, options,

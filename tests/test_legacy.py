@@ -487,7 +487,8 @@ def test_verify_skips_what_makes_no_sense_for_an_imported_store_and_says_so(tmp_
     assert report.ok
     skipped = {c.name: c.detail for c in report.checks if c.skipped}
     assert skipped == {
-        "unique file names": "skipped: imported from files without file_names.txt, so the store has no file names",
+        "unique file names": "skipped: imported from files that did not name the images, so the store has no file "
+                             "names",
         "recompute": "cannot recompute: this store was imported from another tool's files, so its model and "
                      "preprocessing are not recorded"}
     assert [c.name for c in report.checks if not c.skipped] == ["schema", "rows written", "chunks present",

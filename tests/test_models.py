@@ -39,7 +39,7 @@ def test_checkpoint_folder_finds_torchvisions_file_name(tmp_path, weights_file):
     (folder / "alexnet-owt-7be5be79.pth").write_bytes(weights_file("alexnet").read_bytes())
     for given in (folder, tmp_path):
         model = load_model("alexnet", model_path=given)
-        assert model.weights.endswith("@alexnet-owt-7be5be79.pth")
+        assert model.weights == "file:alexnet-owt-7be5be79.pth"
 
 
 def test_checkpoint_folder_without_the_file_names_it(tmp_path):
