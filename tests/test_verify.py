@@ -187,3 +187,18 @@ def test_the_txt_layouts_summary_says_files_not_store(tmp_path, image_dir, weigh
     assert result.exit_code == 0, result.output
     assert result.stdout.rstrip().endswith("img/s); files complete")
     assert "store" not in result.stdout.splitlines()[-1].split(";")[-1]
+
+
+def test_a_lost_shard_is_found_by_its_shard_grid(tmp_path):
+    """Sharded Zarr arrays store one object per shard: the check counts shards."""
+    import zarr
+    from actstore.store.zarr import ZarrReader
+    group = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+    arr = group.create_array("activations/x", shape=(12, 8), chunks=(2, 4), shards=(4, 8), dtype="float32",
+                             fill_value=float("nan"))
+    arr[:] = 1.0
+    reader = ZarrReader(tmp_path / "s.zarr")
+    assert reader.block_rows("activations/x") == 4
+    assert reader.missing_blocks("activations/x", [0, 1, 2]) == []
+    (tmp_path / "s.zarr" / "activations" / "x" / "c" / "1" / "0").unlink()   # rows 4-7
+    assert reader.missing_blocks("activations/x", [0, 1, 2]) == [1]
