@@ -263,6 +263,8 @@ def fingerprint(model: Model, images: ImageSet, layout: Layout, flatten: bool, *
         "format_version": FORMAT_VERSION,
         "model_name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256,
         "preprocessing": model.preprocessing,
+        # only for the new sources, so that stores made before them still resume
+        **({"source": model.source} if model.source != "torchvision" else {}),
         "layers": [spec.module_name for spec in layout.layers],
         "shapes": {spec.module_name: list(spec.shape) for spec in layout.layers},
         "chunks": {spec.module_name: list(spec.chunks) for spec in layout.layers},
@@ -281,7 +283,7 @@ def _fingerprint_differences(stored: Mapping[str, Any], current: Mapping[str, An
 
 
 def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence[str],
-            model_name: str | None = None, model: Model | None = None,
+            model_name: str | None = None, model: Model | None = None, source: str = "torchvision",
             model_path: str | Path | None = None, weights: str | None = "DEFAULT",
             batch_size: int = defaults.BATCH_SIZE, device: str = "cpu", flatten_acts: bool = False,
             fraction: float = 1.0, rnd_seed: int = 42, things: bool = False,
@@ -370,13 +372,11 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         if not len(images):
             raise UserError(f"every image under {in_path} is bad; nothing to extract")
     if model is None:
-        if not model_name:
-            raise UserError("no model given: pass --model-name (see `actstore models`)")
-        model = load_model(model_name, weights=weights, model_path=model_path, seed=rnd_seed)
+        model = load_model(model_name, source=source, weights=weights, model_path=model_path, seed=rnd_seed)
     model.module.to(torch_device)
     if channels_last:
         model.module.to(memory_format=torch.channels_last)
-    extractor = Extractor(model.module, module_names)
+    extractor = Extractor(model, module_names)
     probe = torch.zeros(1, 3, *model.input_size, device=torch_device)
     shapes = extractor.probe(probe)
     itemsize = np.dtype(dtype).itemsize

@@ -37,8 +37,8 @@ def dim_names(native_shape: Sequence[int], flattened: bool) -> tuple[str, ...]:
         return ("image", "unit")
     if len(native_shape) == 3:
         return ("image", "channel", "height", "width")
-    if len(native_shape) == 2:
-        return ("image", "token", "unit")
+    if len(native_shape) == 2:   # transformer tokens: (N, tokens, dim)
+        return ("image", "token", "channel")
     return ("image",) + tuple(f"dim_{i}" for i in range(1, len(native_shape) + 1))
 
 
