@@ -14,6 +14,7 @@ tower's output, ``encode_image`` before normalisation.
 """
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def available_models() -> list[str]:
 
 def weights_argument(weights_id: str) -> str:
     """The ``--weights`` that rebuilds a recorded weights id (a file needs ``--model-path``)."""
-    return "none" if weights_id == "none" or "@" in weights_id else weights_id
+    return "DEFAULT" if "@" in weights_id else weights_id
 
 
 def load(model_name: str | None, *, weights: str | None, model_path: Path | None, seed: int | None) -> Model:
@@ -84,6 +85,7 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
                             f"use one of {', '.join(tags) or '(none published)'}, or none")
         pretrained, weights_id = str(weights), str(weights)
     torch.manual_seed(0 if seed is None else seed)
+    logging.disable(logging.ERROR)   # OpenCLIP logs each failure to the root logger: we say it once
     with download_guard(f"OpenCLIP weights for {model_name} ({weights_id})"):
         try:
             clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
@@ -94,6 +96,8 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
             first = str(error).splitlines()[1:2] or [str(error)]
             raise UserError(f"weights file {model_path} does not fit OpenCLIP {name}: "
                             f"{first[0].strip()[:200]}") from error
+        finally:
+            logging.disable(logging.NOTSET)
     module = ImageTower(clip.visual).eval()
     return Model(module=module, transform=preprocess, name=model_name, weights=weights_id,
                  weights_sha256=sha, input_size=input_size_of(preprocess), source="open_clip",

@@ -24,7 +24,7 @@ def available_models() -> list[str]:
 
 def weights_argument(weights_id: str) -> str:
     """The ``--weights`` that rebuilds a recorded weights id (a file needs ``--model-path``)."""
-    return "none" if weights_id == "none" or "@" in weights_id else weights_id
+    return "DEFAULT" if "@" in weights_id else weights_id
 
 
 def load(model_name: str, *, weights: str | None, model_path: Path | None, seed: int | None) -> Model:
