@@ -233,7 +233,7 @@ def info(
         ratio = f"{layer['compression_ratio']}x" if layer["compression_ratio"] else "-"
         typer.echo(f"  {name}: {tuple(layer['shape'])} ({', '.join(layer['dims'])}) "
                    f"chunks {tuple(layer['chunks'])}  {layer['bytes_stored']:,} B stored, ratio {ratio}")
-    for key in ("created", "completed", "actstore_version", "torch_version", "torchvision_version",
+    for key in ("source", "created", "completed", "actstore_version", "torch_version", "torchvision_version",
                 "device", "torch_threads", "amp", "in_path", "image_layout", "fraction", "rnd_seed",
                 "weights_sha256", "preprocessing", "command_line", "rechunked_from", "imported_from"):
         if attrs.get(key) is not None:

@@ -303,35 +303,35 @@ VIT = ("--source", "timm", "--model-name", "vit_tiny_patch16_224")
 
 
 def test_token_layer_resumes_to_the_uninterrupted_store(tmp_path, images, saved):
-    args = ["extract", *VIT, "--model-path", str(saved["vit"]), "--module-name", "blocks.0", "--in-path",
-            str(images), "--batch-size", "2", "--chunk-images", "2", "--num-workers", "0", "-q"]
+    args = ["extract", "--source", "hf", "--model-path", str(saved["dinov2"]), "--module-name", "encoder.layer.0",
+            "--in-path", str(images), "--batch-size", "2", "--chunk-images", "2", "--num-workers", "0", "-q"]
     invoke(*args, "--out-path", tmp_path / "whole.zarr")
     invoke(*args, "--out-path", tmp_path / "cut.zarr")
-    with open_store(tmp_path / "cut.zarr") as store:
-        whole = store["blocks.0"][:]
     import zarr
     root = zarr.open_group(str(tmp_path / "cut.zarr"), mode="r+")
-    root["written"][2:] = 0                  # as a run killed after two chunks leaves it
+    root["written"][2:] = 0                  # as a run killed after the first chunk leaves it
+    root["activations/encoder.layer.0"][2:] = 0
     root.attrs["status"] = "incomplete"
     result = invoke(*args, "--out-path", tmp_path / "cut.zarr")
     assert "resumed 4 rows" in result.output
     with open_store(tmp_path / "cut.zarr") as cut, open_store(tmp_path / "whole.zarr") as ref:
-        assert cut.status == "complete"
-        assert np.array_equal(cut["blocks.0"][:], ref["blocks.0"][:]) and np.array_equal(whole, ref["blocks.0"][:])
+        assert cut.status == "complete" and cut["encoder.layer.0"].shape == (6, 17, 32)
+        assert np.array_equal(cut["encoder.layer.0"][:], ref["encoder.layer.0"][:])
 
 
+@pytest.mark.slow   # two processes, each importing torch and transformers
 def test_token_layer_shards_equal_a_single_run(tmp_path, images, saved):
-    args = ["extract", *VIT, "--model-path", str(saved["vit"]), "--module-name", "blocks.2",
+    args = ["extract", "--source", "hf", "--model-path", str(saved["dinov2"]), "--module-name", "encoder.layer.1",
             "--in-path", str(images), "--batch-size", "2", "--chunk-images", "2", "--num-workers", "0", "-q"]
     invoke(*args, "--out-path", tmp_path / "single.zarr")
     procs = [subprocess.Popen([sys.executable, "-m", "actstore", *args, "--out-path", str(tmp_path / "sharded.zarr"),
-                               "--shard", f"{i}/3"], cwd=ROOT, env=child_env(), stderr=subprocess.PIPE, text=True)
-             for i in range(3)]
+                               "--shard", f"{i}/2"], cwd=ROOT, env=child_env(), stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
     for proc in procs:
         assert proc.wait(timeout=300) == 0, proc.stderr.read()
     with open_store(tmp_path / "sharded.zarr") as sharded, open_store(tmp_path / "single.zarr") as single:
-        assert sharded.status == "complete" and sharded["blocks.2"].shape == (6, 197, 192)
-        assert np.array_equal(sharded["blocks.2"][:], single["blocks.2"][:])
+        assert sharded.status == "complete" and sharded["encoder.layer.1"].shape == (6, 17, 32)
+        assert np.array_equal(sharded["encoder.layer.1"][:], single["encoder.layer.1"][:])
 
 
 def test_token_layer_flattened_dry_run_info_verify_xarray_and_text_export(tmp_path, images, saved):
@@ -403,19 +403,37 @@ def test_open_clip_needs_a_named_tag():
         load_model("ViT-B-32", source="open_clip")
 
 
-@pytest.mark.parametrize("args", [
-    ("--source", "hf", "--model-name", "facebook/dinov2-small"),
-    ("--source", "timm", "--model-name", "vit_tiny_patch16_224"),
-    ("--source", "open_clip", "--model-name", "ViT-B-32", "--weights", "openai"),
-])
-def test_an_offline_download_fails_at_once_naming_model_path(tmp_path, images, args):
-    done = subprocess.run([sys.executable, "-m", "actstore", "extract", *args, "--module-name", "x",
-                           "--in-path", str(images), "--out-path", str(tmp_path / "x.zarr")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120,
+OFFLINE = """
+import warnings
+from actstore.errors import UserError
+from actstore.models import load_model
+for source, name, weights in [("hf", "facebook/dinov2-small", "DEFAULT"), ("timm", "vit_tiny_patch16_224", "DEFAULT"),
+                              ("open_clip", "ViT-B-32", "openai"), ("hf", "facebook/dinov2-small", "none")]:
+    try:
+        load_model(name, source=source, weights=weights)
+        print("loaded", source)
+    except UserError as error:
+        print(error)
+"""
+
+
+def test_an_offline_download_fails_at_once_naming_model_path(tmp_path):
+    done = subprocess.run([sys.executable, "-c", OFFLINE], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env=child_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
                                         TORCH_HOME=str(tmp_path / "torch")))
-    assert done.returncode == 1
-    assert done.stderr.count("\n") == 1 and "--model-path" in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and done.stderr == "", done.stdout + done.stderr
+    assert all(line.startswith("could not load ") and "pass --model-path with a local copy" in line
+               for line in lines), lines
+    assert "the Hugging Face model facebook/dinov2-small" in lines[0] and "OpenCLIP weights for ViT-B-32" in lines[2]
+
+
+def test_an_offline_download_fails_in_one_line_on_the_command_line(tmp_path, images):
+    done = subprocess.run([sys.executable, "-m", "actstore", "extract", "--source", "hf", "--model-name",
+                           "facebook/dinov2-small", "--module-name", "x", "--in-path", str(images),
+                           "--out-path", str(tmp_path / "x.zarr")], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120, env=child_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf")))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "--model-path" in done.stderr, done.stderr
 
 
 def test_a_pickle_carrying_code_is_refused_for_timm(tmp_path):
