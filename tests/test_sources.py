@@ -15,7 +15,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from actstore import extract, open_store
-from actstore.capture import Extractor, parse_layer
+from actstore.capture import Extractor
+from actstore.models.outputs import parse_layer
 from actstore.cli import app
 from actstore.errors import UserError
 from actstore.models import Tap, from_module, load_model

@@ -21,6 +21,7 @@ import torch
 from ..errors import UserError
 from ._common import (DOWNLOAD_TIMEOUT_S, Model, Tap, apply_state_dict, describe_transform,
                       input_size_of, load_state_dict, suggest)
+from .outputs import PROBE_BATCH, batch_axis, parse_layer, part_labels, select
 from .torchvision import ORIGINAL_MODELS, available_models
 from .torchvision import input_size as torchvision_input_size
 
@@ -123,7 +124,6 @@ def from_module(module: torch.nn.Module, transform: Callable, *, name: str | Non
     module.eval()
     tap = None
     if embedding is not None:
-        from ..capture import parse_layer
         tap = parse_layer(embedding)
     return Model(module=module, transform=transform, name=name or type(module).__name__,
                  weights="user-module", source="user-module", embedding=tap,
@@ -177,7 +177,6 @@ def module_tree(model: Model, device: str | torch.device = "cpu") -> list[Module
         >>> [m.name for m in module_tree(load_model("alexnet", weights="none"))][:3]   # doctest: +SKIP
         ['features', 'features.0', 'features.1']
     """
-    from ..capture import PROBE_BATCH, batch_axis, part_labels, select
     named = [(n, m) for n, m in model.module.named_modules() if n]
     outputs: dict[str, Any] = {}
     calls: dict[str, int] = {n: 0 for n, _ in named}

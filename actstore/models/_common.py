@@ -96,7 +96,10 @@ def input_size_of(transform: Callable) -> tuple[int, int]:
 
 
 def require(package: str, extra: str):
-    """Import a source's package, or say which extra installs it."""
+    """Import a source's package, or say which extra installs it. The hub's
+    timeouts are set first (where the user has not): it reads them on import."""
+    for key in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
+        os.environ.setdefault(key, str(DOWNLOAD_TIMEOUT_S))
     try:
         return importlib.import_module(package)
     except ImportError as error:
@@ -164,8 +167,6 @@ def download_guard(what: str) -> Iterator[None]:
     """Downloads through the Hugging Face hub or plain URLs, with timeouts so
     that an offline machine fails at once, and any failure as one line that
     says how to pass a local copy."""
-    for key in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
-        os.environ.setdefault(key, str(DOWNLOAD_TIMEOUT_S))
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
