@@ -418,9 +418,11 @@ for source, name, weights in [("hf", "facebook/dinov2-small", "DEFAULT"), ("timm
 """
 
 
-def test_an_offline_download_fails_at_once_naming_model_path(tmp_path):
+def test_an_unreachable_hub_fails_at_once_naming_model_path(tmp_path):
+    """Nothing listens on port 9: the hub is probed, found unreachable and put
+    in offline mode, instead of retrying for a minute."""
     done = subprocess.run([sys.executable, "-c", OFFLINE], capture_output=True, text=True, cwd=ROOT, timeout=120,
-                          env=child_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+                          env=child_env(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"),
                                         TORCH_HOME=str(tmp_path / "torch")))
     lines = done.stdout.splitlines()
     assert len(lines) == 4 and done.stderr == "", done.stdout + done.stderr

@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import socket
+from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -20,6 +21,7 @@ from ..errors import UserError
 
 # Seconds a download may stall before it fails: offline clusters must not hang.
 DOWNLOAD_TIMEOUT_S = 30
+HUB_PROBE_TIMEOUT_S = 5   # a hub that does not answer a TCP connect within this is treated as offline
 OFFLINE_HINT = "on a machine without internet, pass --model-path with a local copy, or --weights none"
 
 
@@ -96,10 +98,7 @@ def input_size_of(transform: Callable) -> tuple[int, int]:
 
 
 def require(package: str, extra: str):
-    """Import a source's package, or say which extra installs it. The hub's
-    timeouts are set first (where the user has not): it reads them on import."""
-    for key in ("HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT"):
-        os.environ.setdefault(key, str(DOWNLOAD_TIMEOUT_S))
+    """Import a source's package, or say which extra installs it."""
     try:
         return importlib.import_module(package)
     except ImportError as error:
@@ -169,6 +168,7 @@ def download_guard(what: str) -> Iterator[None]:
     says how to pass a local copy."""
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    hub = _offline_unless_reachable()
     try:
         yield
     except UserError:
@@ -179,6 +179,30 @@ def download_guard(what: str) -> Iterator[None]:
         raise UserError(f"could not load {what} ({type(error).__name__}: {message}){hint}") from error
     finally:
         socket.setdefaulttimeout(previous)
+        if hub is not None:
+            hub.HF_HUB_OFFLINE = False
+
+
+def _offline_unless_reachable():
+    """Put the Hugging Face hub (through which timm, OpenCLIP and transformers
+    download) in offline mode when its endpoint cannot be reached in seconds:
+    the hub's own retries take a minute to give up, and in offline mode cached
+    files still load while missing ones fail at once. Behind a proxy the
+    endpoint is not probed. Returns the constants module it changed, or None."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return None
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return None
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=HUB_PROBE_TIMEOUT_S).close()
+        return None
+    except OSError:
+        constants.HF_HUB_OFFLINE = True
+        return constants
 
 
 def _is_download_error(error: BaseException) -> bool:
