@@ -472,3 +472,15 @@ def test_unknown_source_and_model_give_one_line(tmp_path, images):
         "--out-path", tmp_path / "x.zarr")
     assert "unknown timm model 'vit_tiny_patch16_22'; did you mean vit_tiny_patch16_224" in fails(
         "layers", "--source", "timm", "vit_tiny_patch16_22")
+
+
+def test_a_hf_checkpoint_saved_without_its_pooler_has_no_embedding(tmp_path):
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=64, image_size=32, patch_size=8)
+    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    transformers.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    with pytest.warns(UserWarning, match="saved without its pooler, so it has no `embedding`"):
+        model = load_model(None, source="hf", model_path=tmp_path / "vit")
+    with pytest.raises(UserError, match="this model has no pooled embedding: name a module"):
+        Extractor(model, ["embedding"])
+    assert Extractor(model, ["layernorm"]).probe(torch.zeros(1, 3, 32, 32)) == {"layernorm": (17, 32)}

@@ -64,7 +64,8 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
     """See :func:`actstore.models.load_model`."""
     transformers = require("transformers", "hf")
     random_init = weights is not None and str(weights).lower() == "none"
-    revision = None if random_init or not weights or str(weights).upper() == "DEFAULT" else str(weights)
+    revision = (None if random_init or model_path is not None or not weights or str(weights).upper() == "DEFAULT"
+                else str(weights))
     sha = None
     if model_path is not None:
         if not (model_path / "config.json").is_file():
@@ -90,7 +91,9 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
                           "are not those of a trained network", stacklevel=3)
             module = cls.from_config(_tower_config(config) if tower else config)
         else:
-            module = cls.from_pretrained(source, config=_tower_config(config) if tower else config, **options)
+            module, info = cls.from_pretrained(source, config=_tower_config(config) if tower else config,
+                                               output_loading_info=True, **options)
+            missing = list(info.get("missing_keys") or [])
         try:
             processor = transformers.AutoImageProcessor.from_pretrained(source, **options)
         except OSError as error:
@@ -103,10 +106,20 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
         weights_id = f"folder@{model_path.name}"
     else:
         weights_id = getattr(config, "_commit_hash", None) or revision or "main"
+    embedding = Tap("", "image_embeds" if tower == "CLIPVisionModelWithProjection" else "pooler_output")
+    if not random_init and missing:
+        # A pooler the checkpoint lacks (a ViT saved from ViTForImageClassification)
+        # would be random: no embedding then. Any other missing weight refuses the model.
+        if any(not key.startswith("pooler.") for key in missing):
+            more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+            raise UserError(f"the weights of {source} do not fit {type(module).__name__}: missing keys: "
+                            f"{', '.join(missing[:5])}{more}")
+        warnings.warn(f"{name} was saved without its pooler, so it has no `embedding`: name a module "
+                      "(e.g. layernorm) instead", stacklevel=3)
+        embedding = None
     transform = ImageProcessorTransform(processor)
-    part = "image_embeds" if tower == "CLIPVisionModelWithProjection" else "pooler_output"
     return Model(module=module, transform=transform, name=name, weights=weights_id, weights_sha256=sha,
-                 input_size=input_size_of(transform), source="hf", embedding=Tap("", part))
+                 input_size=input_size_of(transform), source="hf", embedding=embedding)
 
 
 def _tower_config(config):
