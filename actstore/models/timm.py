@@ -45,6 +45,7 @@ def load(model_name: str, *, weights: str | None, model_path: Path | None, seed:
             raise UserError(f"--model-path {model_path} is a folder: give the timm checkpoint file "
                             "(.safetensors, .pth or .bin)")
         state, sha = load_state_dict(model_path)
+        state = {k.removeprefix("module."): v for k, v in state.items()}   # saved from DataParallel
         module = timm.create_model(architecture, pretrained=False,
                                    num_classes=_num_classes(timm, architecture, state))
         apply_state_dict(module, state, model_path)
