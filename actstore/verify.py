@@ -139,6 +139,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
     from .extract.options import ExtractOptions
     from .extract.prepare import hook_and_lay_out, ready_model
     from .images import ImageSet
+    from .models import reload
     from .store import DEFAULT_FORMAT, FORMAT_NAME, create_writer, scratch_path
 
     attrs, recorded = store.attrs, store.attrs.get("fingerprint", {})
@@ -146,13 +147,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
         made = "imported from another tool's files" if "imported_from" in attrs else "made from a Python module"
         return Check("recompute", True, f"cannot recompute: this store was {made}, so its model and "
                                         "preprocessing are not recorded", skipped=True)
-    weights = str(attrs["weights"])
-    if attrs.get("weights_sha256") and model_path is None:
-        raise UserError(f"--recompute needs --model-path: the store was made from a weights file "
-                        f"({weights.split('@')[-1].removeprefix('file:')}, sha256 "
-                        f"{attrs['weights_sha256'][:12]}...)")
-    # The preprocessing entry; stores before it was recorded apart wrote "ENTRY@file".
-    entry = str(attrs.get("preprocessing_weights") or weights.split("@")[0])
+    model = reload(attrs, model_path)
     root = Path(in_path or attrs["in_path"])
     if not root.is_dir():
         raise UserError(f"image folder {root} not found: pass --in-path")
@@ -164,16 +159,10 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
     with tempfile.TemporaryDirectory(prefix="actstore-verify-") as scratch:
         options = ExtractOptions(
             in_path=root, out_path=scratch_path(Path(scratch), DEFAULT_FORMAT), module_names=store.layers,
-            model_name=attrs["model_name"], model_path=model_path,
-            weights="none" if weights == "none" else entry.split(".")[-1],
-            rnd_seed=attrs["rnd_seed"] if attrs.get("rnd_seed") is not None else 42,
-            batch_size=len(images), device=device, flatten_acts=bool(attrs.get("flatten_acts", False)),
+            model=model, batch_size=len(images), device=device, flatten_acts=bool(attrs.get("flatten_acts", False)),
             dtype=attrs.get("dtype", "float32"), amp=amp, channels_last=bool(recorded.get("channels_last")),
             decoder=recorded.get("decoder") or "pil", num_workers=0, quiet=True)
         model = ready_model(options)
-        if attrs.get("weights_sha256") and model.weights_sha256 != attrs["weights_sha256"]:
-            raise UserError(f"--model-path {model_path} is not the weights file the store was made with "
-                            "(SHA-256 differs)")
         extractor, layout = hook_and_lay_out(model, options, len(images))
         writer = create_writer(options.out_location, DEFAULT_FORMAT, layout, images.file_names, images.targets,
                                images.classes, {"format": FORMAT_NAME})

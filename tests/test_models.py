@@ -29,7 +29,7 @@ def test_state_dict_file_loads_and_is_hashed(weights_file):
     expected = torch.load(path, weights_only=True)
     assert torch.equal(model.module.features[0].weight, expected["features.0.weight"])
     assert model.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert model.weights == "file:alexnet.pth"                          # what the weights are
+    assert model.weights == "file@alexnet.pth"                          # what the weights are
     assert model.preprocessing_weights == "AlexNet_Weights.IMAGENET1K_V1"  # whose transforms preprocess
 
 
@@ -39,7 +39,7 @@ def test_checkpoint_folder_finds_torchvisions_file_name(tmp_path, weights_file):
     (folder / "alexnet-owt-7be5be79.pth").write_bytes(weights_file("alexnet").read_bytes())
     for given in (folder, tmp_path):
         model = load_model("alexnet", model_path=given)
-        assert model.weights == "file:alexnet-owt-7be5be79.pth"
+        assert model.weights == "file@alexnet-owt-7be5be79.pth"
 
 
 def test_checkpoint_folder_without_the_file_names_it(tmp_path):
@@ -89,7 +89,7 @@ def test_named_weights_pick_their_own_preprocessing_also_from_disk(weights_file)
     v1 = load_model("resnet50", weights="IMAGENET1K_V1", model_path=path)
     assert "resize_size=[232]" in default.preprocessing   # DEFAULT is IMAGENET1K_V2
     assert "resize_size=[256]" in v1.preprocessing
-    assert (v1.weights, v1.preprocessing_weights) == ("file:resnet50.pth", "ResNet50_Weights.IMAGENET1K_V1")
+    assert (v1.weights, v1.preprocessing_weights) == ("file@resnet50.pth", "ResNet50_Weights.IMAGENET1K_V1")
     assert default.preprocessing_weights == "ResNet50_Weights.IMAGENET1K_V2"
 
 

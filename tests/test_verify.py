@@ -157,7 +157,7 @@ def test_verify_finds_written_rows_with_no_chunk_in_hdf5(tmp_path, image_dir, we
 def test_a_random_weights_file_is_recorded_as_a_file_not_as_published_weights(good_store, weights_file):
     import hashlib
     with open_store(good_store) as store:
-        assert store.attrs["weights"] == "file:alexnet.pth"
+        assert store.attrs["weights"] == "file@alexnet.pth"
         assert store.attrs["preprocessing_weights"] == "AlexNet_Weights.IMAGENET1K_V1"
         assert store.attrs["weights_sha256"] == hashlib.sha256(weights_file("alexnet").read_bytes()).hexdigest()
         validate_store(store)
