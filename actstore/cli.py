@@ -112,6 +112,7 @@ def extract(
     compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the codec's own]."),
     chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 1 MiB]."),
+    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of --chunk-images; 0: one file per chunk) [default: up to 4096, fewer for wide layers so one shard of every layer fits 512 MiB]."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader processes decoding images [default: 2 on the CPU, up to 8 on a GPU]."),
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in the store) instead of stopping."),
@@ -137,7 +138,7 @@ def extract(
         flatten_acts=flatten_acts, fraction=fraction, rnd_seed=rnd_seed, things=things,
         things_tsv=things_tsv, file_format=file_format, dtype=dtype, compression=compression,
         compression_level=compression_level, chunk_images=chunk_images,
-        chunk_channels=chunk_channels, num_workers=num_workers, skip_bad_images=skip_bad_images,
+        chunk_channels=chunk_channels, zarr_shard_rows=zarr_shard_rows, num_workers=num_workers, skip_bad_images=skip_bad_images,
         shard=shard, dry_run=dry_run, force=force, amp=amp, channels_last=channels_last, decoder=decoder,
         overwrite=overwrite, quiet=quiet,
         command_line=shlex.join(["actstore", *sys.argv[1:]]))
@@ -168,6 +169,8 @@ def _format_plan(plan, file_format: str) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.append(f"{plan.rows} images; estimate from {plan.sample_images} sampled images; free space: "
                  f"{_size(plan.free_bytes)}" + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
+    if plan.files is not None:
+        lines.append(f"the complete store will be {plan.files:,} file(s)")
     return "\n".join(lines)
 
 
@@ -214,7 +217,9 @@ def info(
     for name, layer in summary["layers"].items():
         ratio = f"{layer['compression_ratio']}x" if layer["compression_ratio"] else "-"
         typer.echo(f"  {name}: {tuple(layer['shape'])} ({', '.join(layer['dims'])}) "
-                   f"chunks {tuple(layer['chunks'])}  {layer['bytes_stored']:,} B stored, ratio {ratio}")
+                   f"chunks {tuple(layer['chunks'])}"
+                   + (f" in shards {tuple(layer['shards'])}" if layer.get("shards") else "")
+                   + f"  {layer['files']:,} file(s), {layer['bytes_stored']:,} B stored, ratio {ratio}")
     for key in ("created", "completed", "actstore_version", "torch_version", "torchvision_version",
                 "device", "torch_threads", "amp", "in_path", "image_layout", "fraction", "rnd_seed",
                 "weights_sha256", "preprocessing", "command_line", "rechunked_from", "imported_from"):
@@ -234,17 +239,20 @@ def rechunk(
     layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per chunk) or image-major (as extract writes)."),
     chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory allows; image-major: 16]."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: chunks up to 1 MiB]."),
+    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of the chunk rows; 0: one file per chunk) [default: as extract chooses]."),
     max_memory_mb: int = typer.Option(1024, "--max-memory-mb", help="Memory the copy may hold, in MiB."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at OUT."),
 ) -> None:
     """Copy STORE to OUT in another chunk layout, streaming in bounded memory."""
     from .store.rechunk import rechunk as run_rechunk
     result = run_rechunk(store_path, out_path, layout, chunk_images=chunk_images,
-                         chunk_channels=chunk_channels, max_memory=max_memory_mb * 2**20,
+                         chunk_channels=chunk_channels, shard_rows=zarr_shard_rows,
+                         max_memory=max_memory_mb * 2**20,
                          overwrite=overwrite)
     chunks = ", ".join(f"{name} {tuple(c)}" for name, c in result.chunks.items())
     typer.echo(f"rechunked {result.rows} rows to {result.path} [{result.file_format}, {result.layout}] "
-               f"in {result.seconds:.1f} s; chunks: {chunks}")
+               f"in {result.seconds:.1f} s; chunks: {chunks}"
+               + (f"; shards of {result.shard_rows} rows" if result.shard_rows else ""))
 
 
 @app.command()

@@ -39,8 +39,8 @@ from .models import Model, load_model, suggest
 from .plan import Plan, free_space, human_size, measure
 from .store import (COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LEGACY_FORMATS,
                     STORE_SUFFIXES, LayerSpec, Layout, Location, StoreWriter, choose_chunks,
-                    create_writer, detect_format, exists, is_store, join, location, remove_store,
-                    reopen_writer, suffix, writer_class)
+                    choose_shard_rows, create_writer, detect_format, exists, is_store, join, location,
+                    remove_store, reopen_writer, suffix, writer_class)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -121,9 +121,10 @@ def _decode_batch(files: list[bytes], names: list[str], transform: Callable,
 
 
 class _RowBuffer:
-    """Gathers batches into blocks that end on chunk boundaries, so every
-    write fills whole chunks (no read-modify-write, no shared chunks between
-    shards)."""
+    """Gathers batches into blocks that end on write-block boundaries
+    (``Layout.write_rows``: Zarr shards, else chunks), so every write fills
+    whole shards or chunks (no read-modify-write, none shared between
+    processes). It holds at most one write block of every layer, plus a batch."""
 
     def __init__(self, chunk_images: int, n_rows: int) -> None:
         self.chunk, self.n_rows = chunk_images, n_rows
@@ -288,7 +289,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
             things_tsv: str | Path | None = None, file_format: str | None = None,
             dtype: str = "float32", compression: str = defaults.COMPRESSION,
             compression_level: int | None = None, chunk_images: int = defaults.CHUNK_IMAGES,
-            chunk_channels: int | None = None, num_workers: int | None = None,
+            chunk_channels: int | None = None, zarr_shard_rows: int | None = None,
+            num_workers: int | None = None,
             skip_bad_images: bool = False, shard: str | tuple[int, int] | None = None,
             dry_run: bool = False, force: bool = False, amp: str | None = None,
             channels_last: bool = False, decoder: str = "pil", overwrite: bool = False, quiet: bool = False,
@@ -387,8 +389,9 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
         specs.append(LayerSpec(module_name=name, shape=stored, native_shape=native, dtype=dtype,
                                chunks=choose_chunks(stored, itemsize, chunk_images, chunk_channels)))
     layout = Layout(n_rows=len(images), layers=tuple(specs), chunk_images=chunk_images,
-                    compression=compression, compression_level=compression_level)
-    lo, hi = shard_rows(len(images), chunk_images, shard_index, shard_count)
+                    compression=compression, compression_level=compression_level,
+                    shard_rows=choose_shard_rows(file_format, specs, len(images), chunk_images, zarr_shard_rows))
+    lo, hi = shard_rows(len(images), layout.write_rows, shard_index, shard_count)
     plan = _check_space(extractor, model, images, layout, file_format, out_path, hi - lo, torch_device,
                         dtype=dtype, flatten=flatten_acts, dry_run=dry_run, force=force, amp=amp,
                         channels_last=channels_last)
@@ -403,6 +406,8 @@ def extract(*, in_path: str | Path, out_path: str | Path, module_names: Sequence
                                       command_line=command_line, things=things, flatten=flatten_acts,
                                       skipped=skipped)
     try:
+        # A store opened again keeps its own write blocks (one written before shards: chunks).
+        lo, hi = shard_rows(len(images), writer.block_rows or layout.write_rows, shard_index, shard_count)
         if writer.supports_resume:
             _claim(writer, out_path, shard_index, shard_count, lo, hi)
         todo = np.flatnonzero(~writer.written()[lo:hi]) + lo
@@ -628,8 +633,9 @@ def _shard_and_device(shard: str | tuple[int, int] | None, device: str) -> tuple
 
 
 def shard_rows(n_rows: int, chunk_images: int, index: int, count: int) -> tuple[int, int]:
-    """Rows ``[start, stop)`` of shard ``index`` of ``count``: whole chunks, so no
-    two shards ever write the same chunk (or the same ``written`` chunk).
+    """Rows ``[start, stop)`` of shard ``index`` of ``count``: whole write blocks
+    (``chunk_images``: pass ``Layout.write_rows``, Zarr shard rows or chunk rows),
+    so no two processes ever write the same chunk, Zarr shard or ``written`` chunk.
 
     Example:
         >>> shard_rows(100, 16, 1, 3)      # 7 chunks split 2/2/3
@@ -682,7 +688,7 @@ def _run(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                         persistent_workers=num_workers > 0, prefetch_factor=2 if num_workers else None)
     progress = tqdm(total=total, initial=done_before, unit="img", disable=quiet,
                     file=sys.stderr, desc=label, dynamic_ncols=True)
-    background = _BackgroundWriter(writer, layout.chunk_images, layout.n_rows, progress)
+    background = _BackgroundWriter(writer, writer.block_rows or layout.write_rows, layout.n_rows, progress)
     host = _HostBuffers(device, batch_size, dtype, flatten)
     try:
         for batch, rows, bad in loader:

@@ -41,6 +41,7 @@ class Plan:
     sample_images: int
     layers: list[LayerPlan] = field(default_factory=list)
     free_bytes: int | None = None
+    files: int | None = None       # files (objects) of the complete store
 
     @property
     def raw_bytes(self) -> int:
@@ -104,7 +105,8 @@ def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: Imag
             writer.write_rows(start, {k: v[start:start + layout.chunk_images] for k, v in arrays.items()})
         writer.close()
         stored = _stored_bytes(path, file_format, [s.module_name for s in layout.layers])
-    plan = Plan(rows=rows, sample_images=len(sample), free_bytes=free_bytes)
+    plan = Plan(rows=rows, sample_images=len(sample), free_bytes=free_bytes,
+                files=BACKENDS[file_format][0].file_count(layout))
     for spec in layout.layers:
         per_image = spec.bytes_per_image
         ratio = stored[spec.module_name] / (len(sample) * per_image)

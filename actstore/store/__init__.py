@@ -15,6 +15,7 @@ from .base import (ACTIVATIONS, COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSIO
                    Layout, StoreReader, StoreWriter, choose_chunks, dim_names)
 from .hdf5 import Hdf5Reader, Hdf5Writer
 from .location import Location, exists, is_url, join, location, remove, suffix
+from . import sharding
 from .reader import LazyArray, Store
 from .zarr import ZarrReader, ZarrWriter
 
@@ -94,6 +95,17 @@ def create_writer(path: Location, file_format: str, layout: Layout, file_names: 
     return writer.create(location(path), layout, file_names, targets, classes, attrs)
 
 
+def choose_shard_rows(file_format: str, specs: Sequence[LayerSpec], n_rows: int, chunk_images: int,
+                      requested: int | None = None) -> int:
+    """Rows per shard of a new store (``Layout.shard_rows``): 0 for formats
+    without shards; ``requested`` (``--zarr-shard-rows``, 0: unsharded) wins."""
+    if file_format not in BACKENDS or not BACKENDS[file_format][0].supports_shards:
+        if requested:
+            raise UserError(f"--zarr-shard-rows applies to Zarr stores, not {file_format}")
+        return 0
+    return sharding.choose_shard_rows(specs, n_rows, chunk_images, requested)
+
+
 def reopen_writer(path: str | Path) -> StoreWriter:
     return BACKENDS[detect_format(path)][0].reopen(location(path))
 
@@ -135,5 +147,5 @@ def open_store(path: str | Path) -> Store:
 
 __all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DTYPES", "FORMAT_NAME", "FORMAT_VERSION", "LEGACY_FORMATS", "STORE_SUFFIXES",
            "LayerSpec", "Layout", "LazyArray", "Location", "exists", "is_url", "location", "Store", "StoreReader", "StoreWriter", "choose_chunks",
-           "create_writer", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
+           "choose_shard_rows",            "create_writer", "detect_format", "dim_names", "is_store", "open_store", "remove_store",
            "reopen_writer", "writer_class"]

@@ -116,6 +116,16 @@ class Layout:
     chunk_images: int = defaults.CHUNK_IMAGES
     compression: str = defaults.COMPRESSION
     compression_level: int | None = None
+    # Rows per Zarr shard (one file of many inner chunks); 0: one file per
+    # chunk. Backends without shards (HDF5) ignore it.
+    shard_rows: int = 0
+
+    @property
+    def write_rows(self) -> int:
+        """Rows of one write block: every split of rows (the row buffer,
+        process ranges, resume) aligns to it, so no two writes share a chunk
+        or a shard."""
+        return self.shard_rows or self.chunk_images
 
     def layer(self, name: str) -> LayerSpec:
         for spec in self.layers:
@@ -135,8 +145,12 @@ class StoreWriter(ABC):
     supports_concurrent_writers: ClassVar[bool] = False
     supports_resume: ClassVar[bool] = True
     supports_urls: ClassVar[bool] = False
+    supports_shards: ClassVar[bool] = False   # Layout.shard_rows: many chunks per file
 
     path: Path
+    # Rows of one write block of the store as it is on disk (see
+    # Layout.write_rows); None: the layout's. A reopened store keeps its own.
+    block_rows: int | None = None
 
     @classmethod
     @abstractmethod
@@ -185,6 +199,11 @@ class StoreWriter(ABC):
     def close(self) -> None:
         """Release files; what was written stays."""
 
+    @classmethod
+    def file_count(cls, layout: Layout) -> int:
+        """Files (or objects) a complete store of ``layout`` consists of."""
+        return 1
+
     def __enter__(self) -> "StoreWriter":
         return self
 
@@ -220,6 +239,11 @@ class StoreReader(ABC):
     @abstractmethod
     def chunk_stats(self, name: str) -> tuple[int, int]:
         """(stored bytes, number of stored chunks) of one array."""
+
+    def files_stored(self, name: str) -> int:
+        """Files (or objects) holding one array's chunks: shards, chunks, or
+        one file for a format that keeps everything in one."""
+        return 1
 
     @abstractmethod
     def close(self) -> None: ...

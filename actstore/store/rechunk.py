@@ -37,6 +37,7 @@ class RechunkResult:
     rows: int
     chunks: dict[str, tuple[int, ...]]
     block_rows: int
+    shard_rows: int      # rows per Zarr shard; 0: one file per chunk
     seconds: float
 
 
@@ -54,8 +55,8 @@ def unit_major_chunks(shape: tuple[int, ...], itemsize: int, rows: int,
 
 def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
             chunk_images: int | None = None, chunk_channels: int | None = None,
-            max_memory: int = MAX_MEMORY, file_format: str | None = None,
-            overwrite: bool = False) -> RechunkResult:
+            shard_rows: int | None = None, max_memory: int = MAX_MEMORY,
+            file_format: str | None = None, overwrite: bool = False) -> RechunkResult:
     """Copy the complete store ``src`` to ``out`` with new chunks, in bounded memory.
 
     Rows are copied in blocks that fill whole output chunks, so memory stays
@@ -72,6 +73,9 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
             allows; image-major: ``defaults.CHUNK_IMAGES``].
         chunk_channels: channels (units) per chunk [default: from
             ``defaults.CHUNK_BYTES``].
+        shard_rows: rows per Zarr shard, a multiple of the chunk rows; 0
+            writes one file per chunk [default: as ``extract`` chooses,
+            within ``max_memory``].
         max_memory: bytes the copy may hold at once.
         file_format: ``zarr`` or ``hdf5`` [default: from ``out``'s suffix].
         overwrite: replace an existing store at ``out``.
@@ -86,7 +90,8 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
     Example:
         >>> rechunk("alexnet.zarr", "alexnet-units.zarr", "unit-major")      # doctest: +SKIP
     """
-    from . import LEGACY_FORMATS, create_writer, detect_format, exists, location, open_store, remove_store
+    from . import (LEGACY_FORMATS, choose_shard_rows, create_writer, detect_format, exists, location,
+                   open_store, remove_store)
     started = time.perf_counter()
     if layout not in LAYOUTS:
         raise UserError(f"unknown --layout {layout!r}: use one of {', '.join(LAYOUTS)}")
@@ -117,10 +122,18 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         if fit_rows < rows:
             raise UserError(f"--max-memory {max_memory:,} B holds {fit_rows} rows of every layer, "
                             f"fewer than one chunk of {rows} rows: raise it or lower --chunk-images")
-        block = min(rows * max(1, fit_rows // rows), max(rows, len(store)))
         new_specs = tuple(_respec(spec, layout, rows, chunk_channels) for spec in specs)
+        # Blocks are whole shards: each shard is written once, whole.
+        shard = choose_shard_rows(file_format, new_specs, len(store), rows, shard_rows)
+        if shard_rows is None and shard > fit_rows:
+            shard = max(rows, fit_rows - fit_rows % rows)
+        if fit_rows < shard:
+            raise UserError(f"--max-memory {max_memory:,} B holds {fit_rows} rows of every layer, "
+                            f"fewer than one shard of {shard} rows: raise it or lower --zarr-shard-rows")
+        unit = shard or rows
+        block = min(unit * max(1, fit_rows // unit), max(unit, len(store)))
         writer = create_writer(out, file_format, Layout(
-            n_rows=len(store), layers=new_specs, chunk_images=rows,
+            n_rows=len(store), layers=new_specs, chunk_images=rows, shard_rows=shard,
             compression=store.attrs.get("compression", defaults.COMPRESSION),
             compression_level=store.attrs.get("compression_level")),
             store.file_names, store.targets, store.classes, _attrs(store, new_specs, rows, src))
@@ -132,7 +145,7 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         finally:
             writer.close()
     return RechunkResult(path=out, file_format=file_format, layout=layout, rows=len(store),
-                         chunks={s.module_name: s.chunks for s in new_specs}, block_rows=block,
+                         chunks={s.module_name: s.chunks for s in new_specs}, block_rows=block, shard_rows=shard,
                          seconds=time.perf_counter() - started)
 
 
