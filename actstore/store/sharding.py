@@ -19,12 +19,21 @@ I/N`` ranges, resume, rechunk blocks) is aligned to shard rows.
 """
 from __future__ import annotations
 
+import asyncio
+import itertools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import google_crc32c
+import numcodecs
 import numpy as np
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import LocalStore
 
 from .. import defaults
 from ..errors import UserError
@@ -151,4 +160,140 @@ def read_index(shard: bytes, chunks_per_shard: Sequence[int], index_at_start: bo
     return np.frombuffer(raw, dtype="<u8").reshape(*chunks_per_shard, 2)
 
 
-__all__ = ["MISSING", "ShardFormat", "choose_shard_rows", "read_index", "shard_shape"]
+class ShardReader:
+    """Orthogonal reads of one sharded array: only the inner chunks a
+    selection needs, each shard's index read once per reader (and its
+    checksum checked), the chunks decoded in parallel on a thread pool.
+
+    zarr-python reads partial shards too, but decodes one shard's inner
+    chunks one after another; this reads ranges of the same bytes and
+    decodes them as an unsharded array's chunks are decoded.
+    """
+
+    def __init__(self, arr, shards: ShardFormat, decode: Callable[[bytes], np.ndarray]) -> None:
+        self.arr, self.shards, self.decode = arr, shards, decode
+        self.shape = tuple(arr.shape)
+        self.dtype = np.dtype(arr.dtype)
+        self.fill = np.asarray(arr.fill_value, dtype=self.dtype)
+        self._indices: dict[tuple[int, ...], np.ndarray] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        store = arr.store_path.store
+        self._folder = Path(store.root) / arr.path if isinstance(store, LocalStore) else None
+
+    def read(self, selection: tuple) -> np.ndarray:
+        """``arr.oindex[selection]`` for ints, step-1 slices and sorted int arrays."""
+        inner = self.shards.inner_chunks
+        axes = [np.arange(n)[k] if isinstance(k, slice) else np.atleast_1d(np.asarray(k, dtype=np.int64))
+                for k, n in zip(selection, self.shape)]
+        out = np.empty([len(a) for a in axes], dtype=self.dtype)
+        groups = []   # per axis: [(chunk id, positions in out, offsets in chunk)]
+        for index, size in zip(axes, inner):
+            ids = index // size
+            cuts = np.flatnonzero(np.diff(ids)) + 1
+            groups.append([(int(ids[p[0]]), p, index[p] - ids[p[0]] * size)
+                           for p in np.split(np.arange(len(index)), cuts) if len(p)])
+        wanted = list(itertools.product(*groups))
+        payloads = self._fetch([tuple(g[0] for g in chunk) for chunk in wanted])
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=defaults.usable_cores(), thread_name_prefix="actstore-read")
+
+        def place(item) -> None:
+            chunk, payload = item
+            target = np.ix_(*(g[1] for g in chunk))
+            if payload is None:
+                out[target] = self.fill
+            else:
+                out[target] = self.decode(payload).reshape(inner)[np.ix_(*(g[2] for g in chunk))]
+        list(self._pool.map(place, zip(wanted, payloads)))
+        return out.reshape([len(a) for k, a in zip(selection, axes) if not isinstance(k, (int, np.integer))])
+
+    def _fetch(self, chunks: list[tuple[int, ...]]) -> list[bytes | None]:
+        per_shard = self.shards.chunks_per_shard
+        ranges = []
+        for chunk in chunks:
+            shard = tuple(c // p for c, p in zip(chunk, per_shard))
+            index = self._index(shard)
+            offset, size = (int(v) for v in index[tuple(c % p for c, p in zip(chunk, per_shard))])
+            ranges.append(None if offset == MISSING else (shard, offset, size))
+        return self._read_ranges(ranges)
+
+    def _key(self, shard: tuple[int, ...]) -> str:
+        return self.arr.metadata.encode_chunk_key(shard)
+
+    def _index(self, shard: tuple[int, ...]) -> np.ndarray:
+        if shard not in self._indices:
+            per_shard = self.shards.chunks_per_shard
+            size = math.prod(per_shard) * 16 + (4 if self.shards.checksum else 0)
+            raw = self._read_tail_or_head(shard, size)
+            self._indices[shard] = (np.full((*per_shard, 2), MISSING, dtype="<u8") if raw is None else
+                                    read_index(raw, per_shard, self.shards.index_at_start, self.shards.checksum))
+        return self._indices[shard]
+
+    def _read_tail_or_head(self, shard: tuple[int, ...], size: int) -> bytes | None:
+        at_start = self.shards.index_at_start
+        if self._folder is not None:
+            try:
+                with open(self._folder / self._key(shard), "rb") as handle:
+                    if not at_start:
+                        handle.seek(-size, os.SEEK_END)
+                    return handle.read(size)
+            except FileNotFoundError:
+                return None
+        from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+        request = RangeByteRequest(0, size) if at_start else SuffixByteRequest(size)
+        buffer = sync((self.arr.store_path / self._key(shard)).get(default_buffer_prototype(), request))
+        return None if buffer is None else buffer.to_bytes()
+
+    def _read_ranges(self, ranges: list) -> list[bytes | None]:
+        if self._folder is not None:
+            handles: dict[tuple[int, ...], int] = {}
+            try:
+                out = []
+                for item in ranges:
+                    if item is None:
+                        out.append(None)
+                        continue
+                    shard, offset, size = item
+                    if shard not in handles:
+                        handles[shard] = os.open(self._folder / self._key(shard), os.O_RDONLY)
+                    out.append(os.pread(handles[shard], size, offset))
+                return out
+            finally:
+                for fd in handles.values():
+                    os.close(fd)
+        from zarr.abc.store import RangeByteRequest
+        prototype = default_buffer_prototype()
+
+        async def get_all():
+            return await asyncio.gather(*(
+                (self.arr.store_path / self._key(item[0])).get(prototype, RangeByteRequest(item[1], item[1] + item[2]))
+                for item in ranges if item is not None))
+        fetched = iter(sync(get_all()))
+        return [None if item is None else next(fetched).to_bytes() for item in ranges]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
+def chunk_decoder(codecs: Sequence, dtype: np.dtype) -> Callable[[bytes], np.ndarray] | None:
+    """Decodes one inner chunk encoded by ``codecs`` (bytes, then Blosc, gzip
+    or nothing, as actstore writes them) into a flat array; None otherwise."""
+    from zarr.codecs import BloscCodec, BytesCodec, GzipCodec
+    if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
+        return None
+    if codecs[0].endian is not None and codecs[0].endian.value != "little":
+        return None
+    stored = np.dtype(dtype).newbyteorder("<")
+    if len(codecs) == 1:
+        return lambda payload: np.frombuffer(payload, dtype=stored)
+    codec = {BloscCodec: numcodecs.Blosc, GzipCodec: numcodecs.GZip}.get(type(codecs[1]))
+    if codec is None:
+        return None
+    decoder = codec()
+    return lambda payload: np.frombuffer(decoder.decode(payload), dtype=stored)
+
+
+__all__ = ["MISSING", "ShardFormat", "ShardReader", "chunk_decoder", "choose_shard_rows", "read_index",
+           "shard_shape"]

@@ -35,7 +35,7 @@ from .. import defaults
 from ..errors import UserError
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
 from .chunks import ChunkCompressor, Encode, whole_chunks
-from .sharding import ShardFormat, shard_shape
+from .sharding import ShardFormat, ShardReader, chunk_decoder, shard_shape
 from .location import STORAGE_OPTIONS, Location, is_url, location
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
@@ -269,6 +269,7 @@ class ZarrReader(StoreReader):
     def __init__(self, path: Path | str) -> None:
         self._group = _open_group(path, "r")
         self._cache: dict[str, Any] = {}
+        self._shard_readers: dict[str, ShardReader | None] = {}
 
     def root_attrs(self) -> dict[str, Any]:
         return dict(self._group.attrs)
@@ -285,6 +286,13 @@ class ZarrReader(StoreReader):
         return self._cache[name]
 
     def read(self, name: str, selection: tuple) -> np.ndarray:
+        if name not in self._shard_readers:
+            arr = self.array(name)
+            shards = ShardFormat.of(arr, _chunk_encoder)
+            decode = shards and chunk_decoder(arr.metadata.codecs[0].codecs, arr.dtype)
+            self._shard_readers[name] = ShardReader(arr, shards, decode) if decode else None
+        if self._shard_readers[name] is not None:
+            return self._shard_readers[name].read(selection)
         return np.asarray(self.array(name).oindex[selection])
 
     def chunk_stats(self, name: str) -> tuple[int, int]:
@@ -295,4 +303,8 @@ class ZarrReader(StoreReader):
         return int(self.array(name)._nshards_initialized)   # shards, or chunks when unsharded
 
     def close(self) -> None:
+        for shards in self._shard_readers.values():
+            if shards is not None:
+                shards.close()
+        self._shard_readers.clear()
         self._cache.clear()
