@@ -113,7 +113,7 @@ class ZarrWriter(StoreWriter):
         arrays = (*self._layers.values(), self._written)
         self._encoders = {arr.path: _chunk_encoder(arr.metadata.codecs) for arr in arrays}
         self._shards = {arr.path: ShardFormat.of(arr, _chunk_encoder) for arr in arrays}
-        self.block_rows = (self._written.shards or self._written.chunks)[0]
+        self.block_rows = self._written.chunks[0]
         self._compressor = ChunkCompressor()
 
     @classmethod
@@ -142,7 +142,7 @@ class ZarrWriter(StoreWriter):
     def _create(cls, path: Location, mode: str, layout: Layout, file_names: Sequence[str],
                 targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> "ZarrWriter":
         group = _open_group(path, mode, attributes=attrs)
-        n, rows = layout.n_rows, (layout.chunk_images,)
+        n = layout.n_rows
         names = group.create_array("file_names", shape=(n,), chunks=(max(n, 1),), dtype=str,
                                    dimension_names=["image"], fill_value="")
         names[:] = np.asarray(file_names, dtype=str)
@@ -152,8 +152,8 @@ class ZarrWriter(StoreWriter):
                                   dtype=str, dimension_names=["class"], fill_value="")
         if classes:
             kept[:] = np.asarray(classes, dtype=str)
-        group.create_array("written", shape=(n,), chunks=rows, dtype="uint8", fill_value=0,
-                           shards=(layout.shard_rows,) if layout.shard_rows else None,
+        # one chunk per write block: a shard's rows are marked in one file
+        group.create_array("written", shape=(n,), chunks=(layout.write_rows,), dtype="uint8", fill_value=0,
                            dimension_names=["image"], compressors=None)
         acts = group.create_group(ACTIVATIONS)
         for spec in layout.layers:
