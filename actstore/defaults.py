@@ -13,7 +13,7 @@ CHUNK_IMAGES = 16
 # files than 16-row chunks); THINGS' 26,107 are 7, so up to 7 --shard
 # processes still each get rows; a killed run recomputes at most 4096 images
 # per process. Shard rows are also what a --shard process range, the row
-# buffer and resume align to. See docs/benchmarks.md "Sharding".
+# buffer and resume align to. See docs/benchmarks.md, "Sharded Zarr at ImageNet scale".
 SHARD_ROWS = 4096
 # The row buffer gathers one shard of every layer before writing it: shard
 # rows shrink (to whole chunks, at least one) until that buffer fits this

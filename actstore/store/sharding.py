@@ -42,6 +42,9 @@ from .chunks import ChunkCompressor, Encode
 
 # An inner chunk that is not in the shard: offset and nbytes both this.
 MISSING = 2**64 - 1
+# Gap between two needed inner chunks of one shard below which an object
+# store read fetches both in one ranged GET (and the gap with them).
+COALESCE_BYTES = 2**20
 
 
 def choose_shard_rows(specs: Sequence[LayerSpec], n_rows: int, chunk_images: int,
@@ -261,15 +264,32 @@ class ShardReader:
             finally:
                 for fd in handles.values():
                     os.close(fd)
+        # An object store: ranges of one shard that touch or nearly touch
+        # (within COALESCE_BYTES) become one ranged GET, so reading most of
+        # a shard costs a request or two, not one per inner chunk.
         from zarr.abc.store import RangeByteRequest
         prototype = default_buffer_prototype()
+        spans: list[list] = []    # [shard, start, stop, [positions]]
+        for position, item in sorted(((p, r) for p, r in enumerate(ranges) if r is not None),
+                                     key=lambda pr: (pr[1][0], pr[1][1])):
+            shard, offset, size = item
+            if spans and spans[-1][0] == shard and offset <= spans[-1][2] + COALESCE_BYTES:
+                spans[-1][2] = max(spans[-1][2], offset + size)
+                spans[-1][3].append(position)
+            else:
+                spans.append([shard, offset, offset + size, [position]])
 
         async def get_all():
             return await asyncio.gather(*(
-                (self.arr.store_path / self._key(item[0])).get(prototype, RangeByteRequest(item[1], item[1] + item[2]))
-                for item in ranges if item is not None))
-        fetched = iter(sync(get_all()))
-        return [None if item is None else next(fetched).to_bytes() for item in ranges]
+                (self.arr.store_path / self._key(shard)).get(prototype, RangeByteRequest(start, stop))
+                for shard, start, stop, _ in spans))
+        out: list[bytes | None] = [None] * len(ranges)
+        for (shard, start, _, positions), buffer in zip(spans, sync(get_all())):
+            data = buffer.to_bytes()
+            for position in positions:
+                _, offset, size = ranges[position]
+                out[position] = data[offset - start:offset - start + size]
+        return out
 
     def close(self) -> None:
         if self._pool is not None:
