@@ -167,10 +167,9 @@ def _format_plan(plan, file_format: str) -> str:
     rows.append(("total", "", "", _size(plan.raw_bytes), _size(plan.estimated_bytes)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    files = f"; {plan.files:,} file(s)" if plan.files is not None else ""
     lines.append(f"{plan.rows} images; estimate from {plan.sample_images} sampled images; free space: "
-                 f"{_size(plan.free_bytes)}" + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
-    if plan.files is not None:
-        lines.append(f"the complete store will be {plan.files:,} file(s)")
+                 f"{_size(plan.free_bytes)}{files}" + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
     return "\n".join(lines)
 
 

@@ -150,7 +150,7 @@ def test_info_shows_the_shard_layout_and_dry_run_the_file_count(real, image_dir,
     for name, shard_rows in (("small", "4"), ("chunked", "0")):
         plan = CliRunner().invoke(app, [*args, str(tmp_path / "d.zarr"), "--zarr-shard-rows", shard_rows])
         files = sum(1 for p in real[name].rglob("*") if p.is_file())
-        assert f"the complete store will be {files} file(s)" in plan.output, plan.output
+        assert "free space: " in plan.output and f"; {files} file(s)" in plan.output, plan.output
         assert files == {"small": 22, "chunked": 31}[name]   # 10 zarr.json, 3 row metadata, shards or chunks
     hdf5 = CliRunner().invoke(app, [*args, str(tmp_path / "d.h5"), "--zarr-shard-rows", "4"])
     assert hdf5.exit_code == 1 and "--zarr-shard-rows applies to Zarr stores, not hdf5" in hdf5.output
