@@ -87,7 +87,7 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     out_path, file_format = _output(options)
     images, skipped = scan_images(options)
     model = ready_model(options)
-    extractor, layout = hook_and_lay_out(model, options, len(images))
+    extractor, layout = hook_and_lay_out(model, options, len(images), file_format)
     lo, hi = rows_of(layout, options.shard)
     plan = check_space(extractor, model, images, layout, file_format, out_path, hi - lo, options)
     result = ExtractResult(path=out_path, file_format=file_format, n_images=len(images), rows_written=0,
@@ -101,15 +101,19 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     attrs = store_attrs(model, images, layout, options, skipped)
     with open_session(out_path, file_format, layout, images.file_names, images.targets, images.classes,
                       attrs, overwrite=options.overwrite, shard=options.shard) as session:
+        # A store opened again keeps its own write blocks (one written before shards: chunks).
+        block_rows = session.writer.block_rows or layout.block_rows
+        lo, hi = shard_rows(len(images), block_rows, *options.shard)
         if session.writer.supports_resume:
             claim(session.writer, out_path, options.shard, lo, hi)
         todo = np.flatnonzero(~session.written()[lo:hi]) + lo
         result.stages["setup"] = time.perf_counter() - started
         result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,
                                            done_before=(hi - lo) - len(todo), total=hi - lo,
-                                           stages=result.stages)
+                                           block_rows=block_rows, stages=result.stages)
         session.complete()
         result.rows_written, result.resumed = int(session.written().sum()), session.resumed
+        result.shard_rows = (lo, hi)
     result.seconds = time.perf_counter() - started
     return result
 
