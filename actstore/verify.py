@@ -163,12 +163,12 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
             dtype=attrs.get("dtype", "float32"), amp=amp, channels_last=bool(recorded.get("channels_last")),
             decoder=recorded.get("decoder") or "pil", num_workers=0, quiet=True)
         model = ready_model(options)
-        extractor, layout = hook_and_lay_out(model, options, len(images))
+        extractor, layout = hook_and_lay_out(model, options, len(images), DEFAULT_FORMAT)
         writer = create_writer(options.out_location, DEFAULT_FORMAT, layout, images.file_names, images.targets,
                                images.classes, {"format": FORMAT_NAME})
         try:
             run_batches(extractor, model, images, np.arange(len(images)), writer, layout, options,
-                        done_before=0, total=len(images), stages={})
+                        done_before=0, total=len(images), stages={}, block_rows=layout.block_rows)
         finally:
             writer.close()
         with open_store(options.out_location) as recomputed:

@@ -34,7 +34,8 @@ HOLDER = textwrap.dedent("""
         time.sleep(600)
     ex.run_batches = hold
     ex.extract(model_name="alexnet", model_path=sys.argv[1], module_names=["classifier.6"], in_path=sys.argv[2],
-               out_path=sys.argv[3], shard=sys.argv[4], batch_size=4, chunk_images=4, num_workers=0, quiet=True)
+               out_path=sys.argv[3], shard=sys.argv[4], batch_size=4, chunk_images=4, num_workers=0, quiet=True,
+               **({"zarr_shard_rows": 4} if sys.argv[3].endswith(".zarr") else {}))
 """)
 
 
@@ -89,7 +90,7 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_killed_one_blocks_not
 def test_shards_hold_their_own_locks_and_the_same_shard_twice_is_refused(tmp_path, image_dir, weights_file):
     weights, out = weights_file("alexnet"), tmp_path / "s.zarr"
     run = dict(model_name="alexnet", model_path=weights, module_names=[LAYER], in_path=image_dir, out_path=out,
-               batch_size=4, chunk_images=4, num_workers=0, quiet=True)
+               batch_size=4, chunk_images=4, zarr_shard_rows=4, num_workers=0, quiet=True)
     first = hold(weights, image_dir, out, "0/2")
     try:
         with pytest.raises(StoreBusyError, match="^" + busy_message(out, first.pid, f"shard 0/2 of {out}")):
