@@ -25,7 +25,7 @@ from .loader import scan_images
 from .loop import run_batches
 from .options import ExtractOptions, resolve_device
 from .prepare import hook_and_lay_out, ready_model
-from .record import fingerprint, store_attrs
+from .record import explain_difference, fingerprint, store_attrs
 from .shards import claim, rows_of, shard_rows
 from .space import check_space
 
@@ -96,7 +96,7 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
         return result
     attrs = store_attrs(model, images, layout, options, skipped)
     with open_session(out_path, file_format, layout, images.file_names, images.targets, images.classes,
-                      attrs, overwrite=options.overwrite) as session:
+                      attrs, overwrite=options.overwrite, explain=explain_difference) as session:
         if session.writer.supports_resume:
             claim(session.writer, out_path, options.shard, lo, hi)
         todo = np.flatnonzero(~session.written()[lo:hi]) + lo

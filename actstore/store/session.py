@@ -16,7 +16,7 @@ unfinished files, and ``--overwrite`` replaces finished ones.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -63,7 +63,8 @@ class StoreSession:
 
 def open_session(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
                  targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any], *,
-                 overwrite: bool = False, rerun_complete: bool = True) -> StoreSession:
+                 overwrite: bool = False, rerun_complete: bool = True,
+                 explain: Callable[[str, Any, Any], str | None] | None = None) -> StoreSession:
     """Create the store at ``path``, or resume the one there if it is of the same
     run (equal ``attrs["fingerprint"]``), or replace it when ``overwrite``.
 
@@ -71,6 +72,8 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
         attrs: the new store's root attributes (:func:`provenance.root_attrs`).
         rerun_complete: reopen a complete store of the same run (a rerun that
             then has nothing to do); if False, refuse it as an existing path.
+        explain: ``(key, stored, now)`` -> the refusal for a fingerprint that
+            differs at ``key`` (naming the flag to change), or None.
 
     Raises:
         StoreConflictError: the path holds something else, or a store of
@@ -92,21 +95,28 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
         elif overwrite:
             remove_store(path)
         else:
-            return _reopen_same_run(path, current, rerun_complete)
+            return _reopen_same_run(path, current, rerun_complete, explain)
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         writer = create_writer(path, file_format, layout, file_names, targets, classes, attrs)
     except FileExistsError:   # another shard created it first: join it
-        return _reopen_same_run(path, current, rerun_complete)
+        return _reopen_same_run(path, current, rerun_complete, explain)
     return StoreSession(writer, path, resumed=False)
 
 
-def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete: bool) -> StoreSession:
+def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete: bool,
+                     explain: Callable[[str, Any, Any], str | None] | None = None) -> StoreSession:
     writer = reopen_writer(path)
-    differences = fingerprint_differences(writer.root_attrs().get("fingerprint", {}), current)
+    stored = writer.root_attrs().get("fingerprint", {})
+    differences = fingerprint_differences(stored, current)
     if differences:
         writer.close()
+        for key in sorted(set(stored) | set(current)):
+            message = explain and stored.get(key) != current.get(key) and \
+                explain(key, stored.get(key), current.get(key))
+            if message:
+                raise StoreConflictError(f"out path {path}: {message}")
         keys = ", ".join(d.split(" ")[0] for d in differences)
         raise StoreConflictError(f"out path {path} holds a store from a different run ({keys} "
                                  f"differ: {differences[0]}); pass --overwrite to replace it "
