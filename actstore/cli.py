@@ -145,6 +145,8 @@ def extract_command(
         return
     rate = result.rows_this_run / result.seconds if result.seconds else 0.0
     state = "complete" if result.complete else f"incomplete ({result.rows_written}/{result.n_images} rows)"
+    if result.rows_skipped:
+        state += f" ({result.rows_skipped} unreadable image(s) skipped; see skipped_images)"
     verb = "resumed" if result.resumed else "wrote"
     if result.shard:
         verb = f"shard {result.shard[0]}/{result.shard[1]} (rows {result.shard_rows[0]}-{result.shard_rows[1] - 1}): {verb}"

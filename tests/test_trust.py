@@ -32,3 +32,84 @@ def test_a_resume_with_another_batch_size_is_refused_naming_the_flag_and_value(t
                                                  r"with --amp none to resume"):
         run(weights, image_dir, out, batch_size=8, amp="bfloat16")
     assert run(weights, image_dir, out, batch_size=8).resumed
+
+
+def scramble_jpeg(path) -> None:
+    """Random bytes in a JPEG's entropy-coded data, header and end marker intact:
+    it passes the cheap pre-check and fails only when decoded."""
+    data = bytearray(path.read_bytes())
+    start, end = data.index(b"\xff\xda") + 20, len(data) - 2
+    data[start:end] = np.random.default_rng(0).integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def scrambled(tmp_path):
+    """12 images (flat), the 7th (row 6 of 12, in the second batch of 4) a scrambled JPEG."""
+    from actstore.images import ImageSet, _problem
+    images = make_images(tmp_path / "in", "flat")
+    names = ImageSet.scan(images).file_names
+    row = next(r for r, name in enumerate(names) if r >= 5 and name.lower().endswith((".jpg", ".jpeg")))
+    scramble_jpeg(images / names[row])
+    assert _problem(images / names[row]) == ""
+    return images, names[row], row
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_scrambled_jpeg_mid_run_is_skipped_and_recorded_with_skip_bad_images(tmp_path, scrambled,
+                                                                               weights_file, suffix):
+    images, name, row = scrambled
+    out = tmp_path / f"s{suffix}"
+    with pytest.warns(UserWarning, match=f"skipped 1 unreadable image.*{name}"):
+        result = run(weights_file("alexnet"), images, out, skip_bad_images=True)
+    assert result.complete and (result.rows_written, result.rows_skipped) == (11, 1)
+    with open_store(out) as store:
+        assert store.complete and store.status == "complete"
+        assert np.flatnonzero(store.skipped).tolist() == [row] and np.flatnonzero(~store.written).tolist() == [row]
+        (record,) = store.attrs["skipped_images"]
+        assert (record["file_name"], record["row"]) == (name, row)
+        assert record["reason"].startswith("OSError: broken data stream")
+    from actstore.verify import verify
+    report = verify(out)
+    assert report.ok, [(c.name, c.detail) for c in report.checks if not c.ok]
+    assert [c.detail for c in report.checks if c.name == "rows written"] == \
+        ["11/12 rows written (1 skipped: unreadable images), status complete"]
+
+
+def test_a_scrambled_jpeg_with_the_torchvision_decoder_is_skipped_too(tmp_path, scrambled, weights_file):
+    images, name, row = scrambled
+    out = tmp_path / "s.zarr"
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        result = run(weights_file("alexnet"), images, out, skip_bad_images=True, decoder="torchvision")
+    assert result.complete and result.rows_skipped == 1
+    with open_store(out) as store:
+        assert np.flatnonzero(store.skipped).tolist() == [row] and store.written.sum() == 11
+
+
+def test_without_skip_the_run_stops_keeping_rows_and_the_advised_rerun_resumes_to_the_reference(
+        tmp_path, scrambled, weights_file):
+    from actstore.errors import BadImagesError
+    images, name, row = scrambled
+    weights = weights_file("alexnet")
+    with pytest.warns(UserWarning):
+        run(weights, images, tmp_path / "reference.zarr", skip_bad_images=True)
+    out = tmp_path / "s.zarr"
+    with pytest.raises(BadImagesError) as stopped:
+        run(weights, images, out)
+    assert str(stopped.value) == (f"cannot read 1 image(s): {name} (OSError: broken data stream when reading "
+                                  "image file); finished rows are kept: run the same command with "
+                                  "--skip-bad-images to resume and leave them out (recorded in the store), "
+                                  "or fix them and run again")
+    with open_store(out) as store:
+        assert store.written.tolist() == [True] * 4 + [False] * 8 and store.status == "incomplete"
+    with pytest.warns(UserWarning):
+        resumed = run(weights, images, out, skip_bad_images=True)
+    assert resumed.resumed and resumed.complete and resumed.rows_this_run == 7
+    with open_store(out) as store, open_store(tmp_path / "reference.zarr") as reference:
+        assert store.complete and np.flatnonzero(store.skipped).tolist() == [row]
+        rows = store.written_rows
+        assert rows.tolist() == [r for r in range(12) if r != row]
+        for layer in LAYERS:
+            assert np.array_equal(store[layer][rows], reference[layer][rows])
+    again = run(weights, images, out)   # complete: nothing to do, the skipped row is not retried
+    assert again.rows_this_run == 0 and again.complete

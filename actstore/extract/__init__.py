@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import BadOptionError, Interrupted
 from ..plan import Plan
 from ..store import Location, formats_that, output_format, suffixes_of, writer_class
+from ..store.provenance import skipped_rows
 from ..store.session import open_session
 from .loader import scan_images
 from .loop import run_batches
@@ -42,6 +43,8 @@ class ExtractResult:
     seconds: float
     layers: dict[str, tuple[int, ...]] = field(default_factory=dict)
     resumed: bool = False
+    # rows of images found unreadable mid-run (skip_bad_images): never written
+    rows_skipped: int = 0
     shard: tuple[int, int] | None = None
     shard_rows: tuple[int, int] | None = None
     plan: Plan | None = None
@@ -52,7 +55,7 @@ class ExtractResult:
 
     @property
     def complete(self) -> bool:
-        return self.rows_written == self.n_images
+        return self.rows_written + self.rows_skipped == self.n_images
 
 
 def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult:
@@ -99,13 +102,15 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
                       attrs, overwrite=options.overwrite, explain=explain_difference) as session:
         if session.writer.supports_resume:
             claim(session.writer, out_path, options.shard, lo, hi)
-        todo = np.flatnonzero(~session.written()[lo:hi]) + lo
+        done = session.written() | skipped_rows(session.writer.root_attrs(), len(images))
+        todo = np.flatnonzero(~done[lo:hi]) + lo
         result.stages["setup"] = time.perf_counter() - started
         result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,
                                            done_before=(hi - lo) - len(todo), total=hi - lo,
                                            stages=result.stages)
         session.complete()
         result.rows_written, result.resumed = int(session.written().sum()), session.resumed
+        result.rows_skipped = int(skipped_rows(session.writer.root_attrs(), len(images)).sum())
     result.seconds = time.perf_counter() - started
     return result
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import StoreConflictError
 from .base import Layout, StoreWriter
 from .location import Location, exists, join
-from .provenance import completed, fingerprint_differences
+from .provenance import completed, fingerprint_differences, skipped_rows
 from .registry import create_writer, is_store, remove_store, reopen_writer, writer_class
 
 
@@ -45,8 +45,10 @@ class StoreSession:
         return self.writer.written()
 
     def complete(self) -> bool:
-        """Mark the store complete when every row is written; say whether it is."""
-        if not self.writer.written().all():
+        """Mark the store complete when every row is written (or skipped as
+        an unreadable image); say whether it is."""
+        written = self.writer.written()
+        if not (written | skipped_rows(self.writer.root_attrs(), len(written))).all():
             return False
         self.writer.update_attrs(completed())
         return True
