@@ -113,3 +113,17 @@ def test_without_skip_the_run_stops_keeping_rows_and_the_advised_rerun_resumes_t
             assert np.array_equal(store[layer][rows], reference[layer][rows])
     again = run(weights, images, out)   # complete: nothing to do, the skipped row is not retried
     assert again.rows_this_run == 0 and again.complete
+
+
+def test_split_activations_takes_the_originals_positional_order(tmp_path):
+    from actstore.thingsvision import merge_activations, split_activations
+    x = np.arange(40 * 3, dtype=np.float64).reshape(40, 3)
+    (tmp_path / "sa").mkdir()
+    written = split_activations(tmp_path / "sa", x, ".txt", 10)
+    assert [p.name for p in written] == [f"activations_{i:02d}.txt" for i in range(1, 11)]
+    assert sorted(p.name for p in (tmp_path / "sa").iterdir()) == [p.name for p in written]
+    assert np.array_equal(merge_activations(tmp_path / "sa"), x)
+    (tmp_path / "npy").mkdir()
+    assert len(split_activations(tmp_path / "npy", x, "npy", 4)) == 4
+    (tmp_path / "older").mkdir()
+    assert len(split_activations(tmp_path / "older", x, 3)) == 3   # the older (PATH, features, n_splits)
