@@ -16,7 +16,7 @@ import typer
 from . import defaults
 from .errors import Interrupted, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Extract activations of vision models into chunked Zarr/HDF5 stores.")
 _state = {"debug": bool(os.environ.get("ACTSTORE_DEBUG"))}
 
@@ -39,6 +39,9 @@ def command(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:   # `actstore info STORE | head -1`: the reader has what it wanted
+            _quiet_closed_stdout()
+            raise typer.Exit(0)
         except UserError as error:
             if _state["debug"]:
                 traceback.print_exc()
@@ -52,8 +55,27 @@ def command(func: Callable) -> Callable:
     return wrapper
 
 
+def _quiet_closed_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush into the
+    closed pipe neither fails nor prints."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # not a real file (a test runner's capture)
+        pass
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+        typer.echo(f"actstore {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
     _state["debug"] = _state["debug"] or debug
 
 
@@ -66,7 +88,12 @@ def _choose_modules(model_name: str) -> list[str]:
     typer.echo(_format_tree(tree), err=True)
     names = [m.name for m in tree]
     while True:
-        answer = typer.prompt("module name(s), separated by commas", err=True)
+        typer.echo("module name(s), separated by commas: ", nl=False, err=True)
+        try:
+            answer = input()
+        except EOFError:   # Ctrl-D, or stdin that is not a terminal and ends; Ctrl-C exits 130
+            raise UserError("no module chosen (end of input): answer the prompt, or pass --module-name "
+                            f"(see `actstore layers {model_name}`)") from None
         chosen = [a.strip() for a in answer.replace(" ", ",").split(",") if a.strip()]
         unknown = [c for c in chosen if c not in names]
         if chosen and not unknown:
@@ -301,7 +328,11 @@ def verify_command(
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="actstore")
+    try:
+        app(prog_name="actstore")
+    except BrokenPipeError:   # raised while typer/click itself writes (help, usage)
+        _quiet_closed_stdout()
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -127,3 +127,61 @@ def test_split_activations_takes_the_originals_positional_order(tmp_path):
     assert len(split_activations(tmp_path / "npy", x, "npy", 4)) == 4
     (tmp_path / "older").mkdir()
     assert len(split_activations(tmp_path / "older", x, 3)) == 3   # the older (PATH, features, n_splits)
+
+
+# --------------------------------------------------------------------------- CLI conventions
+
+def cli(*args, **kwargs):
+    from typer.testing import CliRunner
+    from actstore.cli import app
+    return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
+
+
+def run_with_closed_stdout(*args) -> tuple[int, bytes]:
+    """The command's exit status and stderr when its reader has gone (as `| head -1`
+    does): the pipe is closed before the command writes."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "actstore", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait()
+    return proc.returncode, err
+
+
+def test_a_closed_pipe_ends_info_models_verify_and_layers_quietly(tmp_path, image_dir, weights_file):
+    out = tmp_path / "s.zarr"
+    run(weights_file("alexnet"), image_dir, out)
+    for args in (["info", out], ["verify", out], ["models"], ["layers", "alexnet"]):
+        assert run_with_closed_stdout(*args) == (0, b""), args
+
+
+def test_version_prints_the_version():
+    from actstore import __version__
+    result = cli("--version")
+    assert result.exit_code == 0 and result.output == f"actstore {__version__}\n"
+
+
+def test_interactive_ends_in_one_line_on_end_of_input_and_exits_130_on_ctrl_c(monkeypatch):
+    result = cli("extract", "--model-name", "alexnet", "--interactive", input="")   # Ctrl-D, or </dev/null
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == ("module name(s), separated by commas: error: no module chosen "
+                                              "(end of input): answer the prompt, or pass --module-name "
+                                              "(see `actstore layers alexnet`)")
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("builtins.input", ctrl_c)
+    result = cli("extract", "--model-name", "alexnet", "--interactive")
+    assert result.exit_code == 130 and result.output.splitlines()[-1].endswith("error: interrupted")
+
+
+def test_help_keeps_bracketed_defaults_and_flags_show_no_placeholder():
+    result = cli("extract", "--help")
+    text = " ".join(result.output.split())   # as wrapped at any width
+    assert result.exit_code == 0
+    assert "Codec level [default: the codec's own]." in text
+    assert "Path to things_concept.tsv [default: data/things_concept.tsv]." in text
+    assert "<bool>" not in text
+    assert "--flatten-acts, --flatten_acts Store (N, units)" in text
