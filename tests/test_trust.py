@@ -185,3 +185,56 @@ def test_help_keeps_bracketed_defaults_and_flags_show_no_placeholder():
     assert "Path to things_concept.tsv [default: data/things_concept.tsv]." in text
     assert "<bool>" not in text
     assert "--flatten-acts, --flatten_acts Store (N, units)" in text
+
+
+# --------------------------------------------------------------------------- arguments checked first
+
+@pytest.mark.parametrize("flags, message", [
+    (["--compression-level", "99"], "--compression-level 99 is out of range for zstd: use 0 to 9"),
+    (["--compression", "gzip", "--compression-level", "-1"], "--compression-level -1 is out of range for gzip: use 0 to 9"),
+    (["--compression", "none", "--compression-level", "3"], "--compression-level 3 has no meaning with --compression none: leave it out"),
+    (["--chunk-channels", "0"], "--chunk-channels must be at least 1, got 0"),
+    (["--chunk-channels", "-3"], "--chunk-channels must be at least 1, got -3"),
+])
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_bad_arguments_are_refused_in_one_line_before_anything_is_created(tmp_path, image_dir, flags, message,
+                                                                          suffix):
+    out = tmp_path / "out" / f"s{suffix}"
+    result = cli("extract", "--model-name", "alexnet", "--weights", "none", "--module-name", "features.2",
+                 "--in-path", image_dir, "--out-path", out, "-q", *flags)
+    assert (result.exit_code, result.output) == (1, f"error: {message}\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("split", ["0", "-2"])
+def test_export_refuses_a_split_below_one_before_writing(tmp_path, image_dir, weights_file, split):
+    store = tmp_path / "s.zarr"
+    run(weights_file("alexnet"), image_dir, store)
+    result = cli("export", store, "--module-name", "classifier.6", "--out-path", tmp_path / "txt", "--split", split)
+    assert (result.exit_code, result.output) == (1, f"error: --split must be between 1 and the number of rows "
+                                                    f"(12), got {split}\n")
+    assert not (tmp_path / "txt").exists()
+
+
+def test_the_batch_size_is_capped_at_the_image_count(tmp_path, image_dir, weights_file):
+    out = tmp_path / "s.zarr"
+    run(weights_file("alexnet"), image_dir, out, batch_size=100_000)
+    with open_store(out) as store:
+        assert store.attrs["fingerprint"]["batch_size"] == 12 and store.complete
+    assert run(weights_file("alexnet"), image_dir, out, batch_size=100_000).resumed
+
+
+def test_dry_run_gives_the_refusals_of_the_real_run(tmp_path, image_dir, weights_file):
+    weights = weights_file("alexnet")
+    precious = tmp_path / "precious.h5"
+    precious.write_bytes(b"my data")
+    with pytest.raises(StoreConflictError) as refused:
+        run(weights, image_dir, precious, dry_run=True)
+    assert str(refused.value) == (f"out path {precious} exists and is not an actstore store; nothing was "
+                                  f"changed: choose a new path such as {tmp_path / 'precious-activations.h5'}")
+    assert precious.read_bytes() == b"my data" and sorted(p.name for p in tmp_path.iterdir()) == ["precious.h5"]
+    out = tmp_path / "s.zarr"
+    run(weights, image_dir, out, batch_size=8)
+    with pytest.raises(StoreConflictError, match="--batch-size 5 differs from the store's 8"):
+        run(weights, image_dir, out, batch_size=5, dry_run=True)
+    assert run(weights, image_dir, out, batch_size=5, dry_run=True, overwrite=True).plan is not None

@@ -9,6 +9,7 @@ background writer). The store's lifecycle is :mod:`actstore.store.session`.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import types
@@ -21,7 +22,7 @@ from ..errors import BadOptionError, Interrupted
 from ..plan import Plan
 from ..store import Location, formats_that, output_format, suffixes_of, writer_class
 from ..store.provenance import skipped_rows
-from ..store.session import open_session
+from ..store.session import check_out_path, open_session
 from .loader import scan_images
 from .loop import run_batches
 from .options import ExtractOptions, resolve_device
@@ -86,9 +87,14 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     options = options if options is not None else ExtractOptions(**kwargs)
     out_path, file_format = _output(options)
     images, skipped = scan_images(options)
+    if options.batch_size > len(images):   # no buffers for images that are not there
+        options = dataclasses.replace(options, batch_size=len(images))
     model = ready_model(options)
     extractor, layout = hook_and_lay_out(model, options, len(images))
     lo, hi = rows_of(layout, options.shard)
+    attrs = store_attrs(model, images, layout, options, skipped)
+    # the refusals of the real run, before the space check measures anything (and so for --dry-run)
+    check_out_path(out_path, file_format, layout, attrs, overwrite=options.overwrite, explain=explain_difference)
     plan = check_space(extractor, model, images, layout, file_format, out_path, hi - lo, options)
     result = ExtractResult(path=out_path, file_format=file_format, n_images=len(images), rows_written=0,
                            rows_this_run=0, seconds=0.0, plan=plan, shard_rows=(lo, hi),
@@ -97,7 +103,6 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     if options.dry_run:
         result.seconds, result.shard, result.shard_rows = time.perf_counter() - started, None, None
         return result
-    attrs = store_attrs(model, images, layout, options, skipped)
     with open_session(out_path, file_format, layout, images.file_names, images.targets, images.classes,
                       attrs, overwrite=options.overwrite, explain=explain_difference) as session:
         if session.writer.supports_resume:

@@ -20,6 +20,8 @@ from ..models import Model
 from ..store import COMPRESSIONS, DTYPES, Location, location
 
 AMP_DTYPES = ("float16", "bfloat16")
+# Each codec's levels: Blosc's clevel (zstd, lz4) and zlib's level (gzip).
+COMPRESSION_LEVELS = {"zstd": (0, 9), "lz4": (0, 9), "gzip": (0, 9)}
 DECODERS = ("pil", "torchvision")
 
 
@@ -81,6 +83,16 @@ class ExtractOptions:
         if self.compression not in COMPRESSIONS:
             raise BadOptionError(f"unknown --compression {self.compression!r}: use one of "
                                  f"{', '.join(COMPRESSIONS)}")
+        if self.compression_level is not None:
+            if self.compression not in COMPRESSION_LEVELS:
+                raise BadOptionError(f"--compression-level {self.compression_level} has no meaning with "
+                                     f"--compression {self.compression}: leave it out")
+            low, high = COMPRESSION_LEVELS[self.compression]
+            if not low <= self.compression_level <= high:
+                raise BadOptionError(f"--compression-level {self.compression_level} is out of range for "
+                                     f"{self.compression}: use {low} to {high}")
+        if self.chunk_channels is not None and self.chunk_channels < 1:
+            raise BadOptionError(f"--chunk-channels must be at least 1, got {self.chunk_channels}")
         if self.num_workers is not None and self.num_workers < 0:
             raise BadOptionError(f"--num-workers must be 0 or more, got {self.num_workers}")
         self.amp = None if self.amp in (None, "", "none") else self.amp

@@ -187,6 +187,7 @@ class LegacyFilesWriter(StoreWriter):
         self._rows = 0
         self._closed = False
         fmt = slice_format(decimals)
+        split_bounds(self.n_rows, n_splits)   # refuse a bad --split before any folder is made
         folders = _folders(self.path, model_name, layout)
         _refuse_existing(folders.values(), overwrite)
         as_text = [s.module_name for s in layout.layers

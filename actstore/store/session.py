@@ -24,7 +24,7 @@ from ..errors import StoreConflictError
 from .base import Layout, StoreWriter
 from .location import Location, exists, join
 from .provenance import completed, fingerprint_differences, skipped_rows
-from .registry import create_writer, is_store, remove_store, reopen_writer, writer_class
+from .registry import create_writer, is_store, open_reader, remove_store, reopen_writer, writer_class
 
 
 class StoreSession:
@@ -91,8 +91,7 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
         if not is_store(path):
             empty_dir = isinstance(path, Path) and path.is_dir() and not any(path.iterdir())
             if not empty_dir:
-                raise StoreConflictError(f"out path {path} exists and is not an actstore store; nothing "
-                                         f"was changed: choose a new path such as {join(path, 'store.zarr')}")
+                raise _not_a_store(path)
             path.rmdir()
         elif overwrite:
             remove_store(path)
@@ -107,13 +106,44 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
     return StoreSession(writer, path, resumed=False)
 
 
-def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete: bool,
-                     explain: Callable[[str, Any, Any], str | None] | None = None) -> StoreSession:
-    writer = reopen_writer(path)
-    stored = writer.root_attrs().get("fingerprint", {})
+def check_out_path(path: Location, file_format: str, layout: Layout, attrs: Mapping[str, Any], *,
+                   overwrite: bool = False,
+                   explain: Callable[[str, Any, Any], str | None] | None = None) -> None:
+    """Raise what :func:`open_session` would refuse, changing nothing, so a
+    ``--dry-run`` gives the real run's refusals."""
+    backend = writer_class(file_format)
+    if not backend.supports_resume:
+        if not overwrite:
+            backend.make_way(Path(path), layout, attrs, overwrite=False)
+        return
+    if not exists(path):
+        return
+    if not is_store(path):
+        if not (isinstance(path, Path) and path.is_dir() and not any(path.iterdir())):
+            raise _not_a_store(path)
+        return
+    if not overwrite:
+        reader = open_reader(path)
+        try:
+            stored = reader.root_attrs().get("fingerprint", {})
+        finally:
+            reader.close()
+        _refuse_another_run(path, stored, attrs["fingerprint"], explain)
+
+
+def _not_a_store(path: Location) -> StoreConflictError:
+    if isinstance(path, Path) and not path.is_dir():   # a file: suggest a sibling, not a path inside it
+        suggestion = path.with_name(f"{path.stem}-activations{path.suffix or '.zarr'}")
+    else:
+        suggestion = join(path, "store.zarr")
+    return StoreConflictError(f"out path {path} exists and is not an actstore store; nothing was changed: "
+                              f"choose a new path such as {suggestion}")
+
+
+def _refuse_another_run(path: Location, stored: Mapping[str, Any], current: Mapping[str, Any],
+                        explain: Callable[[str, Any, Any], str | None] | None) -> None:
     differences = fingerprint_differences(stored, current)
     if differences:
-        writer.close()
         for key in sorted(set(stored) | set(current)):
             message = explain and stored.get(key) != current.get(key) and \
                 explain(key, stored.get(key), current.get(key))
@@ -123,6 +153,16 @@ def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete:
         raise StoreConflictError(f"out path {path} holds a store from a different run ({keys} "
                                  f"differ: {differences[0]}); pass --overwrite to replace it "
                                  "or choose another --out-path")
+
+
+def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete: bool,
+                     explain: Callable[[str, Any, Any], str | None] | None = None) -> StoreSession:
+    writer = reopen_writer(path)
+    try:
+        _refuse_another_run(path, writer.root_attrs().get("fingerprint", {}), current, explain)
+    except StoreConflictError:
+        writer.close()
+        raise
     if not rerun_complete and writer.written().all():
         writer.close()
         raise StoreConflictError(f"out path {path} exists (a complete store of this run); nothing was "
