@@ -280,7 +280,7 @@ def export_command(
     out_path: Path = typer.Option(..., "--out-path", "--out_path", help="Root folder: files go to OUT/<model>/<module>/."),
     n_splits: int = typer.Option(1, "--split", help="Write activations_01 ... activations_NN: exactly N files (the original wrote N-1)."),
     decimals: int = typer.Option(5, "--decimals", help="Decimals of text slices (the original's 5 is lossy; more digits keep more)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing activations* files in that folder (nothing else)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace this layout's own files there (activations.txt, activations_NN.npy, targets, file_names.txt; nothing else), once the export has finished."),
 ) -> None:
     """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
     from .legacy_io import export_layer

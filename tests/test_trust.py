@@ -238,3 +238,55 @@ def test_dry_run_gives_the_refusals_of_the_real_run(tmp_path, image_dir, weights
     with pytest.raises(StoreConflictError, match="--batch-size 5 differs from the store's 8"):
         run(weights, image_dir, out, batch_size=5, dry_run=True)
     assert run(weights, image_dir, out, batch_size=5, dry_run=True, overwrite=True).plan is not None
+
+
+# --------------------------------------------------------------------------- --overwrite on the txt/npy layout
+
+def legacy_folder(out):
+    return out / "alexnet" / "classifier.6"
+
+
+def run_txt(weights, images, out, **extra):
+    return extract(model_name="alexnet", model_path=weights, in_path=images, out_path=out,
+                   module_names=["classifier.6"], file_format="txt", **{**FAST, "batch_size": 4, **extra})
+
+
+def test_overwrite_on_the_txt_layout_replaces_only_its_own_files_after_the_run(tmp_path, image_dir, weights_file):
+    weights, out = weights_file("alexnet"), tmp_path / "acts"
+    folder = legacy_folder(out)
+    folder.mkdir(parents=True)
+    for name in ("activations_01.txt", "activations_02.txt", "targets.npy"):   # an earlier split npy-ish run
+        (folder / name).write_text("old\n")
+    (folder / "activations_notes.txt").write_text("mine\n")
+    (folder / "activations_README.md").write_text("mine too\n")
+    with pytest.raises(StoreConflictError, match="activations_01.txt already exists"):
+        run_txt(weights, image_dir, out)
+    run_txt(weights, image_dir, out, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["activations.txt", "activations_README.md",
+                                                        "activations_notes.txt", "file_names.txt", "targets.txt"]
+    assert (folder / "activations_notes.txt").read_text() == "mine\n"
+    assert (folder / "activations_README.md").read_text() == "mine too\n"
+    reference = run(weights, image_dir, tmp_path / "ref.zarr")
+    with open_store(reference.path) as store:
+        np.testing.assert_allclose(np.loadtxt(folder / "activations.txt"), store["classifier.6"][:], rtol=1e-6)
+
+
+def test_ctrl_c_during_an_overwrite_leaves_the_old_results_intact(tmp_path, image_dir, weights_file, monkeypatch):
+    import actstore.extract.loop as loop
+    from actstore.errors import Interrupted
+    weights, out = weights_file("alexnet"), tmp_path / "acts"
+    run_txt(weights, image_dir, out)
+    folder = legacy_folder(out)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    calls = []
+    forward = loop._forward
+
+    def interrupted_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return forward(*args, **kwargs)
+    monkeypatch.setattr(loop, "_forward", interrupted_second_batch)
+    with pytest.raises(Interrupted):
+        run_txt(weights, image_dir, out, overwrite=True, rnd_seed=7)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

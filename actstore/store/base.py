@@ -154,7 +154,8 @@ class StoreWriter(ABC):
     @classmethod
     def make_way(cls, path: Path, layout: Layout, attrs: Mapping[str, Any], overwrite: bool) -> None:
         """For a backend that is never resumed: refuse what a new output would
-        replace at ``path``, or remove it when ``overwrite``. Stores that resume
+        replace at ``path`` unless ``overwrite`` (which replaces it only once
+        the new output has finished). Stores that resume
         are opened, resumed or replaced by :mod:`actstore.store.session`."""
 
     @classmethod

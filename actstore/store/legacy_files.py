@@ -144,14 +144,11 @@ class _LayerFiles:
         if self.open is not None:
             self.open.close()
             self.open = None
-        final = []
-        for name in self.names:
-            partial = self.partial(name)
-            if complete:
-                final.append(partial.replace(self.folder / name))
-            else:
-                partial.unlink(missing_ok=True)  # our own unfinished file, useless to any reader
-        return final
+        if not complete:
+            for name in self.names:
+                self.partial(name).unlink(missing_ok=True)  # our own unfinished file, useless to any reader
+            return []
+        return [self.partial(name).replace(self.folder / name) for name in self.names]
 
 
 class LegacyFilesWriter(StoreWriter):
@@ -159,9 +156,13 @@ class LegacyFilesWriter(StoreWriter):
 
     One folder ``<out_path>/<model_name>/<module_name>/`` per layer; rows must
     arrive in order. Files are written as ``*.partial`` and renamed when every
-    row is in, then ``targets`` and ``file_names.txt`` are written, so an
-    interrupted run never leaves a truncated ``activations.txt`` that an old
-    reader would take for a whole one. Never resumed.
+    row is in, with ``targets`` and ``file_names.txt``, so an interrupted run
+    never leaves a truncated ``activations.txt`` that an old reader would take
+    for a whole one, and never touches what was there. With ``overwrite``,
+    the files of an earlier run that the new one does not replace are deleted
+    after it has finished: only this layout's exact names (``activations.txt``,
+    ``activations_NN.npy``, ``targets.txt``, ``file_names.txt``, ...), never
+    another file (a user's ``activations_notes.txt`` stays). Never resumed.
 
     Example:
         >>> writer = LegacyFilesWriter(Path("out"), layout, names, targets, file_format="txt",
@@ -211,8 +212,9 @@ class LegacyFilesWriter(StoreWriter):
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
                classes: Sequence[str], attrs: Mapping[str, Any]) -> "LegacyFilesWriter":
+        # make_way refused an earlier run's files already, unless --overwrite
         return cls(path, layout, file_names, targets, file_format=cls.format_name,
-                   model_name=str(attrs["model_name"]), attrs=attrs)
+                   model_name=str(attrs["model_name"]), attrs=attrs, overwrite=True)
 
     @classmethod
     def reopen(cls, path: Path) -> "LegacyFilesWriter":
@@ -256,9 +258,13 @@ class LegacyFilesWriter(StoreWriter):
         self._closed = True
         complete = self._rows == self.n_rows
         for files in self._layers.values():
-            files.finish(complete)
-            if complete:
+            earlier = set(_our_files(files.folder))
+            if complete:   # side files first: activations.* appear last, with everything beside them
                 _write_side_files(files.folder, self.file_format, self._targets, self._file_names)
+            final = files.finish(complete)
+            if complete:   # the earlier run's files that this one did not replace (--overwrite)
+                for stale in earlier - set(final) - set(_side_files(files.folder, self.file_format)):
+                    stale.unlink(missing_ok=True)
 
 
 class LegacyNpyWriter(LegacyFilesWriter):
@@ -271,14 +277,24 @@ def _folders(path: Path, model_name: str, layout: Layout) -> dict[str, Path]:
     return {spec.module_name: path / model_name / spec.module_name for spec in layout.layers}
 
 
+def _our_files(folder: Path) -> list[Path]:
+    """The files in ``folder`` that carry this layout's exact names (what an
+    earlier run of it wrote); nothing else there is ever deleted."""
+    if not folder.is_dir():
+        return []
+    names = {"activations.txt", "activations.npy", "targets.txt", "targets.npy", "file_names.txt"}
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and (p.name in names or SPLIT_NAME.match(p.name)))
+
+
 def _refuse_existing(folders: Iterable[Path], overwrite: bool) -> None:
-    existing = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("activations*"))]
+    """Refuse a folder holding an earlier run's activations unless ``overwrite``;
+    nothing is deleted here (the new run replaces them once it has finished)."""
+    existing = [p for folder in folders for p in _our_files(folder) if p.name.startswith("activations")]
     if existing and not overwrite:
         raise StoreConflictError(f"{existing[0]} already exists ({len(existing)} activations file(s)); nothing was "
-                        "changed: pass --overwrite to replace them or choose another --out-path")
-    for path in existing:
-        if path.is_file():
-            path.unlink()
+                        "changed: pass --overwrite to replace them (once the new run has finished) or choose "
+                        "another --out-path")
 
 
 def _side_files(folder: Path, file_format: str) -> list[Path]:
@@ -286,12 +302,18 @@ def _side_files(folder: Path, file_format: str) -> list[Path]:
 
 
 def _write_side_files(folder: Path, file_format: str, targets: np.ndarray, file_names: Sequence[str]) -> None:
+    """``targets`` and ``file_names.txt``, each written under a temporary name and renamed."""
     targets_path, names_path = _side_files(folder, file_format)
-    if file_format == "npy":
-        np.save(targets_path, targets)
-    else:
-        np.savetxt(targets_path, targets)
-    names_path.write_text("".join(f"{name}\n" for name in file_names), encoding="utf-8")
+    partial = targets_path.with_name(f"{targets_path.name}.partial")
+    with partial.open("wb") as handle:
+        if file_format == "npy":
+            np.save(handle, targets)
+        else:
+            np.savetxt(handle, targets)
+    partial.replace(targets_path)
+    partial = names_path.with_name(f"{names_path.name}.partial")
+    partial.write_text("".join(f"{name}\n" for name in file_names), encoding="utf-8")
+    partial.replace(names_path)
 
 
 def split_files(folder: Path) -> tuple[list[Path], str | None]:
