@@ -256,7 +256,7 @@ def rechunk_command(
     store_path: str = typer.Argument(..., metavar="STORE", help="A complete .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or .h5 file."),
     out_path: str = typer.Argument(..., metavar="OUT", help="The new store (.zarr, .h5, or a .zarr URL)."),
     layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per chunk) or image-major (as extract writes)."),
-    chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory allows; image-major: 16]."),
+    chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory-mb allows; image-major: 16]."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: chunks up to 1 MiB]."),
     max_memory_mb: int = typer.Option(1024, "--max-memory-mb", help="Memory the copy may hold, in MiB."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at OUT."),

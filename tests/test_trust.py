@@ -290,3 +290,51 @@ def test_ctrl_c_during_an_overwrite_leaves_the_old_results_intact(tmp_path, imag
     with pytest.raises(Interrupted):
         run_txt(weights, image_dir, out, overwrite=True, rnd_seed=7)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+# --------------------------------------------------------------------------- errors in one clear line
+
+def test_a_state_dict_with_the_right_keys_but_wrong_shapes_names_the_first_key_and_both_shapes(tmp_path):
+    import torch
+    import torchvision
+    from actstore.errors import UserError
+    from actstore.models import load_model
+    state = torchvision.models.alexnet(weights=None, num_classes=10).state_dict()
+    torch.save(state, tmp_path / "ten.pth")
+    with pytest.raises(UserError) as refused:
+        load_model("alexnet", model_path=tmp_path / "ten.pth")
+    assert str(refused.value) == (f"weights file {tmp_path / 'ten.pth'} does not fit AlexNet: classifier.6.weight "
+                                  "has shape (10, 4096) there but (1000, 4096) in the model (another variant, "
+                                  "or another number of classes?)")
+
+
+def test_the_pickle_refusal_names_the_global_it_wanted_without_cutting_words(tmp_path):
+    import os
+    import pickle
+    from actstore.errors import UserError
+    from actstore.models import load_model
+
+    class Payload:
+        def __reduce__(self):
+            return (os.getcwd, ())
+    bad = tmp_path / "evil.pth"
+    bad.write_bytes(pickle.dumps({"features.0.weight": Payload()}, protocol=2))
+    with pytest.raises(UserError) as refused:
+        load_model("alexnet", model_path=bad)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"weights file {bad} is not a plain state dict of "
+                                                      "tensors; refused without running it (")
+    why = message.split("refused without running it (", 1)[1][:-1]
+    assert "getcwd" in why and (why.endswith(" ...") or len(why) <= 160)
+    assert why.removesuffix(" ...").split()[-1] in why.replace(" ...", "").split()   # ends on a whole word
+
+
+def test_the_rechunk_memory_refusal_names_max_memory_mb(tmp_path, image_dir, weights_file):
+    from actstore.errors import BadOptionError
+    from actstore.store.rechunk import rechunk
+    store = tmp_path / "s.zarr"
+    run(weights_file("alexnet"), image_dir, store)
+    with pytest.raises(BadOptionError, match=r"^--max-memory-mb 0\.000999451 holds 0 rows of every layer, fewer "
+                                             r"than one chunk of 8 rows: raise --max-memory-mb or lower "
+                                             r"--chunk-images$"):
+        rechunk(store, tmp_path / "r.zarr", "image-major", chunk_images=8, max_memory=2**20 // 1000)

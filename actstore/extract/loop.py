@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sys
 import time
 import warnings
@@ -89,7 +90,7 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
         if error.errno not in DISK_FULL:
             raise
         kept = int(writer.written().sum()) if writer.supports_resume else 0
-        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({error.strerror}): "
+        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({os.strerror(error.errno)}): "
                               f"{kept} of {len(images)} rows are kept; free space and run the same "
                               "command again to resume") from error
     except BaseException:

@@ -139,14 +139,27 @@ def load_state_dict(file: Path) -> tuple[dict, str]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"weights file {file} is not a plain state dict of tensors; refused "
-                        f"without running it ({first[:160]})") from error
+                        f"without running it ({_why_refused(error)})") from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise UserError(f"weights file {file} holds a {type(state).__name__}, not a state dict")
     return state, digest.hexdigest()
+
+
+def _why_refused(error: Exception, limit: int = 160) -> str:
+    """The telling line of torch's refusal (which global the pickle wanted),
+    shortened at a word boundary."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:   # torch's own words come after that marker
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if "global" in line.lower() or "unsupported" in line.lower()]
+    telling = (named or lines or [type(error).__name__])[0]
+    if len(telling) <= limit:
+        return telling
+    return telling[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
 
 
 def _weights_entry(enum, weights: str, model_name: str):
@@ -176,6 +189,13 @@ def _checkpoint_file(path: Path, weights, model_name: str) -> Path:
 
 def _apply_state_dict(module: torch.nn.Module, state: dict, file: Path | None) -> None:
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = module.state_dict()
+    for key, value in state.items():   # torch would raise a many-line RuntimeError for these
+        if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape:
+            where = f"weights file {file}" if file else "downloaded weights"
+            raise UserError(f"{where} does not fit {type(module).__name__}: {key} has shape "
+                            f"{tuple(value.shape)} there but {tuple(own[key].shape)} in the model "
+                            "(another variant, or another number of classes?)")
     result = module.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         where = f"weights file {file}" if file else "downloaded weights"

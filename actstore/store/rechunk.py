@@ -131,8 +131,9 @@ def _block_rows(store: Store, layout: str, chunk_images: int | None, max_memory:
     else:
         rows = chunk_images or defaults.CHUNK_IMAGES
     if fit_rows < rows:
-        raise BadOptionError(f"--max-memory {max_memory:,} B holds {fit_rows} rows of every layer, "
-                             f"fewer than one chunk of {rows} rows: raise it or lower --chunk-images")
+        raise BadOptionError(f"--max-memory-mb {max_memory / 2**20:g} holds {fit_rows} rows of every layer, "
+                             f"fewer than one chunk of {rows} rows: raise --max-memory-mb or lower "
+                             "--chunk-images")
     return rows, min(rows * max(1, fit_rows // rows), max(rows, len(store)))
 
 
