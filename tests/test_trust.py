@@ -338,3 +338,82 @@ def test_the_rechunk_memory_refusal_names_max_memory_mb(tmp_path, image_dir, wei
                                              r"than one chunk of 8 rows: raise --max-memory-mb or lower "
                                              r"--chunk-images$"):
         rechunk(store, tmp_path / "r.zarr", "image-major", chunk_images=8, max_memory=2**20 // 1000)
+
+
+# --------------------------------------------------------------------------- size planning of the txt layout
+
+def test_dry_run_estimates_the_txt_layout_from_its_own_text(tmp_path, image_dir, weights_file):
+    weights = weights_file("alexnet")
+    plan = run_txt(weights, image_dir, tmp_path / "acts", dry_run=True).plan
+    run_txt(weights, image_dir, tmp_path / "acts")
+    written = (legacy_folder(tmp_path / "acts") / "activations.txt").stat().st_size
+    (layer,) = plan.layers
+    assert layer.raw_bytes == 12 * 1000 * 4
+    assert layer.estimated_bytes > 4 * layer.raw_bytes   # text: "%.18e " is 25 bytes a value
+    assert abs(layer.estimated_bytes - written) <= 0.01 * written   # 12 images, all in the sample
+    assert not (tmp_path / "acts" / "alexnet" / "classifier.6" / "activations.txt.partial").exists()
+
+
+DISK_SCRIPT = """
+set -u
+mount -t tmpfs -o size=$SIZE tmpfs "$MNT"
+"$@" --out-path "$MNT/$OUT" 2> "$LOG/guard.err"; echo $? > "$LOG/guard.rc"
+"$@" --out-path "$MNT/$OUT" --force 2> "$LOG/full.err"; echo $? > "$LOG/full.rc"
+find "$MNT" -mindepth 1 > "$LOG/left"
+"""
+
+
+def run_on_a_small_disk(tmp_path, size: str, out: str, args: list) -> dict[str, str]:
+    """Run the extract command twice on a fresh tmpfs of ``size``: as given, then
+    with --force; return each run's exit status and stderr, and what was left."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    from conftest import child_env
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare -rm) to mount a small tmpfs")
+    (tmp_path / "mnt").mkdir()
+    command = [sys.executable, "-m", "actstore", "extract", *map(str, args)]
+    subprocess.run(["unshare", "-rm", "bash", "-c", DISK_SCRIPT, "bash", *command], timeout=600, check=True,
+                   env=child_env(MNT=str(tmp_path / "mnt"), LOG=str(tmp_path), SIZE=size, OUT=out),
+                   cwd=Path(__file__).resolve().parents[1])
+    return {name: (tmp_path / name).read_text() for name in ("guard.rc", "guard.err", "full.rc", "full.err", "left")}
+
+
+def extract_args(weights, images, *layers):
+    args = ["--model-name", "alexnet", "--model-path", weights, "--in-path", images, "--batch-size", "4",
+            "--chunk-images", "4", "--num-workers", "0", "-q"]
+    for layer in layers:
+        args += ["--module-name", layer]
+    return args
+
+
+def test_the_txt_layout_gets_the_free_space_guard_and_a_full_disk_leaves_no_partial(tmp_path, image_dir,
+                                                                                   weights_file):
+    # classifier.6 as text: 12 x 1000 values of 25 bytes, 300 kB; the disk holds 128 kB
+    runs = run_on_a_small_disk(tmp_path, "128k", "acts",
+                               [*extract_args(weights_file("alexnet"), image_dir, "classifier.6"),
+                                "--file-format", "txt"])
+    assert runs["guard.rc"].strip() == "1"
+    assert runs["guard.err"].startswith("error: the store needs about 30") and "--force" in runs["guard.err"]
+    assert runs["full.rc"].strip() == "1" and runs["full.err"].count("\n") == 1, runs["full.err"]
+    assert runs["full.err"].startswith("error: out of disk space writing ") and "(No space left on device)" in runs["full.err"]
+    assert ".partial" not in runs["left"] and "activations.txt" not in runs["left"]
+
+
+def test_a_file_name_with_a_line_break_is_refused_by_the_txt_layout_and_kept_by_stores(tmp_path, weights_file):
+    from actstore.errors import BadImagesError
+    images = make_images(tmp_path / "in", "flat", per_class=1)
+    first = sorted(images.iterdir())[0]
+    first.rename(images / f"two\nlines{first.suffix}")
+    weights = weights_file("alexnet")
+    with pytest.raises(BadImagesError) as refused:
+        run_txt(weights, images, tmp_path / "acts")
+    assert str(refused.value) == (f"'two\\nlines{first.suffix}' has a line break in its name, which file_names.txt of the "
+                                  "txt layout cannot hold: rename it, or write a .zarr or .h5 store (they keep "
+                                  "any name)")
+    assert not (tmp_path / "acts").exists()
+    run(weights, images, tmp_path / "s.zarr")
+    with open_store(tmp_path / "s.zarr") as store:
+        assert f"two\nlines{first.suffix}" in list(store.file_names)

@@ -87,10 +87,10 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
                           "rows are kept; run the same command again to resume")
     except OSError as error:
         background.finish(raise_error=False)
-        if error.errno not in DISK_FULL:
+        if error.errno not in DISK_FULL and "No space left" not in str(error):   # h5py may give no errno
             raise
         kept = int(writer.written().sum()) if writer.supports_resume else 0
-        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({os.strerror(error.errno)}): "
+        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({os.strerror(error.errno or errno.ENOSPC)}): "
                               f"{kept} of {len(images)} rows are kept; free space and run the same "
                               "command again to resume") from error
     except BaseException:

@@ -13,6 +13,8 @@ print(hdf5plugin.PLUGIN_PATH)')`` from h5dump and other HDF5 tools.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import time
@@ -26,9 +28,11 @@ import numcodecs
 import numpy as np
 
 from .. import defaults
-from ..errors import UserError
+from ..errors import OutOfSpaceError, UserError
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
 from .chunks import ChunkCompressor, whole_chunks
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 JSON_KEYS = "_json_keys"   # attributes stored as JSON text (dicts, lists, None)
 # How long a writer waits for other processes to close the file (a reader
@@ -116,6 +120,29 @@ class _ChunkEncoder:
         return bytes(self._blosc.encode(chunk))
 
 
+def _build(file: h5py.File, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
+           classes: Sequence[str], attrs: Mapping[str, Any]) -> None:
+    """Lay out a new store in ``file``: row metadata, preallocated layers, root attributes; then SWMR."""
+    n, text = layout.n_rows, h5py.string_dtype("utf-8")
+    file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
+    file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64))
+    file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
+                        shape=(len(classes),))
+    file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(min(layout.chunk_images, n),),
+                        fillvalue=0)
+    for name in ("file_names", "targets", "written"):
+        file[name].attrs["dims"] = json.dumps(["image"])
+    acts = file.create_group(ACTIVATIONS)
+    for spec in layout.layers:
+        dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
+                                   chunks=(min(spec.chunks[0], n), *spec.chunks[1:]), fillvalue=0,
+                                   **_filters(layout.compression, layout.compression_level))
+        _set_attrs(dset, spec.attrs())
+    _set_attrs(file, {"completed": None, "claims": {}, **attrs})   # created now: SWMR cannot add attributes
+    file.flush()
+    file.swmr_mode = True
+
+
 class Hdf5Writer(StoreWriter):
     format_name = "hdf5"
     suffixes = (".h5", ".hdf5")
@@ -139,25 +166,21 @@ class Hdf5Writer(StoreWriter):
         if path.exists():
             raise FileExistsError(f"{path} exists")
         partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
-        file = h5py.File(partial, "w", libver="latest")
-        n, text = layout.n_rows, h5py.string_dtype("utf-8")
-        file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
-        file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64))
-        file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
-                            shape=(len(classes),))
-        file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(min(layout.chunk_images, n),),
-                            fillvalue=0)
-        for name in ("file_names", "targets", "written"):
-            file[name].attrs["dims"] = json.dumps(["image"])
-        acts = file.create_group(ACTIVATIONS)
-        for spec in layout.layers:
-            dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
-                                       chunks=(min(spec.chunks[0], n), *spec.chunks[1:]), fillvalue=0,
-                                       **_filters(layout.compression, layout.compression_level))
-            _set_attrs(dset, spec.attrs())
-        _set_attrs(file, {"completed": None, "claims": {}, **attrs})   # created now: SWMR cannot add attributes
-        file.flush()
-        file.swmr_mode = True
+        try:
+            file = h5py.File(partial, "w", libver="latest")
+            try:
+                _build(file, layout, file_names, targets, classes, attrs)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    file.close()
+                raise
+        except BaseException as error:   # no half-made file left behind, under any name
+            partial.unlink(missing_ok=True)
+            if isinstance(error, (OSError, RuntimeError)) and (getattr(error, "errno", None) in DISK_FULL
+                                                                or "No space left" in str(error)):
+                raise OutOfSpaceError(f"out of disk space creating {path}: free space and run the same "
+                                      "command again") from error
+            raise
         os.replace(partial, path)   # a store appears whole or not at all
         return cls(path, file)
 

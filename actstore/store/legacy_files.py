@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..errors import BadOptionError, StoreConflictError, UserError
+from ..errors import BadImagesError, BadOptionError, StoreConflictError, UserError
 from .base import LayerSpec, Layout, StoreWriter
 
 # The original tensor2slices wrote each value "left-justified, 7 characters wide,
@@ -142,8 +142,12 @@ class _LayerFiles:
 
     def finish(self, complete: bool) -> list[Path]:
         if self.open is not None:
-            self.open.close()
-            self.open = None
+            handle, self.open = self.open, None
+            try:
+                handle.close()
+            except OSError:   # a full disk fails the last flush too: the file goes anyway
+                if complete:
+                    raise
         if not complete:
             for name in self.names:
                 self.partial(name).unlink(missing_ok=True)  # our own unfinished file, useless to any reader
@@ -173,7 +177,9 @@ class LegacyFilesWriter(StoreWriter):
     suffixes = ()
     supports_resume = False
     readable = False
-    estimate_as = "zarr"   # no scratch files: a Zarr sample stands in for --dry-run
+    # np.savetxt's default "%.18e" and a separator: 25 bytes (slices' "%-7.5f" are narrower
+    # unless values reach 1e6)
+    max_bytes_per_value = 26
 
     def __init__(self, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int], *,
                  file_format: str, model_name: str, n_splits: int = 1, decimals: int = SLICE_DECIMALS,
@@ -189,6 +195,11 @@ class LegacyFilesWriter(StoreWriter):
         self._closed = False
         fmt = slice_format(decimals)
         split_bounds(self.n_rows, n_splits)   # refuse a bad --split before any folder is made
+        broken = next((name for name in self._file_names if "\n" in name or "\r" in name), None)
+        if broken is not None:   # file_names.txt holds one name a line
+            raise BadImagesError(f"{broken!r} has a line break in its name, which file_names.txt of the "
+                                 f"{self.file_format} layout cannot hold: rename it, or write a .zarr or .h5 "
+                                 "store (they keep any name)")
         folders = _folders(self.path, model_name, layout)
         _refuse_existing(folders.values(), overwrite)
         as_text = [s.module_name for s in layout.layers
@@ -246,6 +257,10 @@ class LegacyFilesWriter(StoreWriter):
 
     def root_attrs(self) -> dict[str, Any]:
         return dict(self._attrs)
+
+    def stored_bytes(self) -> dict[str, int]:
+        return {name: sum((files.folder / n).stat().st_size for n in files.names)
+                for name, files in self._layers.items()}
 
     def files(self) -> dict[str, list[Path]]:
         """Per layer, the files a completed writer has written."""
