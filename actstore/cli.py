@@ -139,7 +139,7 @@ def extract_command(
     things_tsv: Optional[Path] = typer.Option(None, "--things-tsv", help="Path to things_concept.tsv [default: data/things_concept.tsv]."),
     file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr, hdf5, or the original tool's txt/npy [default: from the out path's suffix, else zarr]."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 or float16."),
-    compression: str = typer.Option(defaults.COMPRESSION, "--compression", help="zstd, lz4, gzip or none."),
+    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, lz4, gzip (deflate with shuffle) or none [default: zstd for Zarr, gzip for HDF5, which every HDF5 reader decodes without plugins]."),
     compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the codec's own]."),
     chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 1 MiB]."),
@@ -239,6 +239,8 @@ def info(
         ratio = f"{layer['compression_ratio']}x" if layer["compression_ratio"] else "-"
         typer.echo(f"  {name}: {tuple(layer['shape'])} ({', '.join(layer['dims'])}) "
                    f"chunks {tuple(layer['chunks'])}  {layer['bytes_stored']:,} B stored, ratio {ratio}")
+    for note in summary["notes"]:
+        typer.echo(f"note: {note}")
     for key in ("created", "completed", "actstore_version", "torch_version", "torchvision_version",
                 "device", "torch_threads", "amp", "in_path", "image_layout", "fraction", "rnd_seed",
                 "weights_sha256", "preprocessing", "command_line", "rechunked_from", "imported_from"):
@@ -314,11 +316,12 @@ def verify_command(
     model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="The weights file the store was made with (for --recompute)."),
     in_path: Optional[Path] = typer.Option(None, "--in-path", "--in_path", help="The image folder, if it moved (for --recompute)."),
     device: str = typer.Option("cpu", "--device", help="Device for --recompute."),
+    repair: bool = typer.Option(False, "--repair", help="First clear the 'open for write' flag a killed HDF5 writer leaves (as h5clear -s; no data changes), so every HDF5 reader opens the file."),
 ) -> None:
     """Check a store: schema, every chunk decodes, every row written, finite values, unique names."""
     from .verify import verify
     report = verify(store_path, recompute=recompute, model_path=model_path, in_path=in_path,
-                        device=device)
+                    device=device, repair=repair)
     for check in report.checks:
         colour = typer.colors.GREEN if check.ok else typer.colors.RED
         typer.secho(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}", fg=colour)

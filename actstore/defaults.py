@@ -13,17 +13,28 @@ CHUNK_IMAGES = 16
 # class; benchmarks/bench_chunk_layout.py, README "Chunk layout").
 CHUNK_BYTES = 2**20
 
-# Blosc-zstd at level 1 with byte shuffle: it halves ReLU outputs (many exact
-# zeros) and on activations runs 2.3-2.6x faster than level 3 for a ratio
-# only 1-2% lower (benchmarks/bench_writer.py). See README "Compression".
-COMPRESSION = "zstd"
+# The default codec depends on the format, because the readers do.
+# Zarr: Blosc-zstd at level 1 with byte shuffle. Every Zarr reader (zarr-python,
+# tensorstore, zarrs, xarray) decodes Blosc; it halves ReLU outputs (many exact
+# zeros) and on activations runs 2.3-2.6x faster than level 3 for a ratio only
+# 1-2% lower (benchmarks/bench_writer.py). See README "Compression".
+# HDF5: deflate (gzip) with byte shuffle, the one codec every HDF5 build decodes
+# without plugins (MATLAB, R, Julia, h5dump, netCDF-C); Blosc there needs the
+# hdf5plugin filters, so it is kept for --compression zstd/lz4 only.
+# Each writer class takes its own as ``default_compression``.
+ZARR_COMPRESSION = "zstd"
+HDF5_COMPRESSION = "gzip"
+
+
 # Blosc block size: a whole chunk (up to this) is one block. On activations
 # that is ~1.5x faster to compress, ~1.7x faster to decompress and a slightly
 # better ratio than Blosc's automatic 32-64 KiB blocks (benchmarks/bench_writer.py).
 BLOSC_BLOCK_BYTES = 2**20
-# Each codec's level when --compression-level is not given (lz4 and gzip:
-# their libraries' usual middle levels).
-COMPRESSION_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 4}
+# Each codec's level when --compression-level is not given (lz4: its library's
+# usual middle level). gzip 1: on activations (shuffle + deflate, one core)
+# 1.25-2x faster than level 4 for a ratio 2-3% lower, and 3-7x faster than
+# level 6 (benchmarks/bench_writer.py, "codec settings"; docs/benchmarks.md).
+COMPRESSION_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 1}
 
 BATCH_SIZE = 64
 # DataLoader decode processes when --num-workers is not given. On the CPU the

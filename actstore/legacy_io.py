@@ -22,7 +22,7 @@ import numpy as np
 from . import defaults
 from .errors import UserError
 from .store import FORMAT_VERSION, LayerSpec, Layout, Location, choose_chunks, location, open_store
-from .store import store_format as registry_store_format
+from .store import default_compression, store_format as registry_store_format
 from .store.provenance import root_attrs
 from .store.session import open_session
 from .store.legacy_files import (SLICE_DECIMALS, LegacyFilesWriter, npy_header, split_files,
@@ -271,7 +271,7 @@ class ImportResult:
 
 def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str | None = None,
                   overwrite: bool = False, chunk_images: int = defaults.CHUNK_IMAGES,
-                  compression: str = defaults.COMPRESSION, command_line: str | None = None) -> ImportResult:
+                  compression: str | None = None, command_line: str | None = None) -> ImportResult:
     """Read an original output folder into a store, streaming a few chunks at a time.
 
     ``source`` is ``<out>/<model>/<module>/`` (one layer) or ``<out>/<model>/``
@@ -286,7 +286,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
         file_format: ``zarr`` or ``hdf5`` [default: from ``out_path``].
         overwrite: replace an existing store at ``out_path``.
         chunk_images: rows per chunk.
-        compression: the store's codec.
+        compression: the store's codec [default: the format's].
         command_line: recorded in the attributes [default: ``sys.argv``].
 
     Returns:
@@ -300,6 +300,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
     """
     source, out_path = Path(source), location(out_path)   # the store may be a URL (s3://...)
     store_format = registry_store_format(out_path, file_format, "import-legacy")
+    compression = compression or default_compression(out_path, store_format, resume=False)
     model_name, layers = _find_layers(source)
     n_images = _check_rows(source, layers)
     specs = tuple(LayerSpec(module_name=layer.module_name, shape=layer.row_shape, native_shape=layer.row_shape,
@@ -369,7 +370,7 @@ def _import_attrs(source: Path, layers: list[_SourceLayer], layout: Layout, mode
     }
     fields = {
         "model_name": model_name, "weights": IMPORTED, "weights_sha256": None, "preprocessing": IMPORTED,
-        "dtype": specs[0].dtype, "compression": layout.compression, "compression_level": None,
+        "dtype": specs[0].dtype, "compression": layout.compression, "compression_level": layout.level,
         "chunk_images": layout.chunk_images, "flatten_acts": False,
         "torch_version": IMPORTED, "torchvision_version": IMPORTED, "device": IMPORTED,
         "rnd_seed": None, "fraction": 1.0, "in_path": str(source.resolve()), "image_layout": image_layout,

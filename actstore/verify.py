@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .store import location, open_store
+from .store import location, open_store, repair_store
 from .store.schema import store_problems
 
 
@@ -41,7 +41,7 @@ class VerifyReport:
 
 def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | None = None,
            in_path: str | Path | None = None, device: str = "cpu", seed: int = 0,
-           rtol: float | None = None, atol: float | None = None) -> VerifyReport:
+           rtol: float | None = None, atol: float | None = None, repair: bool = False) -> VerifyReport:
     """Check a store; with ``recompute=K`` also recompute K random images.
 
     Args:
@@ -50,6 +50,8 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         model_path: the weights file the store was made with (its SHA-256 must
             match the one recorded); not needed for random or downloadable weights.
         in_path: the image folder, if it moved since extraction.
+        repair: first clear the "open for write" flag a killed HDF5 writer
+            leaves (as ``h5clear -s``), so that every HDF5 reader opens the file.
 
     Returns:
         A :class:`VerifyReport`.
@@ -62,6 +64,8 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         True
     """
     report = VerifyReport(location(path))
+    if repair:
+        report.add("repair", True, "; ".join(repair_store(path)) or "nothing to repair")
     with open_store(path) as store:
         problems = store_problems(store)
         report.add("schema", not problems, "; ".join(problems[:5]) or "attributes match the schemas")

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import BadOptionError, Interrupted
 from ..plan import Plan
-from ..store import Location, formats_that, output_format, suffixes_of, writer_class
+from ..store import (Location, default_compression, formats_that, output_format, suffixes_of,
+                     writer_class)
 from ..store.provenance import skipped_rows
 from ..store.session import check_out_path, open_session
 from .loader import scan_images
@@ -122,9 +123,11 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
 
 def _output(options: ExtractOptions) -> tuple[Location, str]:
     """Where the run writes, and in which format (refusing shards of a format
-    without safe concurrent writers)."""
+    without safe concurrent writers); settles the codec when none was given."""
     out_path = options.out_location
     file_format = output_format(out_path, options.file_format)
+    options.compression = options.compression or default_compression(out_path, file_format,
+                                                                      resume=not options.overwrite)
     if options.shard[1] > 1 and not writer_class(file_format).supports_concurrent_writers:
         usable = formats_that("supports_concurrent_writers")
         raise BadOptionError(f"--shard needs a {' or '.join(n.capitalize() for n in usable)} store: "

@@ -56,7 +56,7 @@ class ExtractOptions:
     things_tsv: str | Path | None = None
     file_format: str | None = None
     dtype: str = "float32"
-    compression: str = defaults.COMPRESSION
+    compression: str | None = None   # None: the store's own on a rerun, else the format's default
     compression_level: int | None = None
     chunk_images: int = defaults.CHUNK_IMAGES
     chunk_channels: int | None = None
@@ -80,7 +80,7 @@ class ExtractOptions:
             raise BadOptionError(f"--chunk-images must be at least 1, got {self.chunk_images}")
         if self.dtype not in DTYPES:
             raise BadOptionError(f"unknown --dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
-        if self.compression not in COMPRESSIONS:
+        if self.compression is not None and self.compression not in COMPRESSIONS:
             raise BadOptionError(f"unknown --compression {self.compression!r}: use one of "
                                  f"{', '.join(COMPRESSIONS)}")
         if self.compression_level is not None:

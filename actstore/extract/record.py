@@ -73,7 +73,7 @@ def store_attrs(model: Model, images: ImageSet, layout: Layout, options: Extract
     fields = {
         **model.provenance(),
         "dtype": layout.layers[0].dtype, "compression": layout.compression,
-        "compression_level": layout.compression_level, "chunk_images": layout.chunk_images,
+        "compression_level": layout.level, "chunk_images": layout.chunk_images,
         "flatten_acts": options.flatten_acts,
         "torch_version": str(torch.__version__), "torchvision_version": str(torchvision.__version__),
         "device": str(options.torch_device), "torch_threads": torch.get_num_threads(), "amp": options.amp,

@@ -15,9 +15,9 @@ from .base import (ACTIVATIONS, COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSIO
 from .location import Location, exists, is_url, join, location, remove, suffix
 from .reader import LazyArray, Store
 from .registry import (BACKENDS, DEFAULT_FORMAT, STORE_FORMATS, STORE_SUFFIXES, create_writer,
-                       detect_format, formats_that, is_store, open_reader, output_format, reader_class,
-                       remove_store, reopen_writer, scratch_path, store_format, suffixes_of,
-                       writer_class)
+                       default_compression, detect_format, formats_that, is_store, open_reader,
+                       output_format, reader_class, remove_store, reopen_writer, repair_store,
+                       scratch_path, store_format, suffixes_of, writer_class)
 
 
 def open_store(path: str | Path) -> Store:
@@ -53,6 +53,6 @@ def open_store(path: str | Path) -> Store:
 __all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DEFAULT_FORMAT", "DTYPES", "FORMAT_NAME",
            "FORMAT_VERSION", "STORE_FORMATS", "STORE_SUFFIXES", "LayerSpec", "Layout", "LazyArray",
            "Location", "Store", "StoreReader", "StoreWriter", "choose_chunks", "create_writer",
-           "detect_format", "dim_names", "exists", "formats_that", "is_store", "is_url", "join", "location",
+           "default_compression", "detect_format", "dim_names", "exists", "formats_that", "is_store", "is_url", "join", "location",
            "open_reader", "open_store", "output_format", "reader_class", "remove", "remove_store",
-           "reopen_writer", "scratch_path", "store_format", "suffix", "suffixes_of", "writer_class"]
+           "reopen_writer", "repair_store", "scratch_path", "store_format", "suffix", "suffixes_of", "writer_class"]

@@ -121,8 +121,16 @@ class Layout:
     n_rows: int
     layers: tuple[LayerSpec, ...]
     chunk_images: int = defaults.CHUNK_IMAGES
-    compression: str = defaults.COMPRESSION
-    compression_level: int | None = None
+    compression: str = defaults.ZARR_COMPRESSION
+    compression_level: int | None = None   # None: the codec's default level
+
+    @property
+    def level(self) -> int | None:
+        """The codec level the arrays are written with (None for ``none``)."""
+        if self.compression == "none":
+            return None
+        return defaults.COMPRESSION_LEVELS[self.compression] if self.compression_level is None \
+            else self.compression_level
 
     @property
     def block_rows(self) -> int:
@@ -141,6 +149,8 @@ class StoreWriter(ABC):
     format_name: ClassVar[str]
     suffixes: ClassVar[tuple[str, ...]]
     supports_concurrent_writers: ClassVar[bool] = False
+    # The codec when --compression is not given (defaults.py says why each).
+    default_compression: ClassVar[str] = defaults.ZARR_COMPRESSION
     supports_resume: ClassVar[bool] = True
     supports_urls: ClassVar[bool] = False
     # False for a write-only layout (the original txt/npy files): no reader,
@@ -255,6 +265,11 @@ class StoreReader(ABC):
     @abstractmethod
     def chunk_stats(self, name: str) -> tuple[int, int]:
         """(stored bytes, number of stored chunks) of one array."""
+
+    def notes(self) -> list[str]:
+        """What a reader of this store without actstore needs to know (plugins,
+        flags), one line each; ``actstore info`` shows them."""
+        return []
 
     @abstractmethod
     def close(self) -> None: ...

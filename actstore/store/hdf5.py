@@ -6,16 +6,23 @@ writer killed at any moment leaves a file whose flushed rows are intact. The
 only damage a kill leaves is the superblock's "open for write" flag, which
 :func:`_open_rw` clears on resume (what ``h5clear -s`` does). Rows are marked
 in ``written`` only after the data is flushed. The file is built under a
-temporary name and renamed into place once it is complete and in SWMR mode. Codecs
-other than gzip are HDF5 filter plugins; ``import hdf5plugin`` makes them
-readable from h5py, and ``HDF5_PLUGIN_PATH=$(python -c 'import hdf5plugin;
-print(hdf5plugin.PLUGIN_PATH)')`` from h5dump and other HDF5 tools.
+temporary name and renamed into place once it is complete and in SWMR mode.
+
+What other readers see: the file format of HDF5 1.10 (:data:`LIBVER`, the
+oldest that has SWMR), so HDF5 1.10 and 1.14 (MATLAB, R, Julia, h5dump,
+netCDF-C) open it; netCDF dimension scales (``image`` at the root, shared by
+the row arrays and every layer; ``<layer>:channel`` and the like next to the
+layers), so xarray and ``ncdump`` name every axis; NaN in float rows never
+written. The default codec, gzip (deflate with shuffle), is built into every
+HDF5. Blosc (``--compression zstd|lz4``) is an HDF5 filter plugin:
+``import hdf5plugin`` makes it readable from h5py, and
+``HDF5_PLUGIN_PATH=$(python -c 'import hdf5plugin; print(hdf5plugin.PLUGIN_PATH)')``
+from h5dump, MATLAB, R and other HDF5 tools.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import time
 import zlib
@@ -29,12 +36,18 @@ import numpy as np
 
 from .. import defaults
 from ..errors import OutOfSpaceError, UserError
-from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter
+from .attributes import NULLABLE, decode, encode
+from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
 from .chunks import ChunkCompressor, whole_chunks
 
+# The file format's version bounds: 1.10's format (the first with SWMR, which
+# the crash safety rests on) up to 1.14's. HDF5 2.0's "latest" writes layout
+# messages that HDF5 1.x cannot read.
+LIBVER = ("v110", "v114")
+DIMENSION_SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")   # HDF5's own, not ours
+# What netCDF writes into a dimension scale that is only a dimension (no coordinate values).
+NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
-JSON_KEYS = "_json_keys"   # attributes stored as JSON text (dicts, lists, None)
 # How long a writer waits for other processes to close the file (a reader
 # polling progress holds it for moments).
 LOCK_WAIT_SECONDS = 30.0
@@ -50,29 +63,39 @@ def _filters(compression: str, level: int | None) -> dict[str, Any]:
 
 
 def _set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
-    json_keys = set(json.loads(node.attrs.get(JSON_KEYS, "[]")))
-    for key, value in attrs.items():
-        if isinstance(value, (str, bool, int, float)) and not isinstance(value, np.generic):
-            node.attrs[key] = str(value) if isinstance(value, str) else value  # str subclasses too
-            json_keys.discard(key)
-        else:
-            node.attrs[key] = json.dumps(value)
-            json_keys.add(key)
-    node.attrs[JSON_KEYS] = json.dumps(sorted(json_keys))
+    values, removed = encode(attrs, node.attrs)
+    for key in removed:
+        if key in node.attrs:
+            del node.attrs[key]
+    for key, value in values.items():
+        if isinstance(value, list) and isinstance(value[0], str):
+            value = np.asarray(value, dtype=h5py.string_dtype())
+        node.attrs[key] = value
 
 
-def _get_attrs(node: h5py.HLObject) -> dict[str, Any]:
-    json_keys = set(json.loads(node.attrs.get(JSON_KEYS, "[]")))
-    out = {}
-    for key, value in node.attrs.items():
-        if key == JSON_KEYS:
-            continue
-        if isinstance(value, bytes):
-            value = value.decode()
-        if isinstance(value, np.generic):
-            value = value.item()
-        out[key] = json.loads(value) if key in json_keys else value
-    return out
+def _get_attrs(node: h5py.HLObject, nullable: tuple[str, ...] = ()) -> dict[str, Any]:
+    return decode({k: v for k, v in node.attrs.items() if k not in DIMENSION_SCALE_ATTRS}, nullable)
+
+
+def _dimension(group: h5py.Group, name: str, size: int) -> h5py.Dataset:
+    """A netCDF dimension: a dimension scale that holds no values (no storage)."""
+    scale = group.create_dataset(name, shape=(size,), dtype=">f4")
+    scale.make_scale(f"{NOT_A_VARIABLE}{size:10d}")
+    return scale
+
+
+def _attach(dset: h5py.Dataset, *scales: h5py.Dataset) -> None:
+    for axis, scale in enumerate(scales):
+        dset.dims[axis].attach_scale(scale)
+
+
+def _is_layer(dset: h5py.Dataset) -> bool:
+    return not h5py.h5ds.is_scale(dset.id)
+
+
+def _layers(group: h5py.Group) -> dict[str, h5py.Dataset]:
+    """The layers of ``activations/``, without the dimension scales beside them."""
+    return {name: dset for name, dset in group.items() if _is_layer(dset)}
 
 
 BLOSC_FILTER = "32001"
@@ -120,31 +143,9 @@ class _ChunkEncoder:
         return bytes(self._blosc.encode(chunk))
 
 
-def _build(file: h5py.File, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
-           classes: Sequence[str], attrs: Mapping[str, Any]) -> None:
-    """Lay out a new store in ``file``: row metadata, preallocated layers, root attributes; then SWMR."""
-    n, text = layout.n_rows, h5py.string_dtype("utf-8")
-    file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
-    file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64))
-    file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
-                        shape=(len(classes),))
-    file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(min(layout.chunk_images, n),),
-                        fillvalue=0)
-    for name in ("file_names", "targets", "written"):
-        file[name].attrs["dims"] = json.dumps(["image"])
-    acts = file.create_group(ACTIVATIONS)
-    for spec in layout.layers:
-        dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
-                                   chunks=(min(spec.chunks[0], n), *spec.chunks[1:]), fillvalue=0,
-                                   **_filters(layout.compression, layout.compression_level))
-        _set_attrs(dset, spec.attrs())
-    _set_attrs(file, {"completed": None, "claims": {}, **attrs})   # created now: SWMR cannot add attributes
-    file.flush()
-    file.swmr_mode = True
-
-
 class Hdf5Writer(StoreWriter):
     format_name = "hdf5"
+    default_compression = defaults.HDF5_COMPRESSION
     suffixes = (".h5", ".hdf5")
     supports_concurrent_writers = False
 
@@ -156,7 +157,7 @@ class Hdf5Writer(StoreWriter):
     def _attach(self, file: h5py.File) -> None:
         """Take the handles of an open file (again, after reopening it)."""
         self._file = file
-        self._layers = dict(file[ACTIVATIONS].items())
+        self._layers = _layers(file[ACTIVATIONS])
         self._written = file["written"]
         self._encoders = {name: _ChunkEncoder.for_dataset(d) for name, d in self._layers.items()}
 
@@ -167,9 +168,33 @@ class Hdf5Writer(StoreWriter):
             raise FileExistsError(f"{path} exists")
         partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
         try:
-            file = h5py.File(partial, "w", libver="latest")
+            file = h5py.File(partial, "w", libver=LIBVER)
             try:
-                _build(file, layout, file_names, targets, classes, attrs)
+                n, text = layout.n_rows, h5py.string_dtype("utf-8")
+                image = _dimension(file, "image", n)
+                file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
+                # -1: no class, never a class index (targets are written whole at creation)
+                file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64), fillvalue=-1)
+                file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
+                                    shape=(len(classes),))
+                _attach(file["classes"], _dimension(file, "class", len(classes)))
+                file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(min(layout.chunk_images, n),),
+                                    fillvalue=0)
+                for name in ("file_names", "targets", "written"):
+                    _attach(file[name], image)
+                acts = file.create_group(ACTIVATIONS)
+                for spec in layout.layers:
+                    # NaN where no row was written: no reader takes it for an activation
+                    dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
+                                               chunks=(min(spec.chunks[0], n), *spec.chunks[1:]),
+                                               fillvalue=np.nan, **_filters(layout.compression, layout.compression_level))
+                    _set_attrs(dset, spec.attrs())
+                    dims = stored_dim_names(spec.module_name, spec.dims)[1:]
+                    _attach(dset, image, *(_dimension(acts, dim, size) for dim, size in zip(dims, spec.shape)))
+                # created now: SWMR cannot add attributes (claims: one JSON text, see add_claim)
+                _set_attrs(file, {"claims": {}, **attrs})
+                file.flush()
+                file.swmr_mode = True
             except BaseException:
                 with contextlib.suppress(Exception):
                     file.close()
@@ -216,12 +241,12 @@ class Hdf5Writer(StoreWriter):
         except (OSError, RuntimeError, KeyError):
             pass
         self._file.close()
-        with _while_locked(self.path, lambda: h5py.File(self.path, "r+", libver="latest")) as file:
+        with _while_locked(self.path, lambda: h5py.File(self.path, "r+", libver=LIBVER)) as file:
             _set_attrs(file, attrs)
         self._attach(_open_rw(self.path))
 
     def root_attrs(self) -> dict[str, Any]:
-        return _get_attrs(self._file)
+        return _get_attrs(self._file, NULLABLE)
 
     def claims(self) -> dict[str, dict[str, Any]]:
         return dict(_get_attrs(self._file).get("claims") or {})
@@ -239,6 +264,15 @@ class Hdf5Writer(StoreWriter):
             self._file.flush()
             self._file.close()
 
+    @classmethod
+    def repair(cls, path: Path) -> list[str]:
+        if not _open_for_write(path):
+            return []
+        # Opening for writing clears the flag (and waits for, or names, a
+        # process that still has the file open); closing leaves it clear.
+        _open_rw(path).close()
+        return [f"cleared the 'open for write' flag of {path} (as h5clear -s); no data changed"]
+
 
 class Hdf5Reader(StoreReader):
     format_name = "hdf5"
@@ -253,10 +287,10 @@ class Hdf5Reader(StoreReader):
             self._file = h5py.File(path, "r", **cache)
 
     def root_attrs(self) -> dict[str, Any]:
-        return _get_attrs(self._file)
+        return _get_attrs(self._file, NULLABLE)
 
     def layer_names(self) -> list[str]:
-        return list(self._file[ACTIVATIONS].keys())
+        return list(_layers(self._file[ACTIVATIONS]))
 
     def layer_attrs(self, name: str) -> dict[str, Any]:
         return _get_attrs(self._file[ACTIVATIONS][name])
@@ -285,6 +319,20 @@ class Hdf5Reader(StoreReader):
         if dset.chunks is None:
             return int(dset.id.get_storage_size()), 1
         return int(dset.id.get_storage_size()), int(dset.id.get_num_chunks())
+
+    def notes(self) -> list[str]:
+        notes = []
+        encoders = [_ChunkEncoder.for_dataset(d) for d in _layers(self._file[ACTIVATIONS]).values()]
+        codecs = {"zstd", "lz4"} & {encoder.kind for encoder in encoders if encoder}
+        if codecs:
+            notes.append(f"its layers use Blosc {'/'.join(sorted(codecs))}, an HDF5 filter plugin: h5py reads them "
+                         "after `import hdf5plugin`; h5dump, MATLAB, R and Julia after `export HDF5_PLUGIN_PATH="
+                         "$(python -c 'import hdf5plugin; print(hdf5plugin.PLUGIN_PATH)')`")
+        if _open_for_write(self._file.filename):
+            notes.append("the file is marked open for write: readers other than SWMR ones (h5dump, MATLAB, "
+                         "plain h5py) refuse it; if no extract is writing it, `actstore verify --repair` "
+                         "clears the mark (as h5clear -s)")
+        return notes
 
     def close(self) -> None:
         if self._file.id.valid:
@@ -331,17 +379,26 @@ def _open_rw(path) -> h5py.File:
     """Open for writing, clearing the superblock's "open for write" flag that a
     killed SWMR writer leaves behind (what ``h5clear -s`` does)."""
     try:
-        file = _while_locked(path, lambda: h5py.File(path, "r+", libver="latest"))
+        file = _while_locked(path, lambda: h5py.File(path, "r+", libver=LIBVER))
     except OSError as error:
         if "consistency flags" not in str(error) and "already open for write" not in str(error):
             raise
         fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-        fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+        fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V114)
         _clear_status_flags_on(fapl)
         file = h5py.File(_while_locked(path, lambda: h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDWR,
                                                                      fapl=fapl)))
     file.swmr_mode = True
     return file
+
+
+def _open_for_write(path) -> bool:
+    """Whether the superblock's "open for write" flags are set: a writer has the
+    file open, or was killed with it open. Superblocks of version 2 and 3 (the
+    1.10 format) keep the flags in byte 11."""
+    with open(path, "rb") as handle:
+        head = handle.read(12)
+    return len(head) == 12 and head[8] >= 2 and head[11] != 0
 
 
 def _clear_status_flags_on(fapl) -> None:

@@ -388,7 +388,7 @@ class Store:
                             "compression_ratio": round(raw / stored, 2) if stored else None}
         return {"path": str(self.path), "format": self.format, "status": self.status,
                 "rows": len(self), "rows_written": int(self.written.sum()),
-                "classes": len(self.classes), "layers": layers,
+                "classes": len(self.classes), "layers": layers, "notes": self._reader.notes(),
                 "attrs": {k: v for k, v in self.attrs.items() if k != "fingerprint"}}
 
     def close(self) -> None:

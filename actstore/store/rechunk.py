@@ -18,7 +18,7 @@ from .base import LayerSpec, Layout, choose_chunks
 from .location import Location, identity, location
 from .provenance import fingerprint_sha256, now
 from .reader import Store
-from .registry import store_format
+from .registry import default_compression, store_format
 from .session import open_session
 
 LAYOUTS = ("unit-major", "image-major")
@@ -103,7 +103,7 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         rows, block = _block_rows(store, layout, chunk_images, max_memory)
         new_specs = tuple(_respec(store.spec(name), layout, rows, chunk_channels) for name in store.layers)
         new_layout = Layout(n_rows=len(store), layers=new_specs, chunk_images=rows,
-                            compression=store.attrs.get("compression", defaults.COMPRESSION),
+                            compression=store.attrs.get("compression", default_compression(out, file_format, resume=False)),
                             compression_level=store.attrs.get("compression_level"))
         with open_session(out, file_format, new_layout, store.file_names, store.targets, store.classes,
                           _attrs(store, new_specs, rows, src), overwrite=overwrite,

@@ -10,8 +10,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import BadOptionError, StoreConflictError
-from .base import FORMAT_NAME, Layout, StoreReader, StoreWriter
+from ..errors import BadOptionError, StoreConflictError, StoreNotFoundError
+from .base import COMPRESSIONS, FORMAT_NAME, Layout, StoreReader, StoreWriter
 from .hdf5 import Hdf5Reader, Hdf5Writer
 from .legacy_files import LegacyFilesWriter, LegacyNpyWriter
 from .location import Location, exists, is_url, join, location, remove, suffix
@@ -149,3 +149,32 @@ def create_writer(path: Location, file_format: str, layout: Layout, file_names: 
 
 def reopen_writer(path: str | Path) -> StoreWriter:
     return writer_class(detect_format(path)).reopen(location(path))
+
+
+def default_compression(path: Location, file_format: str, resume: bool = True) -> str:
+    """The codec when none is asked for: the one the store at ``path`` has, so
+    rerunning a command resumes its store even across a change of default
+    (HDF5's was zstd before gzip), else the format's (its writer's
+    ``default_compression``)."""
+    if resume and file_format in STORE_FORMATS and is_store(path):
+        reader = open_reader(path)
+        try:
+            stored = reader.root_attrs().get("compression")
+        finally:
+            reader.close()
+        if stored in COMPRESSIONS:
+            return stored
+    return writer_class(file_format).default_compression
+
+
+def repair_store(path: str | Path) -> list[str]:
+    """Clear what a killed writer left that keeps readers other than actstore
+    out (an HDF5 file's "open for write" flag), without touching data.
+
+    Returns:
+        What was done, one line each; empty when nothing needed it.
+    """
+    path = location(path)
+    if not exists(path):
+        raise StoreNotFoundError(f"store {path} does not exist")
+    return writer_class(detect_format(path)).repair(path)

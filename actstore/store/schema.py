@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import jsonschema
 
 from ..errors import UserError
+from .attributes import encoded
 
 
 def _schema_dir() -> Path:
@@ -24,11 +25,27 @@ def load_schema(name: str) -> dict:
 
 
 def schema_errors(name: str, attrs: Mapping[str, Any]) -> list[str]:
-    """Every way ``attrs`` break schema ``name``, as readable lines (empty when valid)."""
-    validator = jsonschema.Draft202012Validator(load_schema(name),
-                                                format_checker=jsonschema.FormatChecker())
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
-            for e in sorted(validator.iter_errors(dict(attrs)), key=lambda e: list(e.absolute_path))]
+    """Every way ``attrs`` (as the Python API gives them) break schema ``name``
+    once stored, as readable lines (empty when valid). JSON text attributes are
+    also checked against their ``contentSchema``."""
+    schema = load_schema(name)
+    stored = encoded(attrs)
+    problems = _errors(schema, stored, "")
+    for key, prop in schema["properties"].items():
+        if "contentSchema" in prop and isinstance(stored.get(key), str):
+            try:
+                value = json.loads(stored[key])
+            except ValueError:
+                problems.append(f"{key}: is not JSON text")
+                continue
+            problems += _errors(prop["contentSchema"], value, f"{key}/")
+    return problems
+
+
+def _errors(schema: dict, value: Any, prefix: str) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    return [f"{prefix}{'/'.join(map(str, e.absolute_path)) or ('(root)' if not prefix else '')}: {e.message}"
+            .replace("/:", ":") for e in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path))]
 
 
 def store_problems(store) -> list[str]:

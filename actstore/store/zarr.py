@@ -18,6 +18,7 @@ import shutil
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -32,6 +33,7 @@ from zarr.storage import LocalStore
 
 from .. import defaults
 from ..errors import UserError
+from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
 from .chunks import ChunkCompressor, Encode, whole_chunks
 from .location import STORAGE_OPTIONS, Location, is_url, location
@@ -80,8 +82,21 @@ def _chunk_encoder(arr: zarr.Array) -> Encode | None:
 
 def _open_group(path: Location, mode: str, attributes: Mapping[str, Any] | None = None) -> zarr.Group:
     options = STORAGE_OPTIONS if is_url(path) else None
+    # Writers see the store as it is, never the consolidated copy of a finished run.
     return zarr.open_group(str(path), mode=mode, zarr_format=3, storage_options=options,
-                           attributes=dict(attributes) if attributes is not None else None)
+                           attributes=encode(attributes)[0] if attributes is not None else None,
+                           use_consolidated=None if mode == "r" else False)
+
+
+def _utf8_rows(names: Sequence[str]) -> np.ndarray:
+    """Names as an (N, longest) uint8 array of UTF-8 bytes padded with zeros, for
+    readers that decode no strings (tensorstore, zarrs): a file name holds no
+    NUL byte, so ``bytes(row).rstrip(b"\0").decode()`` gives it back exactly."""
+    encoded = [name.encode() for name in names]
+    rows = np.zeros((len(encoded), max(map(len, encoded), default=0)), dtype=np.uint8)
+    for row, name in zip(rows, encoded):
+        row[:len(name)] = np.frombuffer(name, dtype=np.uint8)
+    return rows
 
 
 class ZarrWriter(StoreWriter):
@@ -128,23 +143,27 @@ class ZarrWriter(StoreWriter):
         names = group.create_array("file_names", shape=(n,), chunks=(max(n, 1),), dtype=str,
                                    dimension_names=["image"], fill_value="")
         names[:] = np.asarray(file_names, dtype=str)
-        group.create_array("targets", shape=(n,), chunks=(max(n, 1),), dtype="int64",
+        group.create_array("targets", shape=(n,), chunks=(max(n, 1),), dtype="int64", fill_value=-1,
                            dimension_names=["image"])[:] = np.asarray(targets, dtype=np.int64)
         kept = group.create_array("classes", shape=(len(classes),), chunks=(max(len(classes), 1),),
                                   dtype=str, dimension_names=["class"], fill_value="")
         if classes:
             kept[:] = np.asarray(classes, dtype=str)
+        for name, texts, dim in (("file_names", file_names, "image"), ("classes", classes, "class")):
+            utf8 = _utf8_rows(texts)
+            group.create_array(f"{name}_utf8", shape=utf8.shape, chunks=(max(len(utf8), 1), max(utf8.shape[1], 1)),
+                               dtype="uint8", fill_value=0, dimension_names=[dim, f"{name}_utf8_byte"])[...] = utf8
         group.create_array("written", shape=(n,), chunks=rows, dtype="uint8", fill_value=0,
                            dimension_names=["image"], compressors=None)
         acts = group.create_group(ACTIVATIONS)
         for spec in layout.layers:
             arr = acts.create_array(spec.module_name, shape=(n, *spec.shape), chunks=spec.chunks,
-                                    dtype=spec.dtype, fill_value=0,
+                                    dtype=spec.dtype, fill_value=np.nan,   # unwritten rows read NaN
                                     compressors=_compressors(layout.compression, layout.compression_level),
                                     dimension_names=list(stored_dim_names(spec.module_name, spec.dims)),
                                     # every chunk is written: skips a scan for all-fill chunks
                                     config={"write_empty_chunks": True})
-            arr.attrs.update(spec.attrs())
+            arr.attrs.update(encode(spec.attrs())[0])
         group.create_group(CLAIMS)   # last: the layout is complete
         return cls(path, group)
 
@@ -207,25 +226,40 @@ class ZarrWriter(StoreWriter):
         return self._written[:].astype(bool)
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
-        self._group.attrs.update(dict(attrs))
+        values, removed = encode(attrs, self._group.attrs)
+        self._group.attrs.update(values)
+        for key in removed:
+            if key in self._group.attrs:
+                del self._group.attrs[key]
 
     def root_attrs(self) -> dict[str, Any]:
-        return dict(self._group.attrs)
+        return decode(dict(self._group.attrs), NULLABLE)
 
     def claims(self) -> dict[str, dict[str, Any]]:
         if CLAIMS not in self._group:
             return {}
-        return {name: dict(g.attrs) for name, g in self._group[CLAIMS].groups()}
+        return {name: decode(dict(g.attrs)) for name, g in self._group[CLAIMS].groups()}
 
     def add_claim(self, name: str, attrs: Mapping[str, Any]) -> None:
         claims = self._group.require_group(CLAIMS)
-        claims.require_group(name).attrs.update(dict(attrs))
+        claims.require_group(name).attrs.update(encode(attrs)[0])
 
     def remove_claim(self, name: str) -> None:
         del self._group[CLAIMS][name]
 
     def close(self) -> None:
         self._compressor.close()
+        if self.written().all():
+            self._consolidate()
+
+    def _consolidate(self) -> None:
+        """Write every array's and group's metadata into the root ``zarr.json``,
+        so readers open the store with one read (``xr.open_zarr`` without a
+        warning, ``zarr.open_consolidated``). Done whenever a run leaves the
+        store complete, after its last change to attributes or claims."""
+        with warnings.catch_warnings():   # zarr notes that v3 has no consolidation in its spec yet
+            warnings.simplefilter("ignore", UserWarning)
+            zarr.consolidate_metadata(self._group.store_path.store)
 
 
 class ZarrReader(StoreReader):
@@ -236,13 +270,13 @@ class ZarrReader(StoreReader):
         self._cache: dict[str, Any] = {}
 
     def root_attrs(self) -> dict[str, Any]:
-        return dict(self._group.attrs)
+        return decode(dict(self._group.attrs), NULLABLE)
 
     def layer_names(self) -> list[str]:
         return [name for name, _ in self._group[ACTIVATIONS].arrays()]
 
     def layer_attrs(self, name: str) -> dict[str, Any]:
-        return dict(self.array(f"{ACTIVATIONS}/{name}").attrs)
+        return decode(dict(self.array(f"{ACTIVATIONS}/{name}").attrs))
 
     def array(self, name: str) -> zarr.Array:
         if name not in self._cache:
