@@ -190,7 +190,8 @@ def test_help_keeps_bracketed_defaults_and_flags_show_no_placeholder():
 # --------------------------------------------------------------------------- arguments checked first
 
 @pytest.mark.parametrize("flags, message", [
-    (["--compression-level", "99"], "--compression-level 99 is out of range for zstd: use 0 to 9"),
+    (["--compression-level", "99"], "--compression-level 99 is out of range for every codec: use 0 to 9"),
+    (["--compression", "zstd", "--compression-level", "10"], "--compression-level 10 is out of range for zstd: use 0 to 9"),
     (["--compression", "gzip", "--compression-level", "-1"], "--compression-level -1 is out of range for gzip: use 0 to 9"),
     (["--compression", "none", "--compression-level", "3"], "--compression-level 3 has no meaning with --compression none: leave it out"),
     (["--chunk-channels", "0"], "--chunk-channels must be at least 1, got 0"),

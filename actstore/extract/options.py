@@ -84,13 +84,15 @@ class ExtractOptions:
             raise BadOptionError(f"unknown --compression {self.compression!r}: use one of "
                                  f"{', '.join(COMPRESSIONS)}")
         if self.compression_level is not None:
-            if self.compression not in COMPRESSION_LEVELS:
+            if self.compression == "none":
                 raise BadOptionError(f"--compression-level {self.compression_level} has no meaning with "
-                                     f"--compression {self.compression}: leave it out")
-            low, high = COMPRESSION_LEVELS[self.compression]
+                                     "--compression none: leave it out")
+            # no --compression: the format's default codec, or the store's on a rerun (all 0-9)
+            low, high = COMPRESSION_LEVELS.get(self.compression, (0, 9))
             if not low <= self.compression_level <= high:
+                codec = self.compression or "every codec"
                 raise BadOptionError(f"--compression-level {self.compression_level} is out of range for "
-                                     f"{self.compression}: use {low} to {high}")
+                                     f"{codec}: use {low} to {high}")
         if self.chunk_channels is not None and self.chunk_channels < 1:
             raise BadOptionError(f"--chunk-channels must be at least 1, got {self.chunk_channels}")
         if self.num_workers is not None and self.num_workers < 0:
