@@ -21,6 +21,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 _state = {"debug": bool(os.environ.get("ACTSTORE_DEBUG"))}
 
 
+MODEL_PATH_HELP = ("Local weights: a checkpoint file (torchvision, timm, OpenCLIP; safetensors or a plain state "
+                   "dict) or folder of torchvision checkpoints; an OpenCLIP model folder; a Hugging Face "
+                   "save_pretrained folder (with --source hf, enough on its own).")
+WEIGHTS_HELP = ("torchvision weights name (DEFAULT, IMAGENET1K_V1), timm or OpenCLIP pretrained tag (openai), "
+                "Hugging Face revision, or 'none' for random init; also picks the preprocessing.")
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -79,12 +86,10 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on 
     _state["debug"] = _state["debug"] or debug
 
 
-def _choose_modules(model_name: str) -> list[str]:
+def _choose_modules(model_name: Optional[str], source: str, model_path: Optional[Path]) -> list[str]:
     """--interactive: show the module tree and ask until a real module is named."""
-    from .models import load_model, module_tree, suggest
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        tree = module_tree(load_model(model_name, weights="none"))
+    from .models import suggest
+    tree = _tree(model_name, source, model_path)
     typer.echo(_format_tree(tree), err=True)
     names = [m.name for m in tree]
     while True:
@@ -95,7 +100,7 @@ def _choose_modules(model_name: str) -> list[str]:
             raise UserError("no module chosen (end of input): answer the prompt, or pass --module-name "
                             f"(see `actstore layers {model_name}`)") from None
         chosen = [a.strip() for a in answer.replace(" ", ",").split(",") if a.strip()]
-        unknown = [c for c in chosen if c not in names]
+        unknown = [c for c in chosen if c.split("[")[0] not in names]
         if chosen and not unknown:
             return chosen
         typer.secho(suggest(unknown[0], names, "module") if unknown else "name a module",
@@ -108,28 +113,33 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
 
 
+def _tree(model_name: Optional[str], source: str, model_path: Optional[Path], weights: str = "none"):
+    """The module tree; random weights unless a local copy is given (shapes do not depend on them)."""
+    from .models import load_model, module_tree
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return module_tree(load_model(model_name, source=source, model_path=model_path,
+                                      weights=weights if model_path is not None else "none"))
+
+
 def _format_tree(tree) -> str:
     rows = [("module", "type", "output per image", "bytes/image (float32)")]
     for m in tree:
-        shape = "x".join(map(str, m.shape)) if m.shape is not None else "(not a tensor)"
-        if m.calls > 1:
-            shape += f"  runs {m.calls}x"
-        elif m.calls == 0:
-            shape = "(does not run)"
         size = m.bytes_per_image()
-        rows.append(("  " * m.depth + m.name, m.type, shape, f"{size:,}" if size else ""))
+        rows.append(("  " * m.depth + m.name, m.type, m.describe(), f"{size:,}" if size else ""))
     return "\n".join(_table(rows))
 
 
 @app.command("extract")
 @command
 def extract_command(
-    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="torchvision model, e.g. alexnet (see `actstore models`)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="Model as its family spells it: alexnet, vit_small_patch14_dinov2, ViT-B-32, facebook/dinov2-small (see `actstore models --source S`)."),
+    source: str = typer.Option("torchvision", "--source", help="Model family: torchvision, timm, open_clip or hf."),
     module_names: List[str] = typer.Option([], "--module-name", "--module_name", help="Module to store, e.g. features.11; repeat for several (one forward pass)."),
     in_path: Path = typer.Option(Path("./images/"), "--in-path", "--in_path", help="Folder of images, flat or one subfolder per class."),
     out_path: str = typer.Option("./activations/", "--out-path", "--out_path", help="Store path: a .zarr directory or .h5/.hdf5 file. A path without those suffixes gets the original tool's txt layout <out>/<model>/<module>/ unless --file-format says otherwise."),
-    model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="State-dict file, or folder of torchvision checkpoint files."),
-    weights: str = typer.Option("DEFAULT", "--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1, ...) or 'none' for random init; also picks the preprocessing."),
+    model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help=MODEL_PATH_HELP),
+    weights: str = typer.Option("DEFAULT", "--weights", help=WEIGHTS_HELP),
     batch_size: int = typer.Option(defaults.BATCH_SIZE, "--batch-size", "--batch_size", help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     flatten_acts: bool = typer.Option(False, "--flatten-acts", "--flatten_acts", help="Store (N, units) instead of the native shape."),
@@ -159,9 +169,9 @@ def extract_command(
     """Extract activations of MODEL at the given modules for every image into one store."""
     from .extract import ExtractOptions, extract
     if interactive:
-        if not model_name:
+        if not model_name and model_path is None:
             raise UserError("--interactive needs --model-name")
-        module_names = _choose_modules(model_name)
+        module_names = _choose_modules(model_name, source, model_path)
     flags = {k: v for k, v in locals().items() if k in ExtractOptions.__dataclass_fields__}
     result = extract(ExtractOptions(**flags, command_line=shlex.join(["actstore", *sys.argv[1:]])))
     if result.plan is not None and dry_run:
@@ -198,23 +208,31 @@ def _format_plan(plan, file_format: str) -> str:
 @app.command()
 @command
 def layers(
-    model_name: str = typer.Argument(..., help="torchvision model name, e.g. alexnet."),
+    model: Optional[str] = typer.Argument(None, metavar="[MODEL]", help="Model name, as --model-name."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="Model name (or give it as MODEL)."),
+    source: str = typer.Option("torchvision", "--source", help="Model family: torchvision, timm, open_clip or hf."),
+    model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help=MODEL_PATH_HELP),
+    weights: str = typer.Option("DEFAULT", "--weights", help=WEIGHTS_HELP + " Used only with --model-path: the tree needs no trained weights."),
 ) -> None:
-    """Print MODEL's module tree with each module's output shape and bytes per image."""
-    from .models import load_model, module_tree
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # random weights: shapes do not depend on them
-        tree = module_tree(load_model(model_name, weights="none"))
-    typer.echo(_format_tree(tree))
+    """Print MODEL's module tree: each module's output shape per image and bytes per image;
+    for tuple outputs each part and its layer name (MODULE[1], MODULE[pooler_output])."""
+    typer.echo(_format_tree(_tree(model or model_name, source, model_path, weights)))
 
 
 @app.command()
 @command
-def models() -> None:
-    """List every torchvision classification model (* the original tool's nine)."""
-    from .models import ORIGINAL_MODELS, available_models
-    for name in available_models():
-        typer.echo(f"{name}{' *' if name in ORIGINAL_MODELS else ''}")
+def models(
+    source: str = typer.Option("torchvision", "--source", help="Model family: torchvision, timm, open_clip or hf."),
+    pattern: Optional[str] = typer.Argument(None, help="Only names matching this (shell wildcards, or a part of the name)."),
+) -> None:
+    """List a family's models (torchvision: * the original tool's nine; hf: the local cache)."""
+    from .models import ORIGINAL_MODELS, list_models
+    names = list_models(source, pattern)
+    for name in names:
+        typer.echo(f"{name}{' *' if source == 'torchvision' and name in ORIGINAL_MODELS else ''}")
+    if source == "hf":
+        typer.echo(f"{len(names)} model(s) in the local Hugging Face cache; any hub id (facebook/dinov2-small) "
+                   "or a save_pretrained folder (--model-path) works", err=True)
 
 
 @app.command()
@@ -241,7 +259,7 @@ def info(
                    f"chunks {tuple(layer['chunks'])}  {layer['bytes_stored']:,} B stored, ratio {ratio}")
     for note in summary["notes"]:
         typer.echo(f"note: {note}")
-    for key in ("created", "completed", "actstore_version", "torch_version", "torchvision_version",
+    for key in ("source", "created", "completed", "actstore_version", "torch_version", "torchvision_version",
                 "device", "torch_threads", "amp", "in_path", "image_layout", "fraction", "rnd_seed",
                 "weights_sha256", "preprocessing", "command_line", "rechunked_from", "imported_from"):
         if attrs.get(key) is not None:

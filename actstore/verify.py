@@ -120,21 +120,10 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
     from .capture import Extractor
     from .extract.options import resolve_device
     from .images import ImageSet
-    from .models import load_model
+    from .models import reload
 
     attrs = store.attrs
-    weights = str(attrs["weights"])
-    if weights == "user-module":
-        raise UserError("--recompute needs a torchvision model; this store was made from a Python module")
-    if attrs.get("weights_sha256") and model_path is None:
-        raise UserError(f"--recompute needs --model-path: the store was made from a weights file "
-                        f"({weights.split('@')[-1]}, sha256 {attrs['weights_sha256'][:12]}...)")
-    enum = weights.split("@")[0].split(".")[-1] if weights != "none" else "none"
-    model = load_model(attrs["model_name"], weights=enum if enum != "none" else "none",
-                       model_path=model_path, seed=attrs.get("rnd_seed"))
-    if attrs.get("weights_sha256") and model.weights_sha256 != attrs["weights_sha256"]:
-        raise UserError(f"--model-path {model_path} is not the weights file the store was made with "
-                        "(SHA-256 differs)")
+    model = reload(attrs, model_path)
     root = Path(in_path or attrs["in_path"])
     if not root.is_dir():
         raise UserError(f"image folder {root} not found: pass --in-path")
@@ -144,8 +133,9 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
                       targets=tuple(int(t) for t in store.targets[rows]))
     torch_device = resolve_device(device)
     model.module.to(torch_device)
-    extractor = Extractor(model.module, store.layers)
+    extractor = Extractor(model, store.layers)
     batch = torch.stack([model.transform(images.load(i)) for i in range(len(images))]).to(torch_device)
+    extractor.probe(batch)   # finds sequence-first layers as extract did
     outputs = extractor(batch)
     worst, failures = 0.0, []
     half = attrs.get("dtype") == "float16"

@@ -18,6 +18,13 @@ not land in the next. Repeats are interleaved; the table shows medians.
 
     python benchmarks/bench_writer.py            # 192 images, 3 repeats (~3 min on 2 cores)
     python benchmarks/bench_writer.py --small    # 64 images, 2 repeats
+    python benchmarks/bench_writer.py --vit      # dense transformer layers instead (needs timm)
+
+``--vit`` takes the activations from timm's ``vit_small_patch16_224`` (random
+weights: no trained weights can be downloaded here): token hidden states
+(197 x 384 per image) after blocks 5 and 11, the GELU inside block 5's MLP,
+and the pooled embedding. They have no ReLU zeros: the question is what the
+default codec gains on them, and at what speed.
 """
 from __future__ import annotations
 
@@ -38,27 +45,36 @@ from actstore.defaults import BLOSC_BLOCK_BYTES
 from actstore.store import writer_class
 from actstore.store import COMPRESSIONS, LayerSpec, Layout, choose_chunks, create_writer
 
-MODULES = {"features.1": "ReLU", "features.4": "ReLU", "classifier.4": "Linear",
-           "classifier.5": "ReLU"}
+MODELS = {  # source, model, {layer: type}
+    "alexnet": ("torchvision", "alexnet", {"features.1": "ReLU", "features.4": "ReLU", "classifier.4": "Linear",
+                                           "classifier.5": "ReLU"}),
+    "vit": ("timm", "vit_small_patch16_224", {"blocks.5": "Block", "blocks.11": "Block",
+                                              "blocks.5.mlp.act": "GELU", "embedding": "pre-logits"}),
+}
+MODULES: dict[str, str] = dict(MODELS["alexnet"][2])
 FORMATS = {"zarr": ".zarr", "hdf5": ".h5"}
 BLOCK_ROWS = 64        # the extractor's default batch: 4 chunks of 16 rows
 LINEAR_REPEAT = 8      # a linear layer is 16 KB/image: tile it so a write lasts long enough to time
 
 
-def activations(n: int) -> dict[str, np.ndarray]:
+def activations(n: int, which: str = "alexnet") -> dict[str, np.ndarray]:
+    source, model_name, modules = MODELS[which]
+    MODULES.clear()
+    MODULES.update(modules)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = load_model("alexnet", weights="none")
+        model = load_model(model_name, source=source, weights="none")
     images = ImageSet.scan(make_images(n, size=256))
-    extractor = Extractor(model.module, list(MODULES))
+    extractor = Extractor(model, list(MODULES))
     parts: dict[str, list] = {name: [] for name in MODULES}
     for start in range(0, n, BLOCK_ROWS):
         batch = torch.stack([model.transform(images.load(i)) for i in range(start, min(n, start + BLOCK_ROWS))])
         for name, out in extractor(batch).items():
             parts[name].append(out.numpy())
     acts = {name: np.concatenate(p) for name, p in parts.items()}
-    for name in ("classifier.4", "classifier.5"):
-        acts[name] = np.concatenate([acts[name]] * LINEAR_REPEAT)
+    for name in acts:
+        if acts[name].ndim == 2:
+            acts[name] = np.concatenate([acts[name]] * LINEAR_REPEAT)
     return acts
 
 
@@ -149,6 +165,7 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="64 images, 2 repeats: a quick check")
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--vit", action="store_true", help="dense transformer layers (timm ViT-S/16, random weights)")
     args = parser.parse_args()
     n = args.images or (64 if args.small else 192)
     repeats = args.repeats or (2 if args.small else 3)
@@ -157,7 +174,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     print(f"disk: {out_dir} ; blocks of {BLOCK_ROWS} rows ; {repeats} interleaved repeats\n")
 
-    acts = activations(n)
+    acts = activations(n, "vit" if args.vit else "alexnet")
     rows, verdicts = [], []
     for name, data in acts.items():
         variants = [("npy", "-")] + [(f, c) for f in FORMATS for c in COMPRESSIONS]
@@ -202,9 +219,9 @@ def main() -> None:
     print(table(rows, HEADER))
     print("\ntarget (default codec keeps up with np.save, stores at most half the bytes on ReLU layers):")
     print("\n".join(verdicts))
-    settings = [row for name, data in acts.items() if MODULES[name] == "ReLU"
+    settings = [row for name, data in acts.items() if MODULES[name] != "Linear"
                 for row in codec_settings(name, data)]
-    print("\ncodec settings on the ReLU layers (one thread, best of 3, 4 chunks):\n")
+    print("\ncodec settings (one thread, best of 3, 4 chunks):\n")
     print(table(settings, ["layer", "codec", "compress MB/s", "decompress MB/s", "raw/stored"]))
     shutil.rmtree(out_dir, ignore_errors=True)
 

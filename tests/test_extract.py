@@ -144,13 +144,17 @@ def test_a_module_that_runs_twice_is_refused():
         Extractor(_Twice(), ["shared"]).probe(torch.zeros(1, 3, 8, 8))
 
 
-def test_a_module_returning_a_tuple_is_refused():
-    lstm = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Unflatten(1, (1, -1)))
+def test_a_module_returning_a_tuple_stores_element_0_or_the_part_named():
     model = torch.nn.Sequential()
-    model.add_module("seq", lstm)
-    model.add_module("rnn", torch.nn.GRU(192, 4, batch_first=True))
-    with pytest.raises(UserError, match="rnn returns a tuple, not a tensor"):
-        Extractor(model, ["rnn"]).probe(torch.zeros(1, 3, 8, 8))
+    model.add_module("seq", torch.nn.Flatten(2))   # (N, 3 steps, 64)
+    model.add_module("rnn", torch.nn.GRU(64, 4, batch_first=True))
+    batch = torch.rand(2, 3, 8, 8)
+    extractor = Extractor(model, ["rnn", "rnn[1]"])
+    assert extractor.probe(batch) == {"rnn": (3, 4), "rnn[1]": (1, 4)}   # h_n is (layers, N, 4): image axis moved first
+    outputs = extractor(batch)
+    with torch.no_grad():
+        output, h_n = model.rnn(model.seq(batch))
+    assert torch.equal(outputs["rnn"], output) and torch.equal(outputs["rnn[1]"], h_n.transpose(0, 1))
 
 
 def test_unknown_module_names_close_matches():

@@ -29,8 +29,9 @@ DECODERS = ("pil", "torchvision")
 class ExtractOptions:
     """What to extract, from which images and model, and how to store it.
 
-    Pass ``model_name`` (weights from ``model_path`` or ``weights``) or a ready
-    ``model`` (see :func:`actstore.models.from_module`). ``shard`` is ``"I/N"``
+    Pass ``model_name`` of a ``source`` family (torchvision, timm, open_clip,
+    hf; weights from ``model_path`` or ``weights``) or a ready ``model`` (see
+    :func:`actstore.models.from_module`). ``shard`` is ``"I/N"``
     or ``(I, N)``; under ``torchrun`` it (and the CUDA device) comes from
     ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``. After validation ``shard`` is
     ``(I, N)``, ``amp`` is None or a dtype name and ``num_workers`` a number.
@@ -44,6 +45,7 @@ class ExtractOptions:
     out_path: str | Path
     module_names: Sequence[str]
     model_name: str | None = None
+    source: str = "torchvision"
     model: Model | None = None
     model_path: str | Path | None = None
     weights: str | None = "DEFAULT"

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 
 from ..capture import Extractor
-from ..errors import UserError
 from ..models import Model, load_model
 from ..store import LayerSpec, Layout, choose_chunks
 from .options import ExtractOptions
@@ -17,10 +16,8 @@ def ready_model(options: ExtractOptions) -> Model:
     """``options.model``, or the one ``model_name`` and its weights name; on the run's device."""
     model = options.model
     if model is None:
-        if not options.model_name:
-            raise UserError("no model given: pass --model-name (see `actstore models`)")
-        model = load_model(options.model_name, weights=options.weights, model_path=options.model_path,
-                           seed=options.rnd_seed)
+        model = load_model(options.model_name, source=options.source, weights=options.weights,
+                           model_path=options.model_path, seed=options.rnd_seed)
     model.module.to(options.torch_device)
     if options.channels_last:
         model.module.to(memory_format=torch.channels_last)
@@ -30,7 +27,7 @@ def ready_model(options: ExtractOptions) -> Model:
 def hook_and_lay_out(model: Model, options: ExtractOptions, n_rows: int) -> tuple[Extractor, Layout]:
     """The Extractor for the run's modules, and the Layout of their stored outputs,
     from one probe forward pass of a blank image."""
-    extractor = Extractor(model.module, options.module_names)
+    extractor = Extractor(model, options.module_names)
     shapes = extractor.probe(torch.zeros(1, 3, *model.input_size, device=options.torch_device))
     itemsize = np.dtype(options.dtype).itemsize
     specs = []

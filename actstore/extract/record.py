@@ -20,6 +20,8 @@ def fingerprint(model: Model, images: ImageSet, layout: Layout, options: Extract
         "format_version": FORMAT_VERSION,
         "model_name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256,
         "preprocessing": model.preprocessing,
+        # only for the new sources, so that stores made before them still resume
+        **({"source": model.source} if model.source != "torchvision" else {}),
         "layers": [spec.module_name for spec in layout.layers],
         "shapes": {spec.module_name: list(spec.shape) for spec in layout.layers},
         "chunks": {spec.module_name: list(spec.chunks) for spec in layout.layers},

@@ -36,8 +36,8 @@ def dim_names(native_shape: Sequence[int], flattened: bool) -> tuple[str, ...]:
         return ("image", "unit")
     if len(native_shape) == 3:
         return ("image", "channel", "height", "width")
-    if len(native_shape) == 2:
-        return ("image", "token", "unit")
+    if len(native_shape) == 2:   # transformer tokens: (N, tokens, dim)
+        return ("image", "token", "channel")
     return ("image",) + tuple(f"dim_{i}" for i in range(1, len(native_shape) + 1))
 
 
@@ -52,32 +52,36 @@ def stored_dim_names(module_name: str, dims: Sequence[str]) -> tuple[str, ...]:
 def choose_chunks(shape: Sequence[int], itemsize: int, chunk_images: int,
                   chunk_channels: int | None = None, max_bytes: int = defaults.CHUNK_BYTES) -> tuple[int, ...]:
     """Chunk shape for a layer of per-image ``shape``: ``chunk_images`` rows,
-    split along the first per-image axis (channels / units / tokens) when a
-    chunk would exceed ``max_bytes``, into equal parts (the largest divisor
-    of the channel count that fits) so no chunk is a ragged remainder. Where
-    that divisor is under half of what fits (197 ViT tokens is prime), the
-    axis is split into near-equal parts with a smaller last one instead:
-    divisor-sized chunks of a few KB would mean tens of thousands of tiny
-    chunks.
+    split along the channel (unit) axis when a chunk would exceed
+    ``max_bytes``, into equal parts (the largest divisor of the channel count
+    that fits) so no chunk is a ragged remainder. The channel axis is the
+    first per-image axis, except for token layers (``tokens, channels``):
+    there it is the last, and every chunk keeps all tokens (197 tokens, a
+    prime, would otherwise be cut into one-token chunks). Where the largest
+    divisor is under half of what fits (a prime count), the axis is cut into
+    near-equal parts with a smaller last one instead of into tiny chunks.
 
     Example:
         >>> choose_chunks((192, 27, 27), 4, 16, max_bytes=2**20)
         (16, 16, 27, 27)
-        >>> choose_chunks((197, 768), 4, 16, max_bytes=2**20)
-        (16, 20, 768)
+        >>> choose_chunks((197, 384), 4, 16, max_bytes=2**20)
+        (16, 197, 64)
+        >>> choose_chunks((197, 13, 13), 4, 16, max_bytes=2**20)
+        (16, 97, 13, 13)
     """
     if not shape:
         return (chunk_images,)
-    first = shape[0]
+    tokens = len(shape) == 2
+    channels, rest = (shape[1], shape[:1]) if tokens else (shape[0], shape[1:])
     if chunk_channels is not None:
-        first_chunk = max(1, min(first, chunk_channels))
+        channel_chunk = max(1, min(channels, chunk_channels))
     else:
-        per_channel = math.prod(shape[1:]) * itemsize * chunk_images
+        per_channel = math.prod(rest) * itemsize * chunk_images
         fit = max(1, max_bytes // per_channel)
-        first_chunk = first if fit >= first else max(d for d in range(1, fit + 1) if first % d == 0)
-        if 2 * first_chunk < fit:
-            first_chunk = math.ceil(first / math.ceil(first / fit))
-    return (chunk_images, first_chunk, *shape[1:])
+        channel_chunk = channels if fit >= channels else max(d for d in range(1, fit + 1) if channels % d == 0)
+        if 2 * channel_chunk < fit:   # an awkward count (a prime): near-equal parts, a smaller last one
+            channel_chunk = math.ceil(channels / math.ceil(channels / fit))
+    return (chunk_images, *rest, channel_chunk) if tokens else (chunk_images, channel_chunk, *rest)
 
 
 @dataclass(frozen=True)
