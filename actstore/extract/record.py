@@ -52,8 +52,8 @@ def explain_difference(key: str, stored: Any, now: Any) -> str | None:
         "--batch-size 5 differs from the store's 8: rerun with --batch-size 8 to resume, or pass --overwrite to replace it"
     """
     flag = _FLAGS.get(key)
-    if flag is None:
-        return None
+    if flag is None or (stored is None and key not in ("amp", "compression_level")):
+        return None   # not a flag, or a store from before the key was recorded
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -65,7 +65,8 @@ def explain_difference(key: str, stored: Any, now: Any) -> str | None:
             return f"{flag} none"
         return f"without {flag}" if v is None or v is False else flag if v is True else f"{flag} {v}"
 
-    return (f"{flag} {value(now)} differs from the store's {value(stored)}: rerun with {use(stored)} "
+    advice = use(stored) if use(stored).startswith("without") else f"with {use(stored)}"
+    return (f"{flag} {value(now)} differs from the store's {value(stored)}: rerun {advice} "
             "to resume, or pass --overwrite to replace it")
 
 

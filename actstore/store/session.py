@@ -144,11 +144,11 @@ def _refuse_another_run(path: Location, stored: Mapping[str, Any], current: Mapp
                         explain: Callable[[str, Any, Any], str | None] | None) -> None:
     differences = fingerprint_differences(stored, current)
     if differences:
-        for key in sorted(set(stored) | set(current)):
-            message = explain and stored.get(key) != current.get(key) and \
-                explain(key, stored.get(key), current.get(key))
-            if message:
-                raise StoreConflictError(f"out path {path}: {message}")
+        # one flag's value to change, when that is all that differs; else the whole difference
+        keys = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
+        messages = [explain(k, stored.get(k), current.get(k)) for k in keys] if explain else [None]
+        if all(messages):
+            raise StoreConflictError(f"out path {path}: {messages[0]}")
         keys = ", ".join(d.split(" ")[0] for d in differences)
         raise StoreConflictError(f"out path {path} holds a store from a different run ({keys} "
                                  f"differ: {differences[0]}); pass --overwrite to replace it "
