@@ -153,6 +153,7 @@ def extract_command(
     compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the codec's own]."),
     chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 1 MiB]."),
+    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of --chunk-images; 0: one file per chunk) [default: up to 4096, fewer for wide layers so one shard of every layer fits 512 MiB]."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader processes decoding images [default: 2 on the CPU, up to 8 on a GPU]."),
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in the store) instead of stopping."),
@@ -200,8 +201,9 @@ def _format_plan(plan, file_format: str) -> str:
                      _size(layer.raw_bytes), _size(layer.estimated_bytes)))
     rows.append(("total", "", "", _size(plan.raw_bytes), _size(plan.estimated_bytes)))
     lines = _table(rows)
+    files = f"; {plan.files:,} file(s)" if plan.files is not None else ""
     lines.append(f"{plan.rows} images; estimate from {plan.sample_images} sampled images; free space: "
-                 f"{_size(plan.free_bytes)}" + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
+                 f"{_size(plan.free_bytes)}{files}" + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
     return "\n".join(lines)
 
 
@@ -256,7 +258,9 @@ def info(
     for name, layer in summary["layers"].items():
         ratio = f"{layer['compression_ratio']}x" if layer["compression_ratio"] else "-"
         typer.echo(f"  {name}: {tuple(layer['shape'])} ({', '.join(layer['dims'])}) "
-                   f"chunks {tuple(layer['chunks'])}  {layer['bytes_stored']:,} B stored, ratio {ratio}")
+                   f"chunks {tuple(layer['chunks'])}"
+                   + (f" in shards {tuple(layer['shards'])}" if layer.get("shards") else "")
+                   + f"  {layer['files']:,} file(s), {layer['bytes_stored']:,} B stored, ratio {ratio}")
     for note in summary["notes"]:
         typer.echo(f"note: {note}")
     for key in ("source", "created", "completed", "actstore_version", "torch_version", "torchvision_version",
@@ -278,17 +282,20 @@ def rechunk_command(
     layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per chunk) or image-major (as extract writes)."),
     chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory-mb allows; image-major: 16]."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: chunks up to 1 MiB]."),
+    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of the chunk rows; 0: one file per chunk) [default: as extract chooses]."),
     max_memory_mb: int = typer.Option(1024, "--max-memory-mb", help="Memory the copy may hold, in MiB."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at OUT."),
 ) -> None:
     """Copy STORE to OUT in another chunk layout, streaming in bounded memory."""
     from .store.rechunk import rechunk
     result = rechunk(store_path, out_path, layout, chunk_images=chunk_images,
-                         chunk_channels=chunk_channels, max_memory=max_memory_mb * 2**20,
-                         overwrite=overwrite)
+                     chunk_channels=chunk_channels, shard_rows=zarr_shard_rows,
+                     max_memory=max_memory_mb * 2**20,
+                     overwrite=overwrite)
     chunks = ", ".join(f"{name} {tuple(c)}" for name, c in result.chunks.items())
     typer.echo(f"rechunked {result.rows} rows to {result.path} [{result.file_format}, {result.layout}] "
-               f"in {result.seconds:.1f} s; chunks: {chunks}")
+               f"in {result.seconds:.1f} s; chunks: {chunks}"
+               + (f"; shards of {result.shard_rows} rows" if result.shard_rows else ""))
 
 
 @app.command("export")

@@ -6,6 +6,21 @@ import os
 # layer is not a few kilobytes. Shards of a multi-process run align to it.
 CHUNK_IMAGES = 16
 
+# Zarr shards: one file (or object) holds this many rows of inner chunks, so
+# a store is thousands of files, not millions (HPC inode quotas, per-request
+# object store costs; creating a file costs ~0.4 ms here whatever its size).
+# 4096 rows: ImageNet's 1.28M images are 313 shards per layer (256x fewer
+# files than 16-row chunks); THINGS' 26,107 are 7, so up to 7 --shard
+# processes still each get rows; a killed run recomputes at most 4096 images
+# per process. Shard rows are also what a --shard process range, the row
+# buffer and resume align to. See docs/benchmarks.md, "Sharded Zarr at ImageNet scale".
+SHARD_ROWS = 4096
+# The row buffer gathers one shard of every layer before writing it: shard
+# rows shrink (to whole chunks, at least one) until that buffer fits this
+# many raw bytes, so memory stays bounded for wide conv layers. Writing a
+# shard holds its compressed copy too (about half as much again).
+SHARD_BUFFER_BYTES = 512 * 2**20
+
 # Upper bound on one chunk's raw size. Conv layers whose CHUNK_IMAGES rows
 # exceed it are also split along channels (units), so that reading one channel
 # across all images does not decompress whole feature maps. 1 MiB beat 4 MiB

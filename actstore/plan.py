@@ -41,6 +41,7 @@ class Plan:
     sample_images: int
     layers: list[LayerPlan] = field(default_factory=list)
     free_bytes: int | None = None
+    files: int | None = None       # files (objects) of the complete store
 
     @property
     def raw_bytes(self) -> int:

@@ -12,12 +12,16 @@ and format (zstd level 3, the default codec) and read through
 - ``1 channel``: one channel / unit, every image (``store[layer][:, c]``);
 - ``1 class``: every row of one class (``store[layer][store.select(classes=[c])]``).
 
+Zarr is written unsharded (one file per chunk) and sharded (the extract
+default: shards of up to 4096 rows, the same inner chunks).
+
 Times are medians over repeats with a different random pick each time,
 from the page cache (files just written, so decompression and copying is
 what is measured, not the disk).
 
     python benchmarks/bench_chunk_layout.py             # 2048 images, 5 repeats (~5 min on 2 cores)
     python benchmarks/bench_chunk_layout.py --small     # 256 images, 2 repeats
+    python benchmarks/bench_chunk_layout.py --default-only   # the default chunks: Zarr unsharded / sharded, HDF5
 """
 from __future__ import annotations
 
@@ -30,12 +34,14 @@ from _common import SCRATCH, cpu_name, dir_bytes, make_images, median, remove, t
 
 import numpy as np
 
-from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer, open_store
+from actstore.store import FORMAT_NAME, LayerSpec, Layout, choose_shard_rows, create_writer, open_store
 from actstore.store.rechunk import unit_major_chunks
 
 CONV, LINEAR = "features.4", "classifier.5"
 N_CLASSES = 16
-FORMATS = {"zarr": ".zarr", "hdf5": ".h5"}
+# Zarr unsharded (one file per chunk), Zarr sharded (the extract default,
+# shards of defaults.SHARD_ROWS rows), HDF5.
+FORMATS = {"zarr": ("zarr", ".zarr", 0), "zarr sharded": ("zarr", ".zarr", None), "hdf5": ("hdf5", ".h5", 0)}
 
 
 def layouts(n: int) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
@@ -44,8 +50,8 @@ def layouts(n: int) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
     store of this size under its default 1 GiB budget (all rows here)."""
     conv, linear = (192, 27, 27), (4096,)
     return {
-        CONV: [("16 img x 64 ch (default)", (16, 64, 27, 27)), ("16 img x 192 ch", (16, 192, 27, 27)),
-               ("16 img x 16 ch", (16, 16, 27, 27)), ("64 img x 16 ch", (64, 16, 27, 27)),
+        CONV: [("16 img x 16 ch (default)", (16, 16, 27, 27)), ("16 img x 192 ch", (16, 192, 27, 27)),
+               ("16 img x 64 ch", (16, 64, 27, 27)), ("64 img x 16 ch", (64, 16, 27, 27)),
                ("4 img x 192 ch", (4, 192, 27, 27)),
                ("unit-major", unit_major_chunks(conv, 4, min(n, 1024)))],
         LINEAR: [("16 img x 4096 (default)", (16, 4096)), ("64 img x 4096", (64, 4096)),
@@ -82,14 +88,18 @@ def extract_real(n: int) -> tuple[dict[str, np.ndarray], dict]:
         return {name: store[name][:] for name in (CONV, LINEAR)}, meta
 
 
-def write(path, file_format: str, name: str, data: np.ndarray, chunks: tuple[int, ...], meta: dict) -> None:
+def write(path, file_format: str, name: str, data: np.ndarray, chunks: tuple[int, ...], meta: dict,
+          shard_rows: int | None = 0) -> None:
     remove(path)
     shape = data.shape[1:]
     spec = LayerSpec(module_name=name, shape=shape, native_shape=shape, dtype="float32", chunks=chunks)
-    writer = create_writer(path, file_format, Layout(n_rows=len(data), layers=(spec,), chunk_images=chunks[0]),
+    shard_rows = choose_shard_rows(file_format, [spec], len(data), chunks[0], shard_rows)
+    writer = create_writer(path, file_format, Layout(n_rows=len(data), layers=(spec,), chunk_images=chunks[0],
+                                                     shard_rows=shard_rows),
                            meta["file_names"], meta["targets"], meta["classes"],
                            {"format": FORMAT_NAME, "status": "complete"})
-    block = chunks[0] * max(1, 256 // chunks[0])
+    unit = shard_rows or chunks[0]
+    block = unit * max(1, 256 // unit)
     for start in range(0, len(data), block):
         writer.write_rows(start, {name: data[start:start + block]})
     writer.close()
@@ -113,6 +123,8 @@ def time_patterns(path, name: str, repeats: int, rng: np.random.Generator) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="256 images, 2 repeats")
+    parser.add_argument("--default-only", action="store_true",
+                        help="only the extract default chunks (unsharded and sharded Zarr, HDF5)")
     args = parser.parse_args()
     n, repeats = (256, 2) if args.small else (2048, 5)
     started = time.perf_counter()
@@ -123,12 +135,12 @@ def main() -> None:
     rows = []
     for name, choices in layouts(n).items():
         raw = acts[name].nbytes
-        for label, chunks in choices:
-            for file_format, suffix in FORMATS.items():
+        for label, chunks in choices[:1] if args.default_only else choices:
+            for label_format, (file_format, suffix, shard_rows) in FORMATS.items():
                 path = SCRATCH / f"layout{suffix}"
-                write(path, file_format, name, acts[name], chunks, meta)
+                write(path, file_format, name, acts[name], chunks, meta, shard_rows)
                 ms = time_patterns(path, name, repeats, rng)
-                rows.append([name, label, "x".join(map(str, chunks)), file_format,
+                rows.append([name, label, "x".join(map(str, chunks)), label_format,
                              f"{raw / dir_bytes(path):.1f}x",
                              *(f"{1000 * ms[p]:,.0f}" for p in ("64 images", "1 channel", "1 class"))])
                 print(" | ".join(rows[-1]), flush=True)

@@ -32,6 +32,8 @@ def command(weights: Path, images: Path, out: Path, *extra: str) -> list[str]:
             "--out-path", out, "--batch-size", "6", "--chunk-images", "4", "--num-workers", "0", "-q"]
     for layer in LAYERS:
         args += ["--module-name", layer]
+    if Path(out).suffix != ".h5":   # shards of 3 chunks: rows land during the run, not only at its end
+        args += ["--zarr-shard-rows", "12"]
     return [sys.executable, "-m", "actstore", *map(str, args), *extra]
 
 

@@ -133,7 +133,7 @@ SHARD = textwrap.dedent("""
     from actstore import extract
     extract(model_name="alexnet", model_path=sys.argv[1], in_path=sys.argv[2], out_path=sys.argv[3],
             shard=sys.argv[4], module_names=["features.2", "classifier.4"], batch_size=4,
-            chunk_images=4, num_workers=0, quiet=True)
+            chunk_images=4, zarr_shard_rows=4, num_workers=0, quiet=True)   # 3 shards of one chunk
 """)
 
 

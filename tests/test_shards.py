@@ -33,14 +33,15 @@ def images(tmp_path_factory) -> Path:
 def single(tmp_path_factory, images, weights_file) -> dict[str, np.ndarray]:
     out = tmp_path_factory.mktemp("single") / "one.zarr"
     extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=LAYERS, in_path=images,
-            out_path=out, batch_size=5, chunk_images=4, num_workers=0, quiet=True)
+            out_path=out, batch_size=5, chunk_images=4, zarr_shard_rows=0, num_workers=0, quiet=True)
     with open_store(out) as store:
         return {layer: store[layer][:] for layer in LAYERS}
 
 
 def cli_args(weights: Path, images: Path, out: Path, *extra) -> list[str]:
     args = ["extract", "--model-name", "alexnet", "--model-path", str(weights), "--in-path", str(images),
-            "--out-path", str(out), "--batch-size", "5", "--chunk-images", "4", "--num-workers", "0", "-q"]
+            "--out-path", str(out), "--batch-size", "5", "--chunk-images", "4", "--num-workers", "0", "-q",
+            "--zarr-shard-rows", "8"]   # shards of 2 chunks: 6 shards to split between processes
     for layer in LAYERS:
         args += ["--module-name", layer]
     return args + list(extra)
@@ -73,7 +74,7 @@ def test_concurrent_shard_processes_equal_a_single_process_run(tmp_path, images,
     results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
     assert all(rc == 0 for _, _, rc in results), results
     outputs = "".join(e for _, e, _ in results)      # -q sends the summary to stderr
-    assert "shard 0/3 (rows 0-11)" in outputs and "shard 2/3 (rows 28-41)" in outputs
+    assert "shard 0/3 (rows 0-15)" in outputs and "shard 2/3 (rows 32-41)" in outputs
     assert "store complete" in outputs               # whichever shard finished last
     assert_equals_single(out, single)
     assert not list(tmp_path.glob(".sharded.zarr.creating-*"))   # losers of the creation race cleaned up
@@ -94,7 +95,7 @@ def test_torchrun_processes_shard_by_rank(tmp_path, images, weights_file, single
                            *cli_args(weights_file("alexnet"), images, out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "shard 0/2 (rows 0-19)" in done.stderr and "shard 1/2 (rows 20-41)" in done.stderr
+    assert "shard 0/2 (rows 0-23)" in done.stderr and "shard 1/2 (rows 24-41)" in done.stderr
     with open_store(one) as store:
         assert store.attrs["torch_threads"] == 1
         assert_equals_single(out, {layer: store[layer][:] for layer in LAYERS})
@@ -111,40 +112,40 @@ def test_a_killed_shard_rerun_fills_only_its_rows(tmp_path, images, weights_file
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         with open_store(out) as store:
-            if store.written[20:].sum() >= 4:
+            if store.written[24:].sum() >= 8:
                 break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with open_store(out) as store:
-        assert store.status == "incomplete" and store.written[:20].all() and not store.written.all()
-        before = {layer: store[layer][:20] for layer in LAYERS}
+        assert store.status == "incomplete" and store.written[:24].all() and not store.written.all()
+        before = {layer: store[layer][:24] for layer in LAYERS}
     rerun = runner.invoke(app, cli_args(weights, images, out, "--shard", "1/2"))
     assert rerun.exit_code == 0, rerun.stderr
-    assert "shard 1/2 (rows 20-41): resumed" in rerun.stderr + rerun.stdout
+    assert "shard 1/2 (rows 24-41): resumed" in rerun.stderr + rerun.stdout
     assert_equals_single(out, single)
     with open_store(out) as store:
         for layer in LAYERS:
-            assert np.array_equal(store[layer][:20], before[layer])
+            assert np.array_equal(store[layer][:24], before[layer])
 
 
 def test_an_overlapping_shard_layout_is_refused(tmp_path, images, weights_file):
     out = tmp_path / "s.zarr"
     weights = weights_file("alexnet")
     common = dict(model_name="alexnet", model_path=weights, module_names=LAYERS, in_path=images, out_path=out,
-                  batch_size=5, chunk_images=4, num_workers=0, quiet=True)
+                  batch_size=5, chunk_images=4, zarr_shard_rows=8, num_workers=0, quiet=True)
     first = extract(shard="0/2", **common)
-    assert first.rows_this_run == 20 and not first.complete
+    assert first.rows_this_run == 24 and not first.complete
     with open_store(out) as store:
-        kept = store["classifier.6"][:20]
-    with pytest.raises(UserError, match=r"is being written as 2 shard\(s\) \(0-of-2\); rows 0-11 of shard 0/3 "
+        kept = store["classifier.6"][:24]
+    with pytest.raises(UserError, match=r"is being written as 2 shard\(s\) \(0-of-2\); rows 0-15 of shard 0/3 "
                                         r"would overlap theirs: run every process with --shard I/2"):
         extract(shard="0/3", **common)
     with pytest.raises(UserError, match=r"run every process with --shard I/2"):
         extract(**common)          # one process over every row would overlap too
     with open_store(out) as store:
-        assert store.written.sum() == 20
-        assert np.array_equal(store["classifier.6"][:20], kept)
+        assert store.written.sum() == 24
+        assert np.array_equal(store["classifier.6"][:24], kept)
     done = extract(shard="1/2", **common)   # the right layout still finishes it
     assert done.complete
 

@@ -62,7 +62,7 @@ def test_skip_bad_images_stores_exactly_the_good_ones_and_records_the_rest(tmp_p
 def good_store(tmp_path, image_dir, weights_file) -> Path:
     out = tmp_path / "good.zarr"
     extract(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["features.2", "classifier.6"],
-            in_path=image_dir, out_path=out, chunk_images=4, **FAST)
+            in_path=image_dir, out_path=out, chunk_images=4, zarr_shard_rows=4, **FAST)   # 3 shards
     return out
 
 
@@ -81,7 +81,7 @@ def test_verify_recompute_refuses_other_weights(good_store, tmp_path):
 
 
 def test_verify_finds_a_corrupt_chunk(good_store):
-    chunk = good_store / "activations" / "features.2" / "c" / "1" / "0" / "0" / "0"
+    chunk = good_store / "activations" / "features.2" / "c" / "1" / "0" / "0" / "0"   # rows 4-7's shard
     chunk.write_bytes(b"garbage" * 10)
     report = verify(good_store)
     failed = {c.name: c.detail for c in report.checks if not c.ok}

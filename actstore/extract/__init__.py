@@ -91,7 +91,7 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     if options.batch_size > len(images):   # no buffers for images that are not there
         options = dataclasses.replace(options, batch_size=len(images))
     model = ready_model(options)
-    extractor, layout = hook_and_lay_out(model, options, len(images))
+    extractor, layout = hook_and_lay_out(model, options, len(images), file_format)
     lo, hi = rows_of(layout, options.shard)
     attrs = store_attrs(model, images, layout, options, skipped)
     # the refusals of the real run, before the space check measures anything (and so for --dry-run)
@@ -106,6 +106,9 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
         return result
     with open_session(out_path, file_format, layout, images.file_names, images.targets, images.classes,
                       attrs, overwrite=options.overwrite, explain=explain_difference) as session:
+        # A store opened again keeps its own write blocks (one written before shards: chunks).
+        block_rows = session.writer.block_rows or layout.block_rows
+        lo, hi = shard_rows(len(images), block_rows, *options.shard)
         if session.writer.supports_resume:
             claim(session.writer, out_path, options.shard, lo, hi)
         done = session.written() | skipped_rows(session.writer.root_attrs(), len(images))
@@ -113,10 +116,11 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
         result.stages["setup"] = time.perf_counter() - started
         result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,
                                            done_before=(hi - lo) - len(todo), total=hi - lo,
-                                           stages=result.stages)
+                                           block_rows=block_rows, stages=result.stages)
         session.complete()
         result.rows_written, result.resumed = int(session.written().sum()), session.resumed
         result.rows_skipped = int(skipped_rows(session.writer.root_attrs(), len(images)).sum())
+        result.shard_rows = (lo, hi)
     result.seconds = time.perf_counter() - started
     return result
 

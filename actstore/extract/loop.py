@@ -32,8 +32,9 @@ DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                 writer: StoreWriter, layout: Layout, options: ExtractOptions, *,
-                done_before: int, total: int, stages: dict[str, float]) -> int:
-    """Extract and write the rows ``todo``; return how many rows were written.
+                done_before: int, total: int, block_rows: int, stages: dict[str, float]) -> int:
+    """Extract and write the rows ``todo`` in writes of whole ``block_rows``
+    blocks; return how many rows were written.
     The main loop's seconds per stage are added into ``stages`` (see
     :class:`StageClock`), with the writer thread's as ``writer_busy``.
 
@@ -53,7 +54,7 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
     progress = tqdm(total=total, initial=done_before, unit="img", disable=options.quiet,
                     file=sys.stderr, desc=options.progress_label, dynamic_ncols=True)
     writer.limit_codec_threads(defaults.codec_threads(options.torch_device.type, options.num_workers))
-    background = BackgroundWriter(writer, layout, progress)
+    background = BackgroundWriter(writer, block_rows, layout.n_rows, progress)
     host = HostBuffers(options.torch_device, options.batch_size, options.dtype, options.flatten_acts)
     clock = StageClock(stages)
     skipped = list(writer.root_attrs().get("skipped_images") or [])

@@ -62,6 +62,7 @@ class ExtractOptions:
     compression_level: int | None = None
     chunk_images: int = defaults.CHUNK_IMAGES
     chunk_channels: int | None = None
+    zarr_shard_rows: int | None = None   # None: chosen per store (store.sharding); 0: unsharded
     num_workers: int | None = None
     skip_bad_images: bool = False
     shard: str | tuple[int, int] | None = None

@@ -8,7 +8,7 @@ import torch
 
 from ..capture import Extractor
 from ..models import Model, load_model
-from ..store import LayerSpec, Layout, choose_chunks
+from ..store import LayerSpec, Layout, choose_chunks, choose_shard_rows
 from .options import ExtractOptions
 
 
@@ -24,9 +24,10 @@ def ready_model(options: ExtractOptions) -> Model:
     return model
 
 
-def hook_and_lay_out(model: Model, options: ExtractOptions, n_rows: int) -> tuple[Extractor, Layout]:
-    """The Extractor for the run's modules, and the Layout of their stored outputs,
-    from one probe forward pass of a blank image."""
+def hook_and_lay_out(model: Model, options: ExtractOptions, n_rows: int,
+                     file_format: str) -> tuple[Extractor, Layout]:
+    """The Extractor for the run's modules, and the Layout of their stored outputs
+    in ``file_format``, from one probe forward pass of a blank image."""
     extractor = Extractor(model, options.module_names)
     shapes = extractor.probe(torch.zeros(1, 3, *model.input_size, device=options.torch_device))
     itemsize = np.dtype(options.dtype).itemsize
@@ -38,5 +39,7 @@ def hook_and_lay_out(model: Model, options: ExtractOptions, n_rows: int) -> tupl
                                chunks=choose_chunks(stored, itemsize, options.chunk_images,
                                                     options.chunk_channels)))
     layout = Layout(n_rows=n_rows, layers=tuple(specs), chunk_images=options.chunk_images,
-                    compression=options.compression, compression_level=options.compression_level)
+                    compression=options.compression, compression_level=options.compression_level,
+                    shard_rows=choose_shard_rows(file_format, specs, n_rows, options.chunk_images,
+                                                 options.zarr_shard_rows))
     return extractor, layout

@@ -42,6 +42,7 @@ def check_space(extractor: Extractor, model: Model, images: ImageSet, layout: La
         return out.arrays()
 
     plan = measure(forward, images, layout, file_format, rows, free)
+    plan.files = backend.file_count(layout)
     if not options.dry_run and not plan.fits and not options.force:
         raise OutOfSpaceError(f"the store needs about {human_size(plan.estimated_bytes)} but {out_path} "
                               f"has {human_size(plan.free_bytes)} free: free space, choose another "

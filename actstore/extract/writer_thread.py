@@ -13,14 +13,15 @@ from typing import Mapping
 import numpy as np
 
 from .. import defaults
-from ..store import Layout, StoreWriter
+from ..store import StoreWriter
 from .buffers import HostBatch
 
 
 class RowBuffer:
-    """Gathers batches into blocks that end on multiples of the layout's
-    ``block_rows`` (a chunk of images), so every write fills whole chunks (no
-    read-modify-write, no shared chunks between shards)."""
+    """Gathers batches into blocks that end on multiples of ``block_rows``
+    (``Layout.block_rows``: a Zarr shard's rows, else a chunk's), so every
+    write fills whole shards or chunks (no read-modify-write, none shared
+    between processes). It holds at most one block of every layer, plus a batch."""
 
     def __init__(self, block_rows: int, n_rows: int) -> None:
         self.chunk, self.n_rows = block_rows, n_rows
@@ -67,9 +68,9 @@ class RowBuffer:
 class BackgroundWriter:
     """A thread that writes queued batches; errors surface in the main thread."""
 
-    def __init__(self, writer: StoreWriter, layout: Layout, progress) -> None:
+    def __init__(self, writer: StoreWriter, block_rows: int, n_rows: int, progress) -> None:
         self.writer, self.progress = writer, progress
-        self.buffer = RowBuffer(layout.block_rows, layout.n_rows)
+        self.buffer = RowBuffer(block_rows, n_rows)
         self.queue: queue.Queue = queue.Queue(maxsize=defaults.WRITE_QUEUE_BATCHES)
         self.error: BaseException | None = None
         self.rows_written = 0

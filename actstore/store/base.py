@@ -127,6 +127,9 @@ class Layout:
     chunk_images: int = defaults.CHUNK_IMAGES
     compression: str = defaults.ZARR_COMPRESSION
     compression_level: int | None = None   # None: the codec's default level
+    # Rows per Zarr shard (one file of many inner chunks); 0: one file per
+    # chunk. Backends without shards (HDF5) ignore it.
+    shard_rows: int = 0
 
     @property
     def level(self) -> int | None:
@@ -138,10 +141,10 @@ class Layout:
 
     @property
     def block_rows(self) -> int:
-        """Rows per write block: every write starts and ends on a multiple of
-        this (or at the last row), so no two writes, and no two shards, ever
-        share a stored block. One chunk of images today."""
-        return self.chunk_images
+        """Rows per write block: every split of rows (the row buffer, process
+        ranges, resume) aligns to it, so no two writes, and no two processes,
+        ever share a chunk or a shard. A shard's rows, else a chunk's."""
+        return self.shard_rows or self.chunk_images
 
 
 class StoreWriter(ABC):
@@ -164,8 +167,12 @@ class StoreWriter(ABC):
     # printed form); None: the dtype's size, compression only shrinks it.
     # The free-space check measures a sample only when this bound does not fit.
     max_bytes_per_value: ClassVar[int | None] = None
+    supports_shards: ClassVar[bool] = False   # Layout.shard_rows: many chunks per file
 
     path: Path
+    # Rows of one write block of the store as it is on disk (see
+    # Layout.block_rows); None: the layout's. A reopened store keeps its own.
+    block_rows: int | None = None
 
     def stored_bytes(self) -> dict[str, int] | None:
         """Per layer, the bytes a closed writer's files hold, where no reader
@@ -233,6 +240,10 @@ class StoreWriter(ABC):
         compressor = getattr(self, "_compressor", None)
         if compressor is not None:
             compressor.threads = threads
+    @classmethod
+    def file_count(cls, layout: Layout) -> int:
+        """Files (or objects) a complete store of ``layout`` consists of."""
+        return 1
 
     def __enter__(self) -> "StoreWriter":
         return self
@@ -274,6 +285,10 @@ class StoreReader(ABC):
         """What a reader of this store without actstore needs to know (plugins,
         flags), one line each; ``actstore info`` shows them."""
         return []
+    def files_stored(self, name: str) -> int:
+        """Files (or objects) holding one array's chunks: shards, chunks, or
+        one file for a format that keeps everything in one."""
+        return 1
 
     @abstractmethod
     def close(self) -> None: ...

@@ -384,6 +384,8 @@ class Store:
             layers[name] = {"shape": [len(self), *spec.shape], "dims": list(spec.dims),
                             "native_shape": list(spec.native_shape), "dtype": spec.dtype,
                             "chunks": list(spec.chunks), "chunks_stored": chunks_stored,
+                            "shards": _shards(self._reader.array(f"{ACTIVATIONS}/{name}")),
+                            "files": self._reader.files_stored(f"{ACTIVATIONS}/{name}"),
                             "bytes_raw": raw, "bytes_stored": stored,
                             "compression_ratio": round(raw / stored, 2) if stored else None}
         return {"path": str(self.path), "format": self.format, "status": self.status,
@@ -402,3 +404,9 @@ class Store:
 
     def __repr__(self) -> str:
         return f"<Store {self.path} format={self.format} rows={len(self)} layers={self.layers} status={self.status}>"
+
+
+def _shards(handle: Any) -> list[int] | None:
+    """A Zarr array's shard shape (files of many chunks), None when unsharded."""
+    shards = getattr(handle, "shards", None)
+    return list(shards) if shards else None

@@ -18,7 +18,7 @@ from .base import LayerSpec, Layout, choose_chunks
 from .location import Location, identity, location
 from .provenance import fingerprint_sha256, now
 from .reader import Store
-from .registry import default_compression, store_format
+from .registry import choose_shard_rows, default_compression, store_format
 from .session import open_session
 
 LAYOUTS = ("unit-major", "image-major")
@@ -38,6 +38,7 @@ class RechunkResult:
     rows: int
     chunks: dict[str, tuple[int, ...]]
     block_rows: int
+    shard_rows: int      # rows per Zarr shard; 0: one file per chunk
     seconds: float
 
 
@@ -55,8 +56,8 @@ def unit_major_chunks(shape: tuple[int, ...], itemsize: int, rows: int,
 
 def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
             chunk_images: int | None = None, chunk_channels: int | None = None,
-            max_memory: int = MAX_MEMORY, file_format: str | None = None,
-            overwrite: bool = False) -> RechunkResult:
+            shard_rows: int | None = None, max_memory: int = MAX_MEMORY,
+            file_format: str | None = None, overwrite: bool = False) -> RechunkResult:
     """Copy the complete store ``src`` to ``out`` with new chunks, in bounded memory.
 
     Rows are copied in blocks that fill whole output chunks, so memory stays
@@ -73,6 +74,9 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
             allows; image-major: ``defaults.CHUNK_IMAGES``].
         chunk_channels: channels (units) per chunk [default: from
             ``defaults.CHUNK_BYTES``].
+        shard_rows: rows per Zarr shard, a multiple of the chunk rows; 0
+            writes one file per chunk [default: as ``extract`` chooses,
+            within ``max_memory``].
         max_memory: bytes the copy may hold at once.
         file_format: ``zarr`` or ``hdf5`` [default: from ``out``'s suffix].
         overwrite: replace an existing store at ``out``.
@@ -100,9 +104,19 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         if not store.written.all():
             raise IncompleteStoreError(f"{src} is not complete ({len(store.written_rows)}/{len(store)} "
                                        "rows): run its extract command again to finish it first")
-        rows, block = _block_rows(store, layout, chunk_images, max_memory)
+        rows, fit_rows = _chunk_rows(store, layout, chunk_images, max_memory)
         new_specs = tuple(_respec(store.spec(name), layout, rows, chunk_channels) for name in store.layers)
-        new_layout = Layout(n_rows=len(store), layers=new_specs, chunk_images=rows,
+        # Blocks are whole shards: each shard is written once, whole.
+        shard = choose_shard_rows(file_format, new_specs, len(store), rows, shard_rows)
+        if shard_rows is None and shard > fit_rows:
+            shard = max(rows, fit_rows - fit_rows % rows)
+        if fit_rows < shard:
+            raise BadOptionError(f"--max-memory-mb {max_memory / 2**20:,.0f} holds {fit_rows} rows of every "
+                                 f"layer, fewer than one shard of {shard} rows: raise it or lower "
+                                 "--zarr-shard-rows")
+        unit = shard or rows
+        block = min(unit * max(1, fit_rows // unit), max(unit, len(store)))
+        new_layout = Layout(n_rows=len(store), layers=new_specs, chunk_images=rows, shard_rows=shard,
                             compression=store.attrs.get("compression", default_compression(out, file_format, resume=False)),
                             compression_level=store.attrs.get("compression_level"))
         with open_session(out, file_format, new_layout, store.file_names, store.targets, store.classes,
@@ -115,13 +129,13 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
                     session.writer.write_rows(start, {name: store[name][start:stop] for name in store.layers})
             session.complete()
     return RechunkResult(path=out, file_format=file_format, layout=layout, rows=len(store),
-                         chunks={s.module_name: s.chunks for s in new_specs}, block_rows=block,
+                         chunks={s.module_name: s.chunks for s in new_specs}, block_rows=block, shard_rows=shard,
                          seconds=time.perf_counter() - started)
 
 
-def _block_rows(store: Store, layout: str, chunk_images: int | None, max_memory: int) -> tuple[int, int]:
-    """Rows per output chunk, and rows per block copied at once (whole chunks
-    that fit ``max_memory``, counting the block read and its compressed copy)."""
+def _chunk_rows(store: Store, layout: str, chunk_images: int | None, max_memory: int) -> tuple[int, int]:
+    """Rows per output chunk, and how many rows fit ``max_memory`` at once
+    (counting the block read and its compressed copy)."""
     row_bytes = sum(store.spec(name).bytes_per_image for name in store.layers)
     fit_rows = max_memory // (2 * row_bytes)
     if layout == "unit-major":
@@ -131,10 +145,9 @@ def _block_rows(store: Store, layout: str, chunk_images: int | None, max_memory:
     else:
         rows = chunk_images or defaults.CHUNK_IMAGES
     if fit_rows < rows:
-        raise BadOptionError(f"--max-memory-mb {max_memory / 2**20:g} holds {fit_rows} rows of every layer, "
-                             f"fewer than one chunk of {rows} rows: raise --max-memory-mb or lower "
-                             "--chunk-images")
-    return rows, min(rows * max(1, fit_rows // rows), max(rows, len(store)))
+        raise BadOptionError(f"--max-memory-mb {max_memory / 2**20:,.0f} holds {fit_rows} rows of every "
+                             f"layer, fewer than one chunk of {rows} rows: raise it or lower --chunk-images")
+    return rows, fit_rows
 
 
 def _respec(spec: LayerSpec, layout: str, rows: int, chunk_channels: int | None) -> LayerSpec:

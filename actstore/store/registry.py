@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import BadOptionError, StoreConflictError, StoreNotFoundError
-from .base import COMPRESSIONS, FORMAT_NAME, Layout, StoreReader, StoreWriter
+from . import sharding
+from .base import COMPRESSIONS, FORMAT_NAME, LayerSpec, Layout, StoreReader, StoreWriter
 from .hdf5 import Hdf5Reader, Hdf5Writer
 from .legacy_files import LegacyFilesWriter, LegacyNpyWriter
 from .location import Location, exists, is_url, join, location, remove, suffix
@@ -178,3 +179,15 @@ def repair_store(path: str | Path) -> list[str]:
     if not exists(path):
         raise StoreNotFoundError(f"store {path} does not exist")
     return writer_class(detect_format(path)).repair(path)
+
+
+def choose_shard_rows(file_format: str, specs: Sequence[LayerSpec], n_rows: int, chunk_images: int,
+                      requested: int | None = None) -> int:
+    """Rows per shard of a new store (``Layout.shard_rows``): 0 for formats
+    without shards; ``requested`` (``--zarr-shard-rows``, 0: unsharded) wins."""
+    if not writer_class(file_format).supports_shards:
+        if requested:
+            usable = " or ".join(name.capitalize() for name in formats_that("supports_shards"))
+            raise BadOptionError(f"--zarr-shard-rows applies to {usable} stores, not {file_format}")
+        return 0
+    return sharding.choose_shard_rows(specs, n_rows, chunk_images, requested)

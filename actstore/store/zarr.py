@@ -13,6 +13,7 @@ process that reopens a store still being created waits for that mark.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import sys
@@ -36,6 +37,7 @@ from ..errors import UserError
 from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, stored_dim_names
 from .chunks import ChunkCompressor, Encode, whole_chunks
+from .sharding import ShardFormat, ShardReader, chunk_decoder, shard_shape
 from .location import STORAGE_OPTIONS, Location, is_url, location
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
@@ -56,11 +58,11 @@ def _compressors(compression: str, level: int | None) -> tuple:
     return ()
 
 
-def _chunk_encoder(arr: zarr.Array) -> Encode | None:
-    """Encodes one chunk as the array's own codecs would (bytes, then Blosc or
-    gzip, or nothing), built from their stored configuration; None for any
-    other codec chain, which is then written through zarr as usual."""
-    codecs = arr.metadata.codecs
+def _chunk_encoder(codecs: Sequence) -> Encode | None:
+    """Encodes one chunk as an array's (or a shard's inner) ``codecs`` would
+    (bytes, then Blosc or gzip, or nothing), built from their stored
+    configuration; None for any other codec chain, which is then written
+    through zarr as usual."""
     if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
         return None
     endian = codecs[0].endian
@@ -78,6 +80,18 @@ def _chunk_encoder(arr: zarr.Array) -> Encode | None:
         gzip = numcodecs.GZip(level=codec.level)
         return lambda chunk: bytes(gzip.encode(chunk))
     return None
+
+
+def _write_file(path: Path, payload: bytes) -> None:
+    """Write through a temporary file renamed into place: old or new, never torn."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        partial.write_bytes(payload)
+        partial.replace(path)
+    except BaseException:   # a full disk: leave no stray temporary file
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _open_group(path: Location, mode: str, attributes: Mapping[str, Any] | None = None) -> zarr.Group:
@@ -104,13 +118,17 @@ class ZarrWriter(StoreWriter):
     suffixes = (".zarr",)
     supports_concurrent_writers = True
     supports_urls = True
+    supports_shards = True
 
     def __init__(self, path: Location, group: zarr.Group) -> None:
         self.path = location(path)
         self._group = group
         self._layers = {name: arr for name, arr in group[ACTIVATIONS].arrays()}
         self._written = group["written"]
-        self._encoders = {arr.path: _chunk_encoder(arr) for arr in (*self._layers.values(), self._written)}
+        arrays = (*self._layers.values(), self._written)
+        self._encoders = {arr.path: _chunk_encoder(arr.metadata.codecs) for arr in arrays}
+        self._shards = {arr.path: ShardFormat.of(arr, _chunk_encoder) for arr in arrays}
+        self.block_rows = self._written.chunks[0]
         self._compressor = ChunkCompressor()
 
     @classmethod
@@ -139,7 +157,7 @@ class ZarrWriter(StoreWriter):
     def _create(cls, path: Location, mode: str, layout: Layout, file_names: Sequence[str],
                 targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> "ZarrWriter":
         group = _open_group(path, mode, attributes=attrs)
-        n, rows = layout.n_rows, (layout.chunk_images,)
+        n = layout.n_rows
         names = group.create_array("file_names", shape=(n,), chunks=(max(n, 1),), dtype=str,
                                    dimension_names=["image"], fill_value="")
         names[:] = np.asarray(file_names, dtype=str)
@@ -153,11 +171,13 @@ class ZarrWriter(StoreWriter):
             utf8 = _utf8_rows(texts)
             group.create_array(f"{name}_utf8", shape=utf8.shape, chunks=(max(len(utf8), 1), max(utf8.shape[1], 1)),
                                dtype="uint8", fill_value=0, dimension_names=[dim, f"{name}_utf8_byte"])[...] = utf8
-        group.create_array("written", shape=(n,), chunks=rows, dtype="uint8", fill_value=0,
+        # one chunk per write block: a shard's rows are marked in one file
+        group.create_array("written", shape=(n,), chunks=(layout.block_rows,), dtype="uint8", fill_value=0,
                            dimension_names=["image"], compressors=None)
         acts = group.create_group(ACTIVATIONS)
         for spec in layout.layers:
-            arr = acts.create_array(spec.module_name, shape=(n, *spec.shape), chunks=spec.chunks,
+            shards = shard_shape((n, *spec.shape), spec.chunks, layout.shard_rows) if layout.shard_rows else None
+            arr = acts.create_array(spec.module_name, shape=(n, *spec.shape), chunks=spec.chunks, shards=shards,
                                     dtype=spec.dtype, fill_value=np.nan,   # unwritten rows read NaN
                                     compressors=_compressors(layout.compression, layout.compression_level),
                                     dimension_names=list(stored_dim_names(spec.module_name, spec.dims)),
@@ -186,8 +206,10 @@ class ZarrWriter(StoreWriter):
         self._write(self._written, start, np.ones(stop - start, dtype=np.uint8))
 
     def _write(self, arr: zarr.Array, start: int, data: np.ndarray) -> None:
-        stop, encode = start + len(data), self._encoders[arr.path]
-        if encode and whole_chunks(start, stop, arr.chunks[0], arr.shape[0]):
+        stop, encode, shards = start + len(data), self._encoders[arr.path], self._shards[arr.path]
+        if shards and start % shards.shard_shape[0] == 0:   # whole shards (the last may end early)
+            self._put(arr, shards.encode_block(self._compressor, np.asarray(data, dtype=arr.dtype), start))
+        elif encode and whole_chunks(start, stop, arr.chunks[0], arr.shape[0]):
             self._write_chunks(arr, start, np.asarray(data, dtype=arr.dtype), encode)
         else:   # a block that ends inside a chunk (an interrupted run's last rows)
             arr[start:stop] = data
@@ -202,24 +224,26 @@ class ZarrWriter(StoreWriter):
             folder = Path(store.root) / arr.path
 
             def put(index: tuple[int, ...], payload: bytes) -> None:
-                path = folder / arr.metadata.encode_chunk_key(index)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
-                try:
-                    partial.write_bytes(payload)
-                    partial.replace(path)
-                except BaseException:   # a full disk: leave no stray temporary file
-                    partial.unlink(missing_ok=True)
-                    raise
+                _write_file(folder / arr.metadata.encode_chunk_key(index), payload)
             self._compressor.encode_block(data, start, arr.chunks, encode, put)
             return
-        chunks = self._compressor.encode_block(data, start, arr.chunks, encode)
+        self._put(arr, self._compressor.encode_block(data, start, arr.chunks, encode))
+
+    def _put(self, arr: zarr.Array, objects: list[tuple[tuple[int, ...], bytes]]) -> None:
+        """Store encoded chunks or shards by grid index: one file renamed into
+        place each on a local disk, one PUT each elsewhere."""
+        store = arr.store_path.store
+        if isinstance(store, LocalStore):
+            folder = Path(store.root) / arr.path
+            for index, payload in objects:
+                _write_file(folder / arr.metadata.encode_chunk_key(index), payload)
+            return
         prototype = default_buffer_prototype()
 
         async def put_all() -> None:
             await asyncio.gather(*(
                 (arr.store_path / arr.metadata.encode_chunk_key(index)).set(prototype.buffer.from_bytes(payload))
-                for index, payload in chunks))
+                for index, payload in objects))
         sync(put_all())
 
     def written(self) -> np.ndarray:
@@ -261,6 +285,18 @@ class ZarrWriter(StoreWriter):
             warnings.simplefilter("ignore", UserWarning)
             zarr.consolidate_metadata(self._group.store_path.store)
 
+    @classmethod
+    def file_count(cls, layout: Layout) -> int:
+        # zarr.json of 3 groups, a claim (one process) and 6 + layers arrays;
+        # file_names, targets, classes and their utf8 forms one chunk each (a
+        # flat folder's empty classes have none); a shard (or chunk) per write block
+        blocks = math.ceil(layout.n_rows / layout.block_rows)
+        files = 4 + 6 + len(layout.layers) + 5 + blocks
+        for spec in layout.layers:
+            files += blocks * (1 if layout.shard_rows else
+                               math.prod(math.ceil(n / c) for n, c in zip(spec.shape, spec.chunks[1:])))
+        return files
+
 
 class ZarrReader(StoreReader):
     format_name = "zarr"
@@ -268,6 +304,7 @@ class ZarrReader(StoreReader):
     def __init__(self, path: Path | str) -> None:
         self._group = _open_group(path, "r")
         self._cache: dict[str, Any] = {}
+        self._shard_readers: dict[str, ShardReader | None] = {}
 
     def root_attrs(self) -> dict[str, Any]:
         return decode(dict(self._group.attrs), NULLABLE)
@@ -284,11 +321,25 @@ class ZarrReader(StoreReader):
         return self._cache[name]
 
     def read(self, name: str, selection: tuple) -> np.ndarray:
+        if name not in self._shard_readers:
+            arr = self.array(name)
+            shards = ShardFormat.of(arr, _chunk_encoder)
+            decode = shards and chunk_decoder(arr.metadata.codecs[0].codecs, arr.dtype)
+            self._shard_readers[name] = ShardReader(arr, shards, decode) if decode else None
+        if self._shard_readers[name] is not None:
+            return self._shard_readers[name].read(selection)
         return np.asarray(self.array(name).oindex[selection])
 
     def chunk_stats(self, name: str) -> tuple[int, int]:
         arr = self.array(name)
         return int(arr.nbytes_stored()), int(arr.nchunks_initialized)
 
+    def files_stored(self, name: str) -> int:
+        return int(self.array(name)._nshards_initialized)   # shards, or chunks when unsharded
+
     def close(self) -> None:
+        for shards in self._shard_readers.values():
+            if shards is not None:
+                shards.close()
+        self._shard_readers.clear()
         self._cache.clear()
