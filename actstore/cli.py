@@ -16,7 +16,7 @@ import typer
 from . import defaults
 from .errors import Interrupted, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Extract activations of vision models into chunked Zarr/HDF5 stores.")
 _state = {"debug": bool(os.environ.get("ACTSTORE_DEBUG"))}
 
@@ -46,6 +46,9 @@ def command(func: Callable) -> Callable:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
+        except BrokenPipeError:   # `actstore info STORE | head -1`: the reader has what it wanted
+            _quiet_closed_stdout()
+            raise typer.Exit(0)
         except UserError as error:
             if _state["debug"]:
                 traceback.print_exc()
@@ -59,8 +62,27 @@ def command(func: Callable) -> Callable:
     return wrapper
 
 
+def _quiet_closed_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush into the
+    closed pipe neither fails nor prints."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # not a real file (a test runner's capture)
+        pass
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+        typer.echo(f"actstore {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors.")) -> None:
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print the version and exit.")) -> None:
     _state["debug"] = _state["debug"] or debug
 
 
@@ -71,7 +93,12 @@ def _choose_modules(model_name: Optional[str], source: str, model_path: Optional
     typer.echo(_format_tree(tree), err=True)
     names = [m.name for m in tree]
     while True:
-        answer = typer.prompt("module name(s), separated by commas", err=True)
+        typer.echo("module name(s), separated by commas: ", nl=False, err=True)
+        try:
+            answer = input()
+        except EOFError:   # Ctrl-D, or stdin that is not a terminal and ends; Ctrl-C exits 130
+            raise UserError("no module chosen (end of input): answer the prompt, or pass --module-name "
+                            f"(see `actstore layers {model_name}`)") from None
         chosen = [a.strip() for a in answer.replace(" ", ",").split(",") if a.strip()]
         unknown = [c for c in chosen if c.split("[")[0] not in names]
         if chosen and not unknown:
@@ -156,6 +183,8 @@ def extract_command(
         return
     rate = result.rows_this_run / result.seconds if result.seconds else 0.0
     state = "complete" if result.complete else f"incomplete ({result.rows_written}/{result.n_images} rows)"
+    if result.rows_skipped:
+        state += f" ({result.rows_skipped} unreadable image(s) skipped; see skipped_images)"
     state = f"{result.output} {state}"
     verb = "resumed" if result.resumed else "wrote"
     if result.shard:
@@ -252,7 +281,7 @@ def rechunk_command(
     store_path: str = typer.Argument(..., metavar="STORE", help="A complete .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or .h5 file."),
     out_path: str = typer.Argument(..., metavar="OUT", help="The new store (.zarr, .h5, or a .zarr URL)."),
     layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per chunk) or image-major (as extract writes)."),
-    chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory allows; image-major: 16]."),
+    chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory-mb allows; image-major: 16]."),
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: chunks up to 1 MiB]."),
     zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of the chunk rows; 0: one file per chunk) [default: as extract chooses]."),
     max_memory_mb: int = typer.Option(1024, "--max-memory-mb", help="Memory the copy may hold, in MiB."),
@@ -279,7 +308,7 @@ def export_command(
     out_path: Path = typer.Option(..., "--out-path", "--out_path", help="Root folder: files go to OUT/<model>/<module>/."),
     n_splits: int = typer.Option(1, "--split", help="Write activations_01 ... activations_NN: exactly N files (the original wrote N-1)."),
     decimals: int = typer.Option(5, "--decimals", help="Decimals of text slices (the original's 5 is lossy; more digits keep more)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing activations* files in that folder (nothing else)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace this layout's own files there (activations.txt, activations_NN.npy, targets, file_names.txt; nothing else), once the export has finished."),
 ) -> None:
     """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
     from .legacy_io import export_layer
@@ -329,7 +358,11 @@ def verify_command(
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="actstore")
+    try:
+        app(prog_name="actstore")
+    except BrokenPipeError:   # raised while typer/click itself writes (help, usage)
+        _quiet_closed_stdout()
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -99,11 +99,11 @@ def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: Imag
     with tempfile.TemporaryDirectory(prefix="actstore-plan-") as scratch:
         path = scratch_path(Path(scratch), file_format)
         writer = create_writer(path, file_format, scratch_layout, [""] * len(sample), [0] * len(sample),
-                               [], {"format": "actstore-sample"})
+                               [], {"format": "actstore-sample", "model_name": "sample"})
         for start in range(0, len(sample), layout.chunk_images):
             writer.write_rows(start, {k: v[start:start + layout.chunk_images] for k, v in arrays.items()})
         writer.close()
-        stored = _stored_bytes(path, [s.module_name for s in layout.layers])
+        stored = writer.stored_bytes() or _stored_bytes(path, [s.module_name for s in layout.layers])
     plan = Plan(rows=rows, sample_images=len(sample), free_bytes=free_bytes)
     for spec in layout.layers:
         per_image = spec.bytes_per_image

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import BadOptionError, UserError
 from .store.legacy_files import (SHAPE_HEADER, SLICE_FMT, ActivationFile, file_kind, file_name,
                                  legacy_format, split_bounds, split_files, text_shape)
 
@@ -48,28 +48,37 @@ def tensor2slices(PATH: str | Path, file_name: str, features: np.ndarray, fmt: s
         out.close()
 
 
-def split_activations(PATH: str | Path, features: np.ndarray, n_splits: int,
-                      file_format: str = "txt") -> list[Path]:
+def split_activations(PATH: str | Path, features: np.ndarray, file_format: str | int = "txt",
+                      n_splits: int | str | None = None) -> list[Path]:
     """Write ``features`` by rows into ``n_splits`` files ``activations_01.txt`` ... .
 
-    Boundaries are ``np.linspace(0, N, n_splits + 1, dtype=int)``: exactly
-    ``n_splits`` files (the original wrote ``n_splits - 1``).
+    Takes the original's order ``(PATH, features, file_format, n_splits)``;
+    the older original's ``(PATH, features, n_splits)`` (text files) works too,
+    recognised by a number in third place. Boundaries are
+    ``np.linspace(0, N, n_splits + 1, dtype=int)``: exactly ``n_splits`` files
+    (the original wrote ``n_splits - 1``).
 
     Args:
         PATH: the folder.
         features: (N, units) array (or N-D: text then uses slices).
+        file_format: ``txt`` or ``npy`` (also ``.txt``, ``.npy``).
         n_splits: number of files, 1 to N.
-        file_format: ``txt`` or ``npy``.
 
     Returns:
         The files written, in order.
 
     Raises:
-        UserError: ``n_splits`` out of range or an unknown ``file_format``.
+        UserError: ``n_splits`` missing or out of range, or an unknown ``file_format``.
 
     Example:
-        >>> split_activations("out", np.ones((100, 8)), 9)       # doctest: +SKIP
+        >>> split_activations("out", np.ones((100, 8)), ".txt", 10)       # doctest: +SKIP
     """
+    if isinstance(file_format, (int, np.integer)):   # the older (PATH, features, n_splits[, file_format])
+        file_format, n_splits = (n_splits if isinstance(n_splits, str) else "txt"), int(file_format)
+    if n_splits is None:
+        raise BadOptionError("split_activations needs n_splits: split_activations(PATH, features, "
+                             "file_format, n_splits)")
+    n_splits = int(n_splits)
     features = np.asarray(features)
     kind = file_kind(legacy_format(file_format), features.ndim, nd_npy_as_text=False)
     bounds = split_bounds(len(features), n_splits)

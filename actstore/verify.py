@@ -75,9 +75,10 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         report.add("schema", not problems, "; ".join(problems[:5]) or "attributes match the schemas")
 
         written = store.written
-        missing = int((~written).sum())
+        missing = int((~(written | store.skipped)).sum())
+        skipped = f" ({int(store.skipped.sum())} skipped: unreadable images)" if store.skipped.any() else ""
         report.add("rows written", missing == 0 and store.status == "complete",
-                   f"{int(written.sum())}/{len(store)} rows written, status {store.status}")
+                   f"{int(written.sum())}/{len(store)} rows written{skipped}, status {store.status}")
 
         if (store.attrs.get("imported_from") or {}).get("file_names_known", True):
             names, counts = np.unique(store.file_names, return_counts=True)

@@ -344,8 +344,8 @@ def test_export_refuses_existing_activations_and_overwrite_touches_nothing_else(
     with pytest.raises(UserError, match="activations_01.txt already exists"):
         export_layer(store, "classifier.4", tmp_path / "out", "npy")
     export_layer(store, "classifier.4", tmp_path / "out", "npy", overwrite=True)
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "activations.npy", "file_names.txt", "notes.txt", "targets.npy", "targets.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == [   # the txt run's targets.txt went with it
+        "activations.npy", "file_names.txt", "notes.txt", "targets.npy"]
     assert (folder / "notes.txt").read_text() == "mine"
 
 

@@ -9,6 +9,7 @@ background writer). The store's lifecycle is :mod:`actstore.store.session`.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import types
@@ -21,12 +22,13 @@ from ..errors import BadOptionError, Interrupted
 from ..plan import Plan
 from ..store import (Location, default_compression, formats_that, output_format, suffixes_of,
                      writer_class)
-from ..store.session import open_session
+from ..store.provenance import skipped_rows
+from ..store.session import check_out_path, open_session
 from .loader import scan_images
 from .loop import run_batches
 from .options import ExtractOptions, resolve_device
 from .prepare import hook_and_lay_out, ready_model
-from .record import fingerprint, store_attrs
+from .record import explain_difference, fingerprint, store_attrs
 from .shards import claim, rows_of, shard_rows
 from .space import check_space
 
@@ -45,6 +47,8 @@ class ExtractResult:
     resumed: bool = False
     # What was written, for messages: "store", or "files" for the original text layout.
     output: str = "store"
+    # rows of images found unreadable mid-run (skip_bad_images): never written
+    rows_skipped: int = 0
     shard: tuple[int, int] | None = None
     shard_rows: tuple[int, int] | None = None
     plan: Plan | None = None
@@ -55,7 +59,7 @@ class ExtractResult:
 
     @property
     def complete(self) -> bool:
-        return self.rows_written == self.n_images
+        return self.rows_written + self.rows_skipped == self.n_images
 
 
 def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult:
@@ -86,9 +90,14 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     options = options if options is not None else ExtractOptions(**kwargs)
     out_path, file_format = _output(options)
     images, skipped = scan_images(options)
+    if options.batch_size > len(images):   # no buffers for images that are not there
+        options = dataclasses.replace(options, batch_size=len(images))
     model = ready_model(options)
     extractor, layout = hook_and_lay_out(model, options, len(images), file_format)
     lo, hi = rows_of(layout, options.shard)
+    attrs = store_attrs(model, images, layout, options, skipped)
+    # the refusals of the real run, before the space check measures anything (and so for --dry-run)
+    check_out_path(out_path, file_format, layout, attrs, overwrite=options.overwrite, explain=explain_difference)
     plan = check_space(extractor, model, images, layout, file_format, out_path, hi - lo, options)
     result = ExtractResult(path=out_path, file_format=file_format, n_images=len(images), rows_written=0,
                            rows_this_run=0, seconds=0.0, plan=plan, shard_rows=(lo, hi),
@@ -98,21 +107,23 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     if options.dry_run:
         result.seconds, result.shard, result.shard_rows = time.perf_counter() - started, None, None
         return result
-    attrs = store_attrs(model, images, layout, options, skipped)
     with open_session(out_path, file_format, layout, images.file_names, images.targets, images.classes,
-                      attrs, overwrite=options.overwrite, shard=options.shard) as session:
+                      attrs, overwrite=options.overwrite, shard=options.shard,
+                      explain=explain_difference) as session:
         # A store opened again keeps its own write blocks (one written before shards: chunks).
         block_rows = session.writer.block_rows or layout.block_rows
         lo, hi = shard_rows(len(images), block_rows, *options.shard)
         if session.writer.supports_resume:
             claim(session.writer, out_path, options.shard, lo, hi)
-        todo = np.flatnonzero(~session.written()[lo:hi]) + lo
+        done = session.written() | skipped_rows(session.writer.root_attrs(), len(images))
+        todo = np.flatnonzero(~done[lo:hi]) + lo
         result.stages["setup"] = time.perf_counter() - started
         result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,
                                            done_before=(hi - lo) - len(todo), total=hi - lo,
                                            block_rows=block_rows, stages=result.stages)
         session.complete()
         result.rows_written, result.resumed = int(session.written().sum()), session.resumed
+        result.rows_skipped = int(skipped_rows(session.writer.root_attrs(), len(images)).sum())
         result.shard_rows = (lo, hi)
     result.seconds = time.perf_counter() - started
     return result

@@ -103,14 +103,21 @@ def image_loader(images: ImageSet, transform: Callable, batches: Sequence[Sequen
                       persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
 
 
-def decode_batch(items: list, transform: Callable, device: torch.device) -> torch.Tensor:
+def decode_batch(items: list, transform: Callable,
+                 device: torch.device) -> tuple[torch.Tensor | None, list[tuple[int, str]]]:
     """torchvision decoding: the batch's JPEGs decoded together on ``device``
     (nvJPEG on a GPU); a JPEG the device decoder refuses (CMYK, say) is
     decoded by Pillow instead; other formats arrive decoded by Pillow in the
-    workers. Then the transform runs on the tensors."""
+    workers. Then the transform runs on the tensors.
+
+    Returns:
+        The batch of the images that decoded (None if none did), and
+        ``(position, error)`` for each JPEG that neither decoder could read.
+    """
     from torchvision.io import ImageReadMode, decode_jpeg
     decoded = [x.to(device) if isinstance(x, torch.Tensor) else None for x in items]
     jpeg = [i for i, x in enumerate(items) if isinstance(x, bytes)]
+    failed: list[tuple[int, str]] = []
     data = {i: torch.frombuffer(bytearray(items[i]), dtype=torch.uint8) for i in jpeg}
     try:
         for i, image in zip(jpeg, decode_jpeg([data[i] for i in jpeg], device=device,
@@ -121,10 +128,16 @@ def decode_batch(items: list, transform: Callable, device: torch.device) -> torc
             try:
                 decoded[i] = decode_jpeg(data[i], device=device, mode=ImageReadMode.RGB)
             except RuntimeError:
-                with Image.open(io.BytesIO(items[i])) as image:
-                    decoded[i] = pil_to_tensor(image.convert("RGB")).to(device)
+                try:
+                    with Image.open(io.BytesIO(items[i])) as image:
+                        decoded[i] = pil_to_tensor(image.convert("RGB")).to(device)
+                except Exception as error:  # any decoder failure names the file
+                    failed.append((i, f"{type(error).__name__}: {error}"))
+    good = [image for image in decoded if image is not None]
+    if not good:
+        return None, failed
     try:
-        return torch.stack([transform(image) for image in decoded])
+        return torch.stack([transform(image) for image in good]), failed
     except (TypeError, AttributeError) as error:
         raise UserError("--decoder torchvision needs a transform that takes image tensors "
                         f"(torchvision's weights transforms do): {error}") from error

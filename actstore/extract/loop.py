@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -39,7 +41,9 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
     Raises:
         Interrupted: Ctrl-C (what was written is kept).
         OutOfSpaceError: the disk filled up (what was written is kept).
-        BadImagesError: an image of a batch could not be decoded.
+        BadImagesError: an image of a batch could not be decoded, without
+            ``skip_bad_images`` (with it, the image's row is left out and
+            recorded in ``skipped_images`` with its reason).
     """
     if not len(todo):
         return 0
@@ -53,12 +57,20 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
     background = BackgroundWriter(writer, block_rows, layout.n_rows, progress)
     host = HostBuffers(options.torch_device, options.batch_size, options.dtype, options.flatten_acts)
     clock = StageClock(stages)
+    skipped = list(writer.root_attrs().get("skipped_images") or [])
     try:
         for batch, rows, bad in clock.timed(loader, "decode"):
+            if options.decoder == "torchvision" and batch is not None:
+                with clock("forward"):
+                    batch, failed = decode_batch(batch, model.transform, options.torch_device)
+                if failed:
+                    bad = bad + [(int(rows[i]), error) for i, error in failed]
+                    rows = np.delete(rows, [i for i, _ in failed])
             if bad:
-                names = ", ".join(f"{images.file_names[r]} ({err[:80]})" for r, err in bad)
-                raise BadImagesError(f"cannot read {len(bad)} image(s): {names}; fix or remove them "
-                                     "and run again (finished rows are kept)")
+                skipped += _unreadable(bad, images, writer, options)
+                background.call(lambda now=list(skipped): writer.update_attrs({"skipped_images": now}))
+            if not len(rows):
+                continue
             out = host.take()
             with clock("forward"):
                 _forward(extractor, model, images, batch, rows, out, host, options)
@@ -76,10 +88,10 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
                           "rows are kept; run the same command again to resume")
     except OSError as error:
         background.finish(raise_error=False)
-        if error.errno not in DISK_FULL:
+        if error.errno not in DISK_FULL and "No space left" not in str(error):   # h5py may give no errno
             raise
         kept = int(writer.written().sum()) if writer.supports_resume else 0
-        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({error.strerror}): "
+        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({os.strerror(error.errno or errno.ENOSPC)}): "
                               f"{kept} of {len(images)} rows are kept; free space and run the same "
                               "command again to resume") from error
     except BaseException:
@@ -120,12 +132,31 @@ class StageClock:
             yield item
 
 
+def _unreadable(bad: list[tuple[int, str]], images: ImageSet, writer: StoreWriter,
+                options: ExtractOptions) -> list[dict]:
+    """Images that passed the cheap pre-check but failed to decode: with
+    ``skip_bad_images`` their records for ``skipped_images`` (the row stays
+    unwritten and the store completes without it); otherwise the run stops.
+    The advice resumes: the same command with ``--skip-bad-images`` reopens
+    the same store (removing the file would change the image list, so that
+    rerun would be another run)."""
+    names = ", ".join(f"{images.file_names[r]} ({error[:80]})" for r, error in bad)
+    if not writer.supports_resume:   # its files are written in row order, with no room for a gap
+        raise BadImagesError(f"cannot read {len(bad)} image(s): {names}; {writer.format_name} files cannot "
+                             "leave out a row once started and nothing was kept: fix or remove them and run "
+                             "again")
+    if not options.skip_bad_images:
+        raise BadImagesError(f"cannot read {len(bad)} image(s): {names}; finished rows are kept: run the "
+                             "same command with --skip-bad-images to resume and leave them out (recorded in "
+                             "the store), or fix them and run again")
+    warnings.warn(f"skipped {len(bad)} unreadable image(s), recorded in skipped_images: {names}", stacklevel=2)
+    return [{"file_name": images.file_names[r], "reason": error[:200], "row": int(r)} for r, error in bad]
+
+
 def _forward(extractor: Extractor, model: Model, images: ImageSet, batch, rows: np.ndarray, out,
              host: HostBuffers, options: ExtractOptions) -> None:
     """One batch through the model, its outputs into the host batch ``out``."""
     device = options.torch_device
-    if options.decoder == "torchvision":
-        batch = decode_batch(batch, model.transform, device)
     batch = batch.to(device, non_blocking=True)
     if options.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)

@@ -20,6 +20,8 @@ from ..models import Model
 from ..store import COMPRESSIONS, DTYPES, Location, location
 
 AMP_DTYPES = ("float16", "bfloat16")
+# Each codec's levels: Blosc's clevel (zstd, lz4) and zlib's level (gzip).
+COMPRESSION_LEVELS = {"zstd": (0, 9), "lz4": (0, 9), "gzip": (0, 9)}
 DECODERS = ("pil", "torchvision")
 
 
@@ -84,6 +86,18 @@ class ExtractOptions:
         if self.compression is not None and self.compression not in COMPRESSIONS:
             raise BadOptionError(f"unknown --compression {self.compression!r}: use one of "
                                  f"{', '.join(COMPRESSIONS)}")
+        if self.compression_level is not None:
+            if self.compression == "none":
+                raise BadOptionError(f"--compression-level {self.compression_level} has no meaning with "
+                                     "--compression none: leave it out")
+            # no --compression: the format's default codec, or the store's on a rerun (all 0-9)
+            low, high = COMPRESSION_LEVELS.get(self.compression, (0, 9))
+            if not low <= self.compression_level <= high:
+                codec = self.compression or "every codec"
+                raise BadOptionError(f"--compression-level {self.compression_level} is out of range for "
+                                     f"{codec}: use {low} to {high}")
+        if self.chunk_channels is not None and self.chunk_channels < 1:
+            raise BadOptionError(f"--chunk-channels must be at least 1, got {self.chunk_channels}")
         if self.num_workers is not None and self.num_workers < 0:
             raise BadOptionError(f"--num-workers must be 0 or more, got {self.num_workers}")
         self.amp = None if self.amp in (None, "", "none") else self.amp

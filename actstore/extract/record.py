@@ -28,9 +28,46 @@ def fingerprint(model: Model, images: ImageSet, layout: Layout, options: Extract
         "dtype": layout.layers[0].dtype, "flatten": options.flatten_acts, "amp": options.amp,
         "channels_last": options.channels_last, "decoder": options.decoder,
         "compression": layout.compression, "compression_level": layout.compression_level,
+        # the batch shapes the kernels CPU/GPU libraries pick, so the last bits too
+        "batch_size": options.batch_size,
         "images_sha256": images.digest(), "n_images": len(images),
         "rnd_seed": images.rnd_seed, "fraction": images.fraction,
     }
+
+
+# Fingerprint keys a user sets with one flag: a resume that differs there is
+# refused with the flag and the store's value, so the fix is one edit away.
+_FLAGS = {"batch_size": "--batch-size", "amp": "--amp", "decoder": "--decoder", "dtype": "--dtype",
+          "compression": "--compression", "compression_level": "--compression-level",
+          "rnd_seed": "--rnd-seed", "fraction": "--fraction", "flatten": "--flatten-acts",
+          "channels_last": "--channels-last"}
+
+
+def explain_difference(key: str, stored: Any, now: Any) -> str | None:
+    """The one-line refusal for a resume whose fingerprint differs at ``key``
+    (a flag's value), or None when no single flag sets it.
+
+    Example:
+        >>> explain_difference("batch_size", 8, 5)
+        "--batch-size 5 differs from the store's 8: rerun with --batch-size 8 to resume, or pass --overwrite to replace it"
+    """
+    flag = _FLAGS.get(key)
+    if flag is None or (stored is None and key not in ("amp", "compression_level")):
+        return None   # not a flag, or a store from before the key was recorded
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "on" if v else "off"
+        return str(v) if v is not None else "none" if key == "amp" else "default"
+
+    def use(v: Any) -> str:
+        if v is None and key == "amp":
+            return f"{flag} none"
+        return f"without {flag}" if v is None or v is False else flag if v is True else f"{flag} {v}"
+
+    advice = use(stored) if use(stored).startswith("without") else f"with {use(stored)}"
+    return (f"{flag} {value(now)} differs from the store's {value(stored)}: rerun {advice} "
+            "to resume, or pass --overwrite to replace it")
 
 
 def store_attrs(model: Model, images: ImageSet, layout: Layout, options: ExtractOptions,

@@ -24,11 +24,11 @@ def check_space(extractor: Extractor, model: Model, images: ImageSet, layout: La
         OutOfSpaceError: the estimate exceeds the free space and ``force`` is not set.
     """
     backend = writer_class(file_format)
-    if not backend.readable and not options.dry_run:
-        return None   # plain files: no compression to estimate, and never resumed
     free = free_space(out_path)
-    raw = rows * sum(spec.bytes_per_image for spec in layout.layers)
-    if not options.dry_run and (free is None or raw <= free):
+    # the most the store can take: raw bytes, or text at its widest
+    most = rows * sum(spec.bytes_per_image // np.dtype(spec.dtype).itemsize *
+                      (backend.max_bytes_per_value or np.dtype(spec.dtype).itemsize) for spec in layout.layers)
+    if not options.dry_run and (free is None or most <= free):
         return None
     device = options.torch_device
 
@@ -41,7 +41,7 @@ def check_space(extractor: Extractor, model: Model, images: ImageSet, layout: La
             extractor(batch, into=out.fill)   # cast and shaped as the run stores them
         return out.arrays()
 
-    plan = measure(forward, images, layout, backend.estimate_as or file_format, rows, free)
+    plan = measure(forward, images, layout, file_format, rows, free)
     plan.files = backend.file_count(layout)
     if not options.dry_run and not plan.fits and not options.force:
         raise OutOfSpaceError(f"the store needs about {human_size(plan.estimated_bytes)} but {out_path} "

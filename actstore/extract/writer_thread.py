@@ -89,6 +89,12 @@ class BackgroundWriter:
             except queue.Full:
                 continue
 
+    def call(self, action) -> None:
+        """Run ``action()`` in the writer thread, in order with the writes
+        queued before it (an HDF5 attribute update may reopen the file, which
+        must not happen under a write)."""
+        self.put(None, None, action)
+
     def finish(self, raise_error: bool = True) -> None:
         """Write what is queued and stop; then raise the thread's error, if
         any, unless another error is already on its way."""
@@ -119,6 +125,9 @@ class BackgroundWriter:
             started = time.perf_counter()
             try:
                 rows, keep, batch = item
+                if rows is None:
+                    batch()
+                    continue
                 arrays = batch.arrays()
                 if not keep.all():
                     rows, arrays = rows[keep], {k: v[keep] for k, v in arrays.items()}

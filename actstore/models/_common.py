@@ -139,9 +139,8 @@ def load_state_dict(file: Path) -> tuple[dict, str]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"weights file {file} is not a plain state dict of tensors; refused "
-                        f"without running it ({first[:160]})") from error
+                        f"without running it ({_why_refused(error)})") from error
     for key in ("state_dict", "model", "state_dict_ema"):   # training checkpoints nest it
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -151,15 +150,35 @@ def load_state_dict(file: Path) -> tuple[dict, str]:
     return state, sha
 
 
+def _why_refused(error: Exception, limit: int = 160) -> str:
+    """The telling line of torch's refusal (which global the pickle wanted),
+    shortened at a word boundary."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:   # torch's own words come after that marker
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    named = [line for line in lines if "global" in line.lower() or "unsupported" in line.lower()]
+    telling = (named or lines or [type(error).__name__])[0]
+    if len(telling) <= limit:
+        return telling
+    return telling[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
 def apply_state_dict(module: torch.nn.Module, state: dict, file: Path | None,
                      optional: Callable[[str], bool] = lambda key: False) -> None:
     """Load ``state`` into ``module``, naming missing and unexpected keys
     (``optional`` keys may be missing) instead of PyTorch's long message."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    where = f"weights file {file}" if file else "downloaded weights"
+    own = module.state_dict()
+    for key, value in state.items():   # torch would raise a many-line RuntimeError for these
+        if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape:
+            raise UserError(f"{where} does not fit {type(module).__name__}: {key} has shape "
+                            f"{tuple(value.shape)} there but {tuple(own[key].shape)} in the model "
+                            "(another variant, or another number of classes?)")
     result = module.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not optional(k)]
     if missing or result.unexpected_keys:
-        where = f"weights file {file}" if file else "downloaded weights"
         parts = []
         for label, keys in (("missing keys", missing), ("unexpected keys", result.unexpected_keys)):
             if keys:

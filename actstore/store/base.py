@@ -179,8 +179,10 @@ class StoreWriter(ABC):
     readable: ClassVar[bool] = True
     # What the output is called in messages ("store complete").
     output_noun: ClassVar[str] = "store"
-    # The format whose scratch sample estimates this one's size (see plan.measure).
-    estimate_as: ClassVar[str | None] = None
+    # The most bytes one stored value can take (text formats: its widest
+    # printed form); None: the dtype's size, compression only shrinks it.
+    # The free-space check measures a sample only when this bound does not fit.
+    max_bytes_per_value: ClassVar[int | None] = None
     supports_shards: ClassVar[bool] = False   # Layout.shard_rows: many chunks per file
 
     path: Path
@@ -188,10 +190,16 @@ class StoreWriter(ABC):
     # Layout.block_rows); None: the layout's. A reopened store keeps its own.
     block_rows: int | None = None
 
+    def stored_bytes(self) -> dict[str, int] | None:
+        """Per layer, the bytes a closed writer's files hold, where no reader
+        can tell (plain files); None: ask the store's reader."""
+        return None
+
     @classmethod
     def make_way(cls, path: Path, layout: Layout, attrs: Mapping[str, Any], overwrite: bool) -> None:
         """For a backend that is never resumed: refuse what a new output would
-        replace at ``path``, or remove it when ``overwrite``. Stores that resume
+        replace at ``path`` unless ``overwrite`` (which replaces it only once
+        the new output has finished). Stores that resume
         are opened, resumed or replaced by :mod:`actstore.store.session`."""
 
     @classmethod

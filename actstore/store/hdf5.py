@@ -22,6 +22,8 @@ from h5dump, MATLAB, R and other HDF5 tools.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import os
 import time
@@ -35,7 +37,7 @@ import numcodecs
 import numpy as np
 
 from .. import defaults
-from ..errors import UserError
+from ..errors import OutOfSpaceError, UserError
 from . import lock
 from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
@@ -48,6 +50,7 @@ LIBVER = ("v110", "v114")
 DIMENSION_SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")   # HDF5's own, not ours
 # What netCDF writes into a dimension scale that is only a dimension (no coordinate values).
 NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 # How long a writer waits for other processes to close the file (a reader
 # polling progress holds it for moments).
 LOCK_WAIT_SECONDS = 30.0
@@ -167,32 +170,45 @@ class Hdf5Writer(StoreWriter):
         if path.exists():
             raise FileExistsError(f"{path} exists")
         partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
-        file = h5py.File(partial, "w", libver=LIBVER)
-        n, text = layout.n_rows, h5py.string_dtype("utf-8")
-        image = _dimension(file, "image", n)
-        file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
-        # -1: no class, never a class index (targets are written whole at creation)
-        file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64), fillvalue=-1)
-        file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
-                            shape=(len(classes),))
-        _attach(file["classes"], _dimension(file, "class", len(classes)))
-        file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(min(layout.chunk_images, n),),
-                            fillvalue=0)
-        for name in ("file_names", "targets", "written"):
-            _attach(file[name], image)
-        acts = file.create_group(ACTIVATIONS)
-        for spec in layout.layers:
-            # NaN where no row was written: no reader takes it for an activation
-            dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
-                                       chunks=(min(spec.chunks[0], n), *spec.chunks[1:]),
-                                       fillvalue=np.nan, **_filters(layout.compression, layout.compression_level))
-            _set_attrs(dset, spec.attrs())
-            dims = stored_dim_names(spec.module_name, spec.dims)[1:]
-            _attach(dset, image, *(_dimension(acts, dim, size) for dim, size in zip(dims, spec.shape)))
-        # created now: SWMR cannot add attributes (claims: one JSON text, see add_claim)
-        _set_attrs(file, {"claims": {}, **attrs})
-        file.flush()
-        file.swmr_mode = True
+        try:
+            file = h5py.File(partial, "w", libver=LIBVER)
+            try:
+                n, text = layout.n_rows, h5py.string_dtype("utf-8")
+                image = _dimension(file, "image", n)
+                file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
+                # -1: no class, never a class index (targets are written whole at creation)
+                file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64), fillvalue=-1)
+                file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
+                                    shape=(len(classes),))
+                _attach(file["classes"], _dimension(file, "class", len(classes)))
+                file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(min(layout.chunk_images, n),),
+                                    fillvalue=0)
+                for name in ("file_names", "targets", "written"):
+                    _attach(file[name], image)
+                acts = file.create_group(ACTIVATIONS)
+                for spec in layout.layers:
+                    # NaN where no row was written: no reader takes it for an activation
+                    dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
+                                               chunks=(min(spec.chunks[0], n), *spec.chunks[1:]),
+                                               fillvalue=np.nan, **_filters(layout.compression, layout.compression_level))
+                    _set_attrs(dset, spec.attrs())
+                    dims = stored_dim_names(spec.module_name, spec.dims)[1:]
+                    _attach(dset, image, *(_dimension(acts, dim, size) for dim, size in zip(dims, spec.shape)))
+                # created now: SWMR cannot add attributes (claims: one JSON text, see add_claim)
+                _set_attrs(file, {"claims": {}, **attrs})
+                file.flush()
+                file.swmr_mode = True
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    file.close()
+                raise
+        except BaseException as error:   # no half-made file left behind, under any name
+            partial.unlink(missing_ok=True)
+            if isinstance(error, (OSError, RuntimeError)) and (getattr(error, "errno", None) in DISK_FULL
+                                                                or "No space left" in str(error)):
+                raise OutOfSpaceError(f"out of disk space creating {path}: free space and run the same "
+                                      "command again") from error
+            raise
         os.replace(partial, path)   # a store appears whole or not at all
         return cls(path, file)
 

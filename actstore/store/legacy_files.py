@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Iterable, Mapping, Sequence
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..errors import BadOptionError, StoreConflictError, UserError
+from ..errors import BadImagesError, BadOptionError, StoreConflictError, UserError
 from .base import LayerSpec, Layout, StoreWriter
 
 # The original tensor2slices wrote each value "left-justified, 7 characters wide,
@@ -142,16 +142,17 @@ class _LayerFiles:
 
     def finish(self, complete: bool) -> list[Path]:
         if self.open is not None:
-            self.open.close()
-            self.open = None
-        final = []
-        for name in self.names:
-            partial = self.partial(name)
-            if complete:
-                final.append(partial.replace(self.folder / name))
-            else:
-                partial.unlink(missing_ok=True)  # our own unfinished file, useless to any reader
-        return final
+            handle, self.open = self.open, None
+            try:
+                handle.close()
+            except OSError:   # a full disk fails the last flush too: the file goes anyway
+                if complete:
+                    raise
+        if not complete:
+            for name in self.names:
+                self.partial(name).unlink(missing_ok=True)  # our own unfinished file, useless to any reader
+            return []
+        return [self.partial(name).replace(self.folder / name) for name in self.names]
 
 
 class LegacyFilesWriter(StoreWriter):
@@ -159,9 +160,13 @@ class LegacyFilesWriter(StoreWriter):
 
     One folder ``<out_path>/<model_name>/<module_name>/`` per layer; rows must
     arrive in order. Files are written as ``*.partial`` and renamed when every
-    row is in, then ``targets`` and ``file_names.txt`` are written, so an
-    interrupted run never leaves a truncated ``activations.txt`` that an old
-    reader would take for a whole one. Never resumed.
+    row is in, with ``targets`` and ``file_names.txt``, so an interrupted run
+    never leaves a truncated ``activations.txt`` that an old reader would take
+    for a whole one, and never touches what was there. With ``overwrite``,
+    the files of an earlier run that the new one does not replace are deleted
+    after it has finished: only this layout's exact names (``activations.txt``,
+    ``activations_NN.npy``, ``targets.txt``, ``file_names.txt``, ...), never
+    another file (a user's ``activations_notes.txt`` stays). Never resumed.
 
     Example:
         >>> writer = LegacyFilesWriter(Path("out"), layout, names, targets, file_format="txt",
@@ -173,7 +178,9 @@ class LegacyFilesWriter(StoreWriter):
     supports_resume = False
     readable = False
     output_noun = "files"
-    estimate_as = "zarr"   # no scratch files: a Zarr sample stands in for --dry-run
+    # np.savetxt's default "%.18e" and a separator: 25 bytes (slices' "%-7.5f" are narrower
+    # unless values reach 1e6)
+    max_bytes_per_value = 26
 
     def __init__(self, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int], *,
                  file_format: str, model_name: str, n_splits: int = 1, decimals: int = SLICE_DECIMALS,
@@ -188,6 +195,12 @@ class LegacyFilesWriter(StoreWriter):
         self._rows = 0
         self._closed = False
         fmt = slice_format(decimals)
+        split_bounds(self.n_rows, n_splits)   # refuse a bad --split before any folder is made
+        broken = next((name for name in self._file_names if "\n" in name or "\r" in name), None)
+        if broken is not None:   # file_names.txt holds one name a line
+            raise BadImagesError(f"{broken!r} has a line break in its name, which file_names.txt of the "
+                                 f"{self.file_format} layout cannot hold: rename it, or write a .zarr or .h5 "
+                                 "store (they keep any name)")
         folders = _folders(self.path, model_name, layout)
         _refuse_existing(folders.values(), overwrite)
         as_text = [s.module_name for s in layout.layers
@@ -211,8 +224,9 @@ class LegacyFilesWriter(StoreWriter):
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
                classes: Sequence[str], attrs: Mapping[str, Any]) -> "LegacyFilesWriter":
+        # make_way refused an earlier run's files already, unless --overwrite
         return cls(path, layout, file_names, targets, file_format=cls.format_name,
-                   model_name=str(attrs["model_name"]), attrs=attrs)
+                   model_name=str(attrs["model_name"]), attrs=attrs, overwrite=True)
 
     @classmethod
     def reopen(cls, path: Path) -> "LegacyFilesWriter":
@@ -245,6 +259,10 @@ class LegacyFilesWriter(StoreWriter):
     def root_attrs(self) -> dict[str, Any]:
         return dict(self._attrs)
 
+    def stored_bytes(self) -> dict[str, int]:
+        return {name: sum((files.folder / n).stat().st_size for n in files.names)
+                for name, files in self._layers.items()}
+
     def files(self) -> dict[str, list[Path]]:
         """Per layer, the files a completed writer has written."""
         return {name: [files.folder / n for n in files.names] + _side_files(files.folder, self.file_format)
@@ -256,9 +274,13 @@ class LegacyFilesWriter(StoreWriter):
         self._closed = True
         complete = self._rows == self.n_rows
         for files in self._layers.values():
-            files.finish(complete)
-            if complete:
+            earlier = set(_our_files(files.folder))
+            if complete:   # side files first: activations.* appear last, with everything beside them
                 _write_side_files(files.folder, self.file_format, self._targets, self._file_names)
+            final = files.finish(complete)
+            if complete:   # the earlier run's files that this one did not replace (--overwrite)
+                for stale in earlier - set(final) - set(_side_files(files.folder, self.file_format)):
+                    stale.unlink(missing_ok=True)
 
 
 class LegacyNpyWriter(LegacyFilesWriter):
@@ -271,14 +293,24 @@ def _folders(path: Path, model_name: str, layout: Layout) -> dict[str, Path]:
     return {spec.module_name: path / model_name / spec.module_name for spec in layout.layers}
 
 
+def _our_files(folder: Path) -> list[Path]:
+    """The files in ``folder`` that carry this layout's exact names (what an
+    earlier run of it wrote); nothing else there is ever deleted."""
+    if not folder.is_dir():
+        return []
+    names = {"activations.txt", "activations.npy", "targets.txt", "targets.npy", "file_names.txt"}
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and (p.name in names or SPLIT_NAME.match(p.name)))
+
+
 def _refuse_existing(folders: Iterable[Path], overwrite: bool) -> None:
-    existing = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("activations*"))]
+    """Refuse a folder holding an earlier run's activations unless ``overwrite``;
+    nothing is deleted here (the new run replaces them once it has finished)."""
+    existing = [p for folder in folders for p in _our_files(folder) if p.name.startswith("activations")]
     if existing and not overwrite:
         raise StoreConflictError(f"{existing[0]} already exists ({len(existing)} activations file(s)); nothing was "
-                        "changed: pass --overwrite to replace them or choose another --out-path")
-    for path in existing:
-        if path.is_file():
-            path.unlink()
+                        "changed: pass --overwrite to replace them (once the new run has finished) or choose "
+                        "another --out-path")
 
 
 def _side_files(folder: Path, file_format: str) -> list[Path]:
@@ -286,12 +318,18 @@ def _side_files(folder: Path, file_format: str) -> list[Path]:
 
 
 def _write_side_files(folder: Path, file_format: str, targets: np.ndarray, file_names: Sequence[str]) -> None:
+    """``targets`` and ``file_names.txt``, each written under a temporary name and renamed."""
     targets_path, names_path = _side_files(folder, file_format)
-    if file_format == "npy":
-        np.save(targets_path, targets)
-    else:
-        np.savetxt(targets_path, targets)
-    names_path.write_text("".join(f"{name}\n" for name in file_names), encoding="utf-8")
+    partial = targets_path.with_name(f"{targets_path.name}.partial")
+    with partial.open("wb") as handle:
+        if file_format == "npy":
+            np.save(handle, targets)
+        else:
+            np.savetxt(handle, targets)
+    partial.replace(targets_path)
+    partial = names_path.with_name(f"{names_path.name}.partial")
+    partial.write_text("".join(f"{name}\n" for name in file_names), encoding="utf-8")
+    partial.replace(names_path)
 
 
 def split_files(folder: Path) -> tuple[list[Path], str | None]:

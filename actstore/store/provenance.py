@@ -11,6 +11,8 @@ import json
 import sys
 from typing import Any, Mapping
 
+import numpy as np
+
 from .._version import __version__
 from .base import FORMAT_NAME, FORMAT_VERSION
 
@@ -51,3 +53,19 @@ def fingerprint_differences(stored: Mapping[str, Any], current: Mapping[str, Any
     keys = sorted(set(stored) | set(current))
     return [f"{k} (store: {json.dumps(stored.get(k))[:60]}, now: {json.dumps(current.get(k))[:60]})"
             for k in keys if stored.get(k) != current.get(k)]
+
+
+def skipped_rows(attrs: Mapping[str, Any], n_rows: int) -> np.ndarray:
+    """The (N,) mask of rows left out as unreadable images found mid-run
+    (``skipped_images`` entries that carry a ``row``; images the pre-check
+    found bad have no row at all). Such rows are never written, and a store
+    is complete when every other row is.
+
+    Example:
+        >>> skipped_rows({"skipped_images": [{"file_name": "b.jpg", "reason": "", "row": 1}]}, 3).tolist()
+        [False, True, False]
+    """
+    mask = np.zeros(n_rows, dtype=bool)
+    rows = [int(s["row"]) for s in attrs.get("skipped_images") or () if s.get("row") is not None]
+    mask[[r for r in rows if 0 <= r < n_rows]] = True
+    return mask

@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import UserError
 from .base import ACTIVATIONS, LayerSpec, StoreReader
 from .location import location
+from .provenance import skipped_rows
 from .selection import RowsNotWrittenError, check_written  # noqa: F401  (callers catch it from here)
 from .selection import axis_index as _axis_index
 
@@ -206,6 +207,8 @@ class Store:
         self.targets: np.ndarray = np.asarray(reader.array("targets")[:], dtype=np.int64)
         self.classes: list[str] = [str(c) for c in reader.array("classes")[:]]
         self.layers: list[str] = reader.layer_names()
+        # Rows of images found unreadable mid-run: never written, not missing.
+        self.skipped: np.ndarray = skipped_rows(self.attrs, len(self.file_names))
         self._specs = {name: LayerSpec.from_attrs(reader.layer_attrs(name),
                                                   reader.array(f"{ACTIVATIONS}/{name}").chunks)
                        for name in self.layers}
@@ -216,7 +219,7 @@ class Store:
 
     @property
     def complete(self) -> bool:
-        return self.status == "complete" and bool(self.written.all())
+        return self.status == "complete" and bool((self.written | self.skipped).all())
 
     @property
     def written_rows(self) -> np.ndarray:

@@ -16,7 +16,7 @@ unfinished files, and ``--overwrite`` replaces finished ones.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,17 +24,15 @@ from ..errors import StoreConflictError
 from . import lock as writer_lock
 from .base import Layout, StoreWriter
 from .location import Location, exists, join
-from .provenance import completed, fingerprint_differences
-from .registry import create_writer, is_store, remove_store, reopen_writer, writer_class
+from .provenance import completed, fingerprint_differences, skipped_rows
+from .registry import create_writer, is_store, open_reader, remove_store, reopen_writer, writer_class
 
 
 class StoreSession:
     """An open store being written: ``writer``, and whether it was ``resumed``.
 
-    Every writing command opens its store through :func:`open_session`, so the
-    writer lock (one writer per store, or per ``--shard``; :mod:`.lock`) is
-    taken in that one place, before anything at the path is read or changed,
-    and held until :meth:`close`.
+    Every writing command opens its store through :func:`open_session`, so a
+    per-store writer lock, when one is needed, is taken in that one place.
 
     Use it as a context manager: it closes the writer whatever happens and
     never deletes what was written (see the module's failure policy).
@@ -49,8 +47,10 @@ class StoreSession:
         return self.writer.written()
 
     def complete(self) -> bool:
-        """Mark the store complete when every row is written; say whether it is."""
-        if not self.writer.written().all():
+        """Mark the store complete when every row is written (or skipped as
+        an unreadable image); say whether it is."""
+        written = self.writer.written()
+        if not (written | skipped_rows(self.writer.root_attrs(), len(written))).all():
             return False
         self.writer.update_attrs(completed())
         return True
@@ -71,6 +71,7 @@ class StoreSession:
 def open_session(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
                  targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any], *,
                  overwrite: bool = False, rerun_complete: bool = True,
+                 explain: Callable[[str, Any, Any], str | None] | None = None,
                  shard: tuple[int, int] = (0, 1)) -> StoreSession:
     """Create the store at ``path``, or resume the one there if it is of the same
     run (equal ``attrs["fingerprint"]``), or replace it when ``overwrite``.
@@ -79,7 +80,10 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
         attrs: the new store's root attributes (:func:`provenance.root_attrs`).
         rerun_complete: reopen a complete store of the same run (a rerun that
             then has nothing to do); if False, refuse it as an existing path.
-        shard: ``(I, N)``, this process's shard; each has its own writer lock.
+        explain: ``(key, stored, now)`` -> the refusal for a fingerprint that
+            differs at ``key`` (naming the flag to change), or None.
+        shard: ``(I, N)``, this process's shard; each has its own writer lock
+            (:mod:`.lock`), taken before anything at the path is read or changed.
 
     Raises:
         StoreBusyError: another live process writes this store (this shard).
@@ -89,7 +93,7 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
     held = writer_lock.acquire(path, shard)
     try:
         writer, resumed = _open_writer(path, file_format, layout, file_names, targets, classes, attrs,
-                                       overwrite, rerun_complete)
+                                       overwrite, rerun_complete, explain)
     except BaseException:
         held.release()
         raise
@@ -97,8 +101,8 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
 
 
 def _open_writer(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
-                 targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any],
-                 overwrite: bool, rerun_complete: bool) -> tuple[StoreWriter, bool]:
+                 targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any], overwrite: bool,
+                 rerun_complete: bool, explain) -> tuple[StoreWriter, bool]:
     backend = writer_class(file_format)
     if not backend.supports_resume:   # written afresh each time
         backend.make_way(Path(path), layout, attrs, overwrite)
@@ -108,32 +112,78 @@ def _open_writer(path: Location, file_format: str, layout: Layout, file_names: S
         if not is_store(path):
             empty_dir = isinstance(path, Path) and path.is_dir() and not any(path.iterdir())
             if not empty_dir:
-                raise StoreConflictError(f"out path {path} exists and is not an actstore store; nothing "
-                                         f"was changed: choose a new path such as {join(path, 'store.zarr')}")
+                raise _not_a_store(path)
             path.rmdir()
         elif overwrite:
             remove_store(path)
         else:
-            return _reopen_same_run(path, current, rerun_complete)
+            return _reopen_same_run(path, current, rerun_complete, explain)
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         writer = create_writer(path, file_format, layout, file_names, targets, classes, attrs)
     except FileExistsError:   # another shard created it first: join it
-        return _reopen_same_run(path, current, rerun_complete)
+        return _reopen_same_run(path, current, rerun_complete, explain)
     return writer, False
 
 
-def _reopen_same_run(path: Location, current: Mapping[str, Any],
-                     rerun_complete: bool) -> tuple[StoreWriter, bool]:
-    writer = reopen_writer(path)
-    differences = fingerprint_differences(writer.root_attrs().get("fingerprint", {}), current)
+def check_out_path(path: Location, file_format: str, layout: Layout, attrs: Mapping[str, Any], *,
+                   overwrite: bool = False,
+                   explain: Callable[[str, Any, Any], str | None] | None = None) -> None:
+    """Raise what :func:`open_session` would refuse, changing nothing, so a
+    ``--dry-run`` gives the real run's refusals."""
+    backend = writer_class(file_format)
+    if not backend.supports_resume:
+        if not overwrite:
+            backend.make_way(Path(path), layout, attrs, overwrite=False)
+        return
+    if not exists(path):
+        return
+    if not is_store(path):
+        if not (isinstance(path, Path) and path.is_dir() and not any(path.iterdir())):
+            raise _not_a_store(path)
+        return
+    if not overwrite:
+        reader = open_reader(path)
+        try:
+            stored = reader.root_attrs().get("fingerprint", {})
+        finally:
+            reader.close()
+        _refuse_another_run(path, stored, attrs["fingerprint"], explain)
+
+
+def _not_a_store(path: Location) -> StoreConflictError:
+    if isinstance(path, Path) and not path.is_dir():   # a file: suggest a sibling, not a path inside it
+        suggestion = path.with_name(f"{path.stem}-activations{path.suffix or '.zarr'}")
+    else:
+        suggestion = join(path, "store.zarr")
+    return StoreConflictError(f"out path {path} exists and is not an actstore store; nothing was changed: "
+                              f"choose a new path such as {suggestion}")
+
+
+def _refuse_another_run(path: Location, stored: Mapping[str, Any], current: Mapping[str, Any],
+                        explain: Callable[[str, Any, Any], str | None] | None) -> None:
+    differences = fingerprint_differences(stored, current)
     if differences:
-        writer.close()
+        # one flag's value to change, when that is all that differs; else the whole difference
+        keys = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
+        messages = [explain(k, stored.get(k), current.get(k)) for k in keys] if explain else [None]
+        if all(messages):
+            raise StoreConflictError(f"out path {path}: {messages[0]}")
         keys = ", ".join(d.split(" ")[0] for d in differences)
         raise StoreConflictError(f"out path {path} holds a store from a different run ({keys} "
                                  f"differ: {differences[0]}); pass --overwrite to replace it "
                                  "or choose another --out-path")
+
+
+def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete: bool,
+                     explain: Callable[[str, Any, Any], str | None] | None = None) -> tuple[StoreWriter, bool]:
+    writer = reopen_writer(path)
+    try:
+        _refuse_another_run(path, writer.root_attrs().get("fingerprint", {}), current, explain)
+    except StoreConflictError:
+        writer.close()
+        raise
     if not rerun_complete and writer.written().all():
         writer.close()
         raise StoreConflictError(f"out path {path} exists (a complete store of this run); nothing was "
