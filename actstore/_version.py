@@ -1,3 +1,3 @@
 """The package version, recorded in every store it writes."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

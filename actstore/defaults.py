@@ -18,8 +18,12 @@ SHARD_ROWS = 4096
 # The row buffer gathers one shard of every layer before writing it: shard
 # rows shrink (to whole chunks, at least one) until that buffer fits this
 # many raw bytes, so memory stays bounded for wide conv layers. Writing a
-# shard holds its compressed copy too (about half as much again).
-SHARD_BUFFER_BYTES = 512 * 2**20
+# shard holds its compressed copy too (about half as much again). 64 MiB
+# keeps extraction's peak memory flat in the image count (tests/test_memory.py;
+# at 128 MiB a 3.2 MB/image layer's peak varied by +-100 MB from run to run)
+# while a ResNet-50 layer4 shard still holds 656 rows (64 MB); layers of a
+# few KB per image reach SHARD_ROWS long before.
+SHARD_BUFFER_BYTES = 64 * 2**20
 
 # Upper bound on one chunk's raw size. Conv layers whose CHUNK_IMAGES rows
 # exceed it are also split along channels (units), so that reading one channel

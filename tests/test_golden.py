@@ -119,7 +119,7 @@ def test_stores_are_byte_identical_to_the_golden_digests(name, golden_images, tm
 
 GOLDEN: dict[str, dict[str, str]] = {
     "hdf5": {
-        "/": "5cf9ec17296ef9132887ff4606dd8da64d1ea6080a6b32695cc0b959d5daf1a6",
+        "/": "14cdb419be5635702c8aa0f44896426f797a90279cb811d0cf493f7bda0ddbed",
         "activations/classifier.1": "4453d55e791669c688deeaca62dcd18755cf73b6adc56d979b97e65d287c0f91",
         "activations/classifier.1:unit": "4fe7b59af6de3b665b67788cc2f99892ab827efae3a467342b3bb4e3bc8e5bfe",
         "activations/classifier.1:unit@attrs": "cbbcb2f7e7ce6edb6092b0d3819ed00fccd6ff3ebb04cd5dc40419b3799df1d5",
@@ -379,6 +379,6 @@ GOLDEN: dict[str, dict[str, str]] = {
         "written/c/1": "27ecd0a598e76f8a2fd264d427df0a119903e8eae384e478902541756f089dd1",
         "written/c/2": "67abdd721024f0ff4e0b3f4c2fc13bc5bad42d0b7851d456d88d203d15aaa450",
         "written/zarr.json": "526ce340f321530d07c2e2a4fde9af330afa42ad6120e02c81915418dcb298c1",
-        "zarr.json": "b5510f585d4f2e4fe52f7d58686190315604a72b99f299f7c12cc82f7eeb03a8"
+        "zarr.json": "744955f8525f5440bd93aaf4cf248fed725d60c8bb2c8646ffc68d7e05945720"
     }
 }

@@ -53,7 +53,7 @@ def test_shard_rows_fill_the_row_buffer_up_to_the_cap():
     wide = LayerSpec("layer1", (256, 56, 56), (256, 56, 56), "float32", (16, 4, 56, 56))   # 3.2 MB per image
     huge = LayerSpec("huge", (1024, 256, 256), (1024, 256, 256), "float32", (16, 1, 256, 256))
     assert choose_shard_rows([fc], 1_281_167, 16) == 4096
-    assert choose_shard_rows([fc, wide], 1_281_167, 16) == 160      # 160 x 3.2 MB fits 512 MiB
+    assert choose_shard_rows([fc, wide], 1_281_167, 16) == 16       # 16 x 3.2 MB fits 64 MiB
     assert choose_shard_rows([huge], 1_281_167, 16) == 16           # never less than one chunk row
     assert choose_shard_rows([fc], 42, 4) == 44                     # no larger than the store
     assert choose_shard_rows([fc], 1000, 16, requested=0) == 0
