@@ -324,12 +324,16 @@ def import_legacy_command(
     source: Path = typer.Argument(..., metavar="DIR", help="An original output folder <out>/<model>/<module>/ (or <out>/<model>/)."),
     out_path: str = typer.Option(..., "--out-path", "--out_path", help="The new store (.zarr directory, .h5 file, or a .zarr URL such as s3://bucket/x.zarr)."),
     file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr or hdf5 [default: from the out path's suffix, else zarr]."),
+    chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
+    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, lz4, gzip or none [default: zstd for Zarr, gzip for HDF5]."),
+    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of --chunk-images; 0: one file per chunk) [default: as extract chooses]."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
 ) -> None:
     """Bring an original txt/npy output folder (single or split files) into a store, streaming."""
     from .legacy_io import import_legacy
-    result = import_legacy(source, out_path, file_format=file_format, overwrite=overwrite,
-                        command_line=shlex.join(["actstore", *sys.argv[1:]]))
+    result = import_legacy(source, out_path, file_format=file_format, overwrite=overwrite, chunk_images=chunk_images,
+                           compression=compression, zarr_shard_rows=zarr_shard_rows,
+                           command_line=shlex.join(["actstore", *sys.argv[1:]]))
     typer.echo(f"imported {result.n_images} rows of {len(result.layers)} layer(s) from {source} "
                f"to {result.path} [{result.file_format}]")
 

@@ -22,7 +22,7 @@ import numpy as np
 from . import defaults
 from .errors import UserError
 from .store import FORMAT_VERSION, LayerSpec, Layout, Location, choose_chunks, location, open_store
-from .store import default_compression, store_format as registry_store_format
+from .store import choose_shard_rows, default_compression, store_format as registry_store_format
 from .store.provenance import root_attrs
 from .store.session import open_session
 from .store.legacy_files import (SLICE_DECIMALS, LegacyFilesWriter, npy_header, split_files,
@@ -271,7 +271,8 @@ class ImportResult:
 
 def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str | None = None,
                   overwrite: bool = False, chunk_images: int = defaults.CHUNK_IMAGES,
-                  compression: str | None = None, command_line: str | None = None) -> ImportResult:
+                  compression: str | None = None, zarr_shard_rows: int | None = None,
+                  command_line: str | None = None) -> ImportResult:
     """Read an original output folder into a store, streaming a few chunks at a time.
 
     ``source`` is ``<out>/<model>/<module>/`` (one layer) or ``<out>/<model>/``
@@ -287,6 +288,8 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
         overwrite: replace an existing store at ``out_path``.
         chunk_images: rows per chunk.
         compression: the store's codec [default: the format's].
+        zarr_shard_rows: rows per Zarr shard, a multiple of ``chunk_images``;
+            0: one file per chunk [default: as ``extract`` chooses].
         command_line: recorded in the attributes [default: ``sys.argv``].
 
     Returns:
@@ -301,20 +304,27 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
     source, out_path = Path(source), location(out_path)   # the store may be a URL (s3://...)
     store_format = registry_store_format(out_path, file_format, "import-legacy")
     compression = compression or default_compression(out_path, store_format, resume=False)
+    if chunk_images < 1:
+        raise UserError(f"--chunk-images must be at least 1, got {chunk_images}")
     model_name, layers = _find_layers(source)
     n_images = _check_rows(source, layers)
     specs = tuple(LayerSpec(module_name=layer.module_name, shape=layer.row_shape, native_shape=layer.row_shape,
                             dtype=layer.dtype, chunks=choose_chunks(layer.row_shape, np.dtype(layer.dtype).itemsize,
                                                                     chunk_images))
                   for layer in layers)
-    layout = Layout(n_rows=n_images, layers=specs, chunk_images=chunk_images, compression=compression)
+    layout = Layout(n_rows=n_images, layers=specs, chunk_images=chunk_images, compression=compression,
+                    shard_rows=choose_shard_rows(store_format, specs, n_images, chunk_images, zarr_shard_rows))
     first = layers[0]
     classes, image_layout = _classes(first.file_names, first.targets)
     attrs = _import_attrs(source, layers, layout, model_name, image_layout, command_line)
     with open_session(out_path, store_format, layout, first.file_names or [""] * n_images, first.targets,
                       classes, attrs, overwrite=overwrite, rerun_complete=False) as session:
+        # Whole shards (or chunks) at a time: at most one shard of every layer
+        # in memory, and no stored block is ever written twice. A resumed
+        # store keeps the unit it was made with.
         written, start = session.written(), 0
-        for blocks in itertools.zip_longest(*(layer.blocks(chunk_images) for layer in layers)):
+        block_rows = session.writer.block_rows or layout.block_rows
+        for blocks in itertools.zip_longest(*(layer.blocks(block_rows) for layer in layers)):
             sizes = {len(b) if b is not None else 0 for b in blocks}
             if len(sizes) > 1 or start + max(sizes) > n_images:
                 raise UserError(f"the activations in {source} do not hold {n_images} rows each, as the "

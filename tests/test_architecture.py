@@ -154,12 +154,12 @@ def test_an_interrupted_import_keeps_an_incomplete_store_that_a_rerun_completes(
             yield block
     monkeypatch.setattr(_SourceFile, "blocks", two_blocks_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        import_legacy(folder, tmp_path / "back.zarr", chunk_images=8)
+        import_legacy(folder, tmp_path / "back.zarr", chunk_images=8, zarr_shard_rows=8)
     with open_store(tmp_path / "back.zarr") as store:
         assert (store.status, int(store.written.sum())) == ("incomplete", 16)
 
     monkeypatch.setattr(_SourceFile, "blocks", original_blocks)
-    import_legacy(folder, tmp_path / "back.zarr", chunk_images=8)
+    import_legacy(folder, tmp_path / "back.zarr", chunk_images=8, zarr_shard_rows=8)
     with open_store(tmp_path / "back.zarr") as store:
         assert store.status == "complete" and store.attrs["completed"]
         np.testing.assert_array_equal(store["classifier.4"][:], values)

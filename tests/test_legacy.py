@@ -234,6 +234,16 @@ def test_our_readers_read_the_original_files_and_the_original_readers_read_ours(
     assert np.array_equal(old_merged, y)   # 2-D text uses savetxt's default '%.18e': exact for float32
 
 
+def test_a_hub_model_id_is_one_folder_and_imports_back(tmp_path):
+    x = activations((12, 9))
+    store = make_store(tmp_path / "s.zarr", {"pooler": x}, model_name="facebook/dinov2-small")
+    folder = export_layer(store, "pooler", tmp_path / "out", "npy").folder
+    assert folder == tmp_path / "out" / "facebook--dinov2-small" / "pooler"
+    import_legacy(folder.parent, tmp_path / "back.zarr")
+    back = read_back(tmp_path / "back.zarr")
+    assert back["attrs"]["model_name"] == "facebook--dinov2-small" and np.array_equal(back["layers"]["pooler"], x)
+
+
 def test_import_of_original_slices_folder_equals_the_original_reader(tmp_path):
     x = activations((12, 3, 4, 6))
     folder = tmp_path / "activations" / "alexnet" / "features.0"
@@ -287,6 +297,69 @@ def test_import_refuses_activations_that_do_not_match_the_targets(tmp_path):
 
     with pytest.raises(UserError, match="hold 10 rows but the targets 12"):
         import_legacy(folder, tmp_path / "back.zarr")
+    assert not (tmp_path / "back.zarr").exists()
+
+
+def test_import_writes_sharded_zarr_equal_to_one_file_per_chunk(tmp_path):
+    """Imports are sharded as extraction is: whole shards from split files
+    whose boundaries fall inside shards, the last shard partial."""
+    y, x = activations((42, 5)), activations((42, 3, 2, 2), seed=1)
+    out = tmp_path / "out" / "vgg16"
+    for name in ("classifier.3", "features.1"):
+        (out / name).mkdir(parents=True)
+        np.save(out / name / "targets.npy", np.arange(42) % 3)
+    original["split_activations"](PATH=str(out / "classifier.3"), features=y, n_splits=5)  # 4 files
+    np.save(out / "features.1" / "activations.npy", x)
+    sharded = import_legacy(out, tmp_path / "sharded.zarr", chunk_images=4, zarr_shard_rows=16)
+    import_legacy(out, tmp_path / "plain.zarr", chunk_images=4, zarr_shard_rows=0)
+
+    assert sharded.n_images == 42
+    with open_store(tmp_path / "sharded.zarr") as a, open_store(tmp_path / "plain.zarr") as b:
+        for name, expected in (("classifier.3", y), ("features.1", x)):
+            layer = a.summary()["layers"][name]
+            assert layer["shards"][0] == 16 and layer["files"] == 3           # 42 rows: 16 + 16 + 10
+            assert b.summary()["layers"][name]["shards"] is None
+            assert b.summary()["layers"][name]["files"] == 11                 # a file per 4-row chunk
+            assert np.array_equal(a[name][:], expected) and np.array_equal(a[name][:], b[name][:])
+        assert a.written.all() and a.status == "complete"
+
+
+def test_an_interrupted_import_resumes_writing_only_the_missing_shards(tmp_path, monkeypatch):
+    from actstore.store.zarr import ZarrWriter
+    y = activations((40, 6))
+    folder = tmp_path / "out" / "vgg16" / "classifier.3"
+    folder.mkdir(parents=True)
+    original["split_activations"](PATH=str(folder), features=y, n_splits=3)
+    np.savetxt(folder / "targets.txt", np.arange(40))
+    real, starts = ZarrWriter.write_rows, []
+
+    def write_then_stop(self, start, block):
+        starts.append(start)
+        if len(starts) == 2:
+            raise KeyboardInterrupt
+        return real(self, start, block)
+    monkeypatch.setattr(ZarrWriter, "write_rows", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        import_legacy(folder, tmp_path / "back.zarr", chunk_images=4, zarr_shard_rows=8)
+    with open_store(tmp_path / "back.zarr") as store:
+        assert store.written.tolist() == [True] * 8 + [False] * 32 and store.status == "incomplete"
+
+    starts.clear()
+    monkeypatch.setattr(ZarrWriter, "write_rows", lambda self, start, block: starts.append(start) or
+                        real(self, start, block))
+    import_legacy(folder, tmp_path / "back.zarr", chunk_images=4, zarr_shard_rows=8)
+    assert starts == [8, 16, 24, 32]                                 # whole shards, the first not again
+    back = read_back(tmp_path / "back.zarr")
+    assert np.array_equal(back["layers"]["classifier.3"], y) and back["attrs"]["status"] == "complete"
+
+
+def test_import_refuses_shard_rows_that_split_a_chunk(tmp_path):
+    folder = tmp_path / "alexnet" / "classifier.4"
+    folder.mkdir(parents=True)
+    np.save(folder / "activations.npy", activations((12, 4)))
+    np.save(folder / "targets.npy", TARGETS)
+    with pytest.raises(UserError, match="--zarr-shard-rows must be 0 .* multiple of --chunk-images"):
+        import_legacy(folder, tmp_path / "back.zarr", chunk_images=4, zarr_shard_rows=6)
     assert not (tmp_path / "back.zarr").exists()
 
 

@@ -63,7 +63,7 @@ def busy_message(out, pid: int, what: str | None = None) -> str:
 
 @pytest.mark.parametrize("suffix", [".h5", ".zarr"])
 def test_a_second_writer_is_refused_naming_the_first_and_a_killed_one_blocks_nothing(
-        tmp_path, image_dir, weights_file, suffix):
+        tmp_path, image_dir, weights_file, suffix, monkeypatch):
     weights, out = weights_file("alexnet"), tmp_path / f"s{suffix}"
     run = dict(model_name="alexnet", model_path=weights, module_names=[LAYER], in_path=image_dir, out_path=out,
                batch_size=4, chunk_images=4, num_workers=0, quiet=True)
@@ -73,6 +73,10 @@ def test_a_second_writer_is_refused_naming_the_first_and_a_killed_one_blocks_not
             extract(**run)
         with pytest.raises(StoreBusyError, match=busy_message(out, first.pid)):
             extract(overwrite=True, **run)          # --overwrite never removes a live writer's store
+        with monkeypatch.context() as patch:        # refused before the model loads, --dry-run too
+            patch.setattr("actstore.extract.ready_model", lambda *a: pytest.fail("the model was loaded"))
+            with pytest.raises(StoreBusyError, match=busy_message(out, first.pid)):
+                extract(dry_run=True, **run)
         lock_file = tmp_path / f".s{suffix}.0-of-1.lock"
         assert json.loads(lock_file.read_text())["pid"] == first.pid
     finally:

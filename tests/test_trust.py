@@ -76,6 +76,38 @@ def test_a_scrambled_jpeg_mid_run_is_skipped_and_recorded_with_skip_bad_images(t
         ["11/12 rows written (1 skipped: unreadable images), status complete"]
 
 
+def test_shard_processes_recording_skipped_images_at_once_keep_both_records(tmp_path, weights_file):
+    """Each --shard process records its skipped images apart: two writers that
+    opened the store at the same time and record one after the other both
+    keep theirs (a rewrite of one root attribute would lose the first)."""
+    from actstore.images import ImageSet
+    from actstore.store import reopen_writer
+    images = make_images(tmp_path / "in", "flat")
+    names = ImageSet.scan(images).file_names
+    jpegs = [r for r, name in enumerate(names) if name.lower().endswith((".jpg", ".jpeg"))]
+    bad = [next(r for r in jpegs if r < 4), next(r for r in jpegs if r >= 8)]     # one in each shard
+    for row in bad:
+        scramble_jpeg(images / names[row])
+    out, weights = tmp_path / "s.zarr", weights_file("alexnet")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        first = run(weights, images, out, skip_bad_images=True, shard="0/2", zarr_shard_rows=4)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        second = run(weights, images, out, skip_bad_images=True, shard="1/2", zarr_shard_rows=4)
+    assert not first.complete and second.complete and second.rows_skipped == 2
+    with open_store(out) as store:
+        assert store.complete and np.flatnonzero(store.skipped).tolist() == bad
+        assert [r["row"] for r in store.attrs["skipped_images"]] == bad
+
+    # the race itself: both writers open, then each records
+    a, b = reopen_writer(out), reopen_writer(out)
+    a.add_skipped([{"file_name": "x.jpg", "reason": "test", "row": 0}])
+    b.add_skipped([{"file_name": "y.jpg", "reason": "test", "row": 1}])
+    a.close(), b.close()
+    with open_store(out) as store:
+        assert sorted(r["file_name"] for r in store.attrs["skipped_images"]) == \
+            sorted([names[r] for r in bad] + ["x.jpg", "y.jpg"])
+
+
 def test_a_scrambled_jpeg_with_the_torchvision_decoder_is_skipped_too(tmp_path, scrambled, weights_file):
     images, name, row = scrambled
     out = tmp_path / "s.zarr"

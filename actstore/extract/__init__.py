@@ -23,7 +23,7 @@ from ..plan import Plan
 from ..store import (Location, default_compression, formats_that, output_format, suffixes_of,
                      writer_class)
 from ..store.provenance import skipped_rows
-from ..store.session import check_out_path, open_session
+from ..store.session import check_no_writer, check_out_path, open_session
 from .loader import scan_images
 from .loop import run_batches
 from .options import ExtractOptions, resolve_device
@@ -89,6 +89,7 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     started = time.perf_counter()
     options = options if options is not None else ExtractOptions(**kwargs)
     out_path, file_format = _output(options)
+    check_no_writer(out_path, options.shard)   # before the model loads: a second writer is refused at once
     images, skipped = scan_images(options)
     if options.batch_size > len(images):   # no buffers for images that are not there
         options = dataclasses.replace(options, batch_size=len(images))
@@ -97,7 +98,8 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     lo, hi = rows_of(layout, options.shard)
     attrs = store_attrs(model, images, layout, options, skipped)
     # the refusals of the real run, before the space check measures anything (and so for --dry-run)
-    check_out_path(out_path, file_format, layout, attrs, overwrite=options.overwrite, explain=explain_difference)
+    check_out_path(out_path, file_format, layout, attrs, overwrite=options.overwrite, explain=explain_difference,
+                   shard=options.shard)
     plan = check_space(extractor, model, images, layout, file_format, out_path, hi - lo, options)
     result = ExtractResult(path=out_path, file_format=file_format, n_images=len(images), rows_written=0,
                            rows_this_run=0, seconds=0.0, plan=plan, shard_rows=(lo, hi),

@@ -57,7 +57,6 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
     background = BackgroundWriter(writer, block_rows, layout.n_rows, progress)
     host = HostBuffers(options.torch_device, options.batch_size, options.dtype, options.flatten_acts)
     clock = StageClock(stages)
-    skipped = list(writer.root_attrs().get("skipped_images") or [])
     try:
         for batch, rows, bad in clock.timed(loader, "decode"):
             if options.decoder == "torchvision" and batch is not None:
@@ -67,8 +66,8 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
                     bad = bad + [(int(rows[i]), error) for i, error in failed]
                     rows = np.delete(rows, [i for i, _ in failed])
             if bad:
-                skipped += _unreadable(bad, images, writer, options)
-                background.call(lambda now=list(skipped): writer.update_attrs({"skipped_images": now}))
+                records = _unreadable(bad, images, writer, options)
+                background.call(lambda records=records: writer.add_skipped(records))
             if not len(rows):
                 continue
             out = host.take()

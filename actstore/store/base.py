@@ -233,6 +233,13 @@ class StoreWriter(ABC):
     def root_attrs(self) -> dict[str, Any]:
         """The root attributes as stored."""
 
+    def add_skipped(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Record images left out mid-run (``skipped_images``). A format with
+        concurrent writers stores each writer's records apart, so two
+        processes recording at once never overwrite each other."""
+        stored = list(self.root_attrs().get("skipped_images") or [])
+        self.update_attrs({"skipped_images": stored + [dict(r) for r in records]})
+
     @abstractmethod
     def claims(self) -> dict[str, dict[str, Any]]:
         """The shards that processes have claimed, by ``"I-of-N"``."""

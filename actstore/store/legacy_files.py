@@ -289,8 +289,19 @@ class LegacyNpyWriter(LegacyFilesWriter):
     format_name = "npy"
 
 
+def model_folder(model_name: str) -> str:
+    """The folder name of a model: a hub id's ``/`` becomes ``--``, so
+    ``facebook/dinov2-small`` is one folder, as every other model's.
+
+    Example:
+        >>> model_folder("facebook/dinov2-small"), model_folder("alexnet")
+        ('facebook--dinov2-small', 'alexnet')
+    """
+    return model_name.replace("/", "--")
+
+
 def _folders(path: Path, model_name: str, layout: Layout) -> dict[str, Path]:
-    return {spec.module_name: path / model_name / spec.module_name for spec in layout.layers}
+    return {spec.module_name: path / model_folder(model_name) / spec.module_name for spec in layout.layers}
 
 
 def _our_files(folder: Path) -> list[Path]:

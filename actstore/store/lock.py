@@ -60,6 +60,16 @@ def acquire(path: Location, shard: tuple[int, int] = (0, 1)) -> "WriterLock":
     return lock
 
 
+def check_free(path: Location, shard: tuple[int, int] = (0, 1)) -> None:
+    """Raise :class:`StoreBusyError` when a live process holds the writer lock
+    of ``shard`` of the store at ``path``; take nothing and create nothing
+    (so a ``--dry-run``, or a run before its model loads, is refused at once)."""
+    lock = (LeaseLock if is_url(path) else FileLock)(path, shard)
+    owner = lock.holder()
+    if owner is not None:
+        raise lock.refuse(owner)
+
+
 class WriterLock:
     """A held lock; ``release()`` (or leaving the ``with`` block) gives it up."""
 
@@ -84,6 +94,10 @@ class WriterLock:
                               "or stop it and run this again to resume")
 
     def take(self) -> None:
+        raise NotImplementedError
+
+    def holder(self) -> dict | None:
+        """Who holds this lock now (a live writer), or None; takes nothing."""
         raise NotImplementedError
 
     def release(self) -> None:
@@ -121,6 +135,21 @@ class FileLock(WriterLock):
         os.fsync(fd)
         self._fd = fd
 
+    def holder(self) -> dict | None:
+        if self.key in _held:
+            return None   # this process: not another writer
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_json(Path(self.lock_path))
+        finally:
+            os.close(fd)   # closing gives up the shared lock, if it was taken
+        return None
+
     def release(self) -> None:
         fd = getattr(self, "_fd", None)
         if fd is not None:
@@ -149,6 +178,14 @@ class LeaseLock(WriterLock):
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, daemon=True, name="actstore-lease")
         self._thread.start()
+
+    def holder(self) -> dict | None:
+        if self.key in _held:
+            return None
+        import fsspec
+        self._fs, self._inner = fsspec.core.url_to_fs(self.lock_path, **STORAGE_OPTIONS)
+        current = self._read()
+        return current if current and not self._stale(current) else None
 
     def _read(self) -> dict:
         try:

@@ -127,11 +127,20 @@ def _open_writer(path: Location, file_format: str, layout: Layout, file_names: S
     return writer, False
 
 
+def check_no_writer(path: Location, shard: tuple[int, int] = (0, 1)) -> None:
+    """Raise :class:`~actstore.errors.StoreBusyError` when another live process
+    writes ``shard`` of the store at ``path``, changing nothing: a run checks
+    this before its model loads, so a second writer is refused at once."""
+    writer_lock.check_free(path, shard)
+
+
 def check_out_path(path: Location, file_format: str, layout: Layout, attrs: Mapping[str, Any], *,
                    overwrite: bool = False,
-                   explain: Callable[[str, Any, Any], str | None] | None = None) -> None:
+                   explain: Callable[[str, Any, Any], str | None] | None = None,
+                   shard: tuple[int, int] = (0, 1)) -> None:
     """Raise what :func:`open_session` would refuse, changing nothing, so a
-    ``--dry-run`` gives the real run's refusals."""
+    ``--dry-run`` gives the real run's refusals (a live writer included)."""
+    writer_lock.check_free(path, shard)
     backend = writer_class(file_format)
     if not backend.supports_resume:
         if not overwrite:

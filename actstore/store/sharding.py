@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,74 +197,79 @@ class ShardReader:
             groups.append([(int(ids[p[0]]), p, index[p] - ids[p[0]] * size)
                            for p in np.split(np.arange(len(index)), cuts) if len(p)])
         wanted = list(itertools.product(*groups))
-        payloads = self._fetch([tuple(g[0] for g in chunk) for chunk in wanted])
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=defaults.usable_cores(), thread_name_prefix="actstore-read")
+        ranges = self._locate([tuple(g[0] for g in chunk) for chunk in wanted])
+        pool = self._workers()
 
-        def place(item) -> None:
-            chunk, payload = item
+        def place(chunk, payload) -> None:
             target = np.ix_(*(g[1] for g in chunk))
             if payload is None:
                 out[target] = self.fill
             else:
                 out[target] = self.decode(payload).reshape(inner)[np.ix_(*(g[2] for g in chunk))]
-        list(self._pool.map(place, zip(wanted, payloads)))
+        if self._folder is not None:
+            # Local files: each task reads its byte range (pread) and decodes
+            # it, so reads from a cold or network disk overlap as well.
+            with _OpenShards(self._folder, self._key) as files:
+                list(pool.map(lambda item: place(item[0], None if item[1] is None else files.read(*item[1])),
+                              zip(wanted, ranges)))
+        else:
+            list(pool.map(lambda item: place(*item), zip(wanted, self._get_ranges(ranges))))
         return out.reshape([len(a) for k, a in zip(selection, axes) if not isinstance(k, (int, np.integer))])
 
-    def _fetch(self, chunks: list[tuple[int, ...]]) -> list[bytes | None]:
+    def _workers(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=defaults.usable_cores(), thread_name_prefix="actstore-read")
+        return self._pool
+
+    def _locate(self, chunks: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], int, int] | None]:
+        """``(shard, offset, nbytes)`` of each inner chunk, None where not stored;
+        the indexes of shards not seen yet are read first, all at once."""
         per_shard = self.shards.chunks_per_shard
+        of_chunk = [tuple(c // p for c, p in zip(chunk, per_shard)) for chunk in chunks]
+        self._load_indices([shard for shard in dict.fromkeys(of_chunk) if shard not in self._indices])
         ranges = []
-        for chunk in chunks:
-            shard = tuple(c // p for c, p in zip(chunk, per_shard))
-            index = self._index(shard)
-            offset, size = (int(v) for v in index[tuple(c % p for c, p in zip(chunk, per_shard))])
+        for chunk, shard in zip(chunks, of_chunk):
+            offset, size = (int(v) for v in self._indices[shard][tuple(c % p for c, p in zip(chunk, per_shard))])
             ranges.append(None if offset == MISSING else (shard, offset, size))
-        return self._read_ranges(ranges)
+        return ranges
 
     def _key(self, shard: tuple[int, ...]) -> str:
         return self.arr.metadata.encode_chunk_key(shard)
 
-    def _index(self, shard: tuple[int, ...]) -> np.ndarray:
-        if shard not in self._indices:
-            per_shard = self.shards.chunks_per_shard
-            size = math.prod(per_shard) * 16 + (4 if self.shards.checksum else 0)
-            raw = self._read_tail_or_head(shard, size)
+    def _load_indices(self, shards: list[tuple[int, ...]]) -> None:
+        """Read the indexes of ``shards``: on an object store all requests at
+        once, since rows spread over a big store touch hundreds of shards and
+        their index reads must not queue one behind another (a local read of
+        a 4 KB index takes microseconds; threads did not pay there)."""
+        if not shards:
+            return
+        per_shard = self.shards.chunks_per_shard
+        size = math.prod(per_shard) * 16 + (4 if self.shards.checksum else 0)
+        if self._folder is not None:
+            raws = [self._read_local_index(shard, size) for shard in shards]
+        else:
+            from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+            request = RangeByteRequest(0, size) if self.shards.index_at_start else SuffixByteRequest(size)
+            prototype = default_buffer_prototype()
+
+            async def get_all():
+                return await asyncio.gather(*((self.arr.store_path / self._key(shard)).get(prototype, request)
+                                              for shard in shards))
+            raws = [None if buffer is None else buffer.to_bytes() for buffer in sync(get_all())]
+        for shard, raw in zip(shards, raws):
             self._indices[shard] = (np.full((*per_shard, 2), MISSING, dtype="<u8") if raw is None else
                                     read_index(raw, per_shard, self.shards.index_at_start, self.shards.checksum))
-        return self._indices[shard]
 
-    def _read_tail_or_head(self, shard: tuple[int, ...], size: int) -> bytes | None:
-        at_start = self.shards.index_at_start
-        if self._folder is not None:
-            try:
-                with open(self._folder / self._key(shard), "rb") as handle:
-                    if not at_start:
-                        handle.seek(-size, os.SEEK_END)
-                    return handle.read(size)
-            except FileNotFoundError:
-                return None
-        from zarr.abc.store import RangeByteRequest, SuffixByteRequest
-        request = RangeByteRequest(0, size) if at_start else SuffixByteRequest(size)
-        buffer = sync((self.arr.store_path / self._key(shard)).get(default_buffer_prototype(), request))
-        return None if buffer is None else buffer.to_bytes()
+    def _read_local_index(self, shard: tuple[int, ...], size: int) -> bytes | None:
+        try:
+            with open(self._folder / self._key(shard), "rb") as handle:
+                if not self.shards.index_at_start:
+                    handle.seek(-size, os.SEEK_END)
+                return handle.read(size)
+        except FileNotFoundError:
+            return None
 
-    def _read_ranges(self, ranges: list) -> list[bytes | None]:
-        if self._folder is not None:
-            handles: dict[tuple[int, ...], int] = {}
-            try:
-                out = []
-                for item in ranges:
-                    if item is None:
-                        out.append(None)
-                        continue
-                    shard, offset, size = item
-                    if shard not in handles:
-                        handles[shard] = os.open(self._folder / self._key(shard), os.O_RDONLY)
-                    out.append(os.pread(handles[shard], size, offset))
-                return out
-            finally:
-                for fd in handles.values():
-                    os.close(fd)
+    def _get_ranges(self, ranges: list) -> list[bytes | None]:
         # An object store: ranges of one shard that touch or nearly touch
         # (within COALESCE_BYTES) become one ranged GET, so reading most of
         # a shard costs a request or two, not one per inner chunk.
@@ -295,6 +301,32 @@ class ShardReader:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+class _OpenShards:
+    """Shard files of one read, each opened once and read by ``pread`` from
+    any thread."""
+
+    def __init__(self, folder: Path, key: Callable[[tuple[int, ...]], str]) -> None:
+        self.folder, self.key = folder, key
+        self.handles: dict[tuple[int, ...], int] = {}
+        self.lock = threading.Lock()
+
+    def read(self, shard: tuple[int, ...], offset: int, size: int) -> bytes:
+        handle = self.handles.get(shard)
+        if handle is None:
+            with self.lock:
+                handle = self.handles.get(shard)
+                if handle is None:
+                    handle = self.handles[shard] = os.open(self.folder / self.key(shard), os.O_RDONLY)
+        return os.pread(handle, size, offset)
+
+    def __enter__(self) -> "_OpenShards":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self.handles.values():
+            os.close(handle)
 
 
 def chunk_decoder(codecs: Sequence, dtype: np.dtype) -> Callable[[bytes], np.ndarray] | None:

@@ -44,6 +44,10 @@ from .location import STORAGE_OPTIONS, Location, is_url, location
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
 # at the same moment never overwrite each other.
 CLAIMS = "claims"
+# Images a writer left out mid-run, one subgroup per writer (its attribute
+# ``skipped_images``): concurrent --shard processes never rewrite one
+# another's records; readers see them merged into the root attribute.
+SKIPPED = "skipped"
 # How long a process waits for another one to finish creating a store on an
 # object store (tens of small writes: about a second against S3).
 CREATE_WAIT_SECONDS = 60.0
@@ -103,6 +107,21 @@ def _open_group(path: Location, mode: str, attributes: Mapping[str, Any] | None 
                            use_consolidated=None if mode == "r" else False)
 
 
+def _with_skipped(group: zarr.Group) -> dict[str, Any]:
+    """The root attributes, with every writer's ``skipped_images`` records
+    (the ``skipped`` subgroups, in row order) after the store's own."""
+    attrs = decode(dict(group.attrs), NULLABLE)
+    try:
+        writers = sorted(group[SKIPPED].groups())
+    except KeyError:
+        return attrs
+    records = list(attrs.get("skipped_images") or [])
+    found = [r for _, writer in writers for r in decode(dict(writer.attrs)).get("skipped_images") or []]
+    records += [r for r in sorted(found, key=lambda r: (r.get("row", -1), r["file_name"])) if r not in records]
+    attrs["skipped_images"] = records
+    return attrs
+
+
 def _utf8_rows(names: Sequence[str]) -> np.ndarray:
     """Names as an (N, longest) uint8 array of UTF-8 bytes padded with zeros, for
     readers that decode no strings (tensorstore, zarrs): a file name holds no
@@ -131,6 +150,8 @@ class ZarrWriter(StoreWriter):
         self._shards = {arr.path: ShardFormat.of(arr, _chunk_encoder) for arr in arrays}
         self.block_rows = self._written.chunks[0]
         self._compressor = ChunkCompressor()
+        self._skipped: list[dict[str, Any]] = []          # this writer's records
+        self._skipped_key = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
@@ -258,7 +279,12 @@ class ZarrWriter(StoreWriter):
                 del self._group.attrs[key]
 
     def root_attrs(self) -> dict[str, Any]:
-        return decode(dict(self._group.attrs), NULLABLE)
+        return _with_skipped(self._group)
+
+    def add_skipped(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self._skipped += [dict(r) for r in records]
+        self._group.require_group(SKIPPED).require_group(self._skipped_key).attrs.update(
+            encode({"skipped_images": self._skipped})[0])
 
     def claims(self) -> dict[str, dict[str, Any]]:
         if CLAIMS not in self._group:
@@ -308,7 +334,7 @@ class ZarrReader(StoreReader):
         self._shard_readers: dict[str, ShardReader | None] = {}
 
     def root_attrs(self) -> dict[str, Any]:
-        return decode(dict(self._group.attrs), NULLABLE)
+        return _with_skipped(self._group)
 
     def layer_names(self) -> list[str]:
         return layer_order([name for name, _ in self._group[ACTIVATIONS].arrays()],
