@@ -367,6 +367,12 @@ def main() -> None:
     except BrokenPipeError:   # raised while typer/click itself writes (help, usage)
         _quiet_closed_stdout()
         sys.exit(0)
+    except SystemExit as done:
+        # click ends a closed pipe during --help with status 1, after wrapping
+        # stdout so that nothing more is printed: a closed pipe exits 0 here.
+        if done.code == 1 and type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+            sys.exit(0)
+        raise
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ all rows. Reads are medians of 3 (a fresh pick and ``open_store`` each
 time; the unit read runs once), right after the write, so local reads come
 from the page cache: decompression and the reader's work are measured.
 
-    python benchmarks/bench_scale.py                       # 1,281,167 rows, local disk (~20 min on 2 cores)
+    python benchmarks/bench_scale.py                       # 1,281,167 rows, local disk (~12 min on 2 cores)
     python benchmarks/bench_scale.py --rows 100000
-    python benchmarks/bench_scale.py --s3 --rows 20000     # against a local moto S3 server
+    python benchmarks/bench_scale.py --s3 --rows 100000    # against a local moto S3 server (~25 min)
 """
 from __future__ import annotations
 

@@ -185,7 +185,7 @@ def run_with_closed_stdout(*args) -> tuple[int, bytes]:
 def test_a_closed_pipe_ends_info_models_verify_and_layers_quietly(tmp_path, image_dir, weights_file):
     out = tmp_path / "s.zarr"
     run(weights_file("alexnet"), image_dir, out)
-    for args in (["info", out], ["verify", out], ["models"], ["layers", "alexnet"]):
+    for args in (["info", out], ["verify", out], ["models"], ["layers", "alexnet"], ["extract", "--help"]):
         assert run_with_closed_stdout(*args) == (0, b""), args
 
 
