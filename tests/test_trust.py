@@ -169,24 +169,26 @@ def cli(*args, **kwargs):
     return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
 
 
-def run_with_closed_stdout(*args) -> tuple[int, bytes]:
-    """The command's exit status and stderr when its reader has gone (as `| head -1`
-    does): the pipe is closed before the command writes."""
+def start_with_closed_stdout(*args):
+    """The command, started with its reader gone (as `| head -1` does): the pipe
+    is closed before the command writes."""
     import subprocess
     import sys
     proc = subprocess.Popen([sys.executable, "-m", "actstore", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     proc.stdout.close()
-    err = proc.stderr.read()
-    proc.wait()
-    return proc.returncode, err
+    return proc
 
 
 def test_a_closed_pipe_ends_info_models_verify_and_layers_quietly(tmp_path, image_dir, weights_file):
     out = tmp_path / "s.zarr"
     run(weights_file("alexnet"), image_dir, out)
-    for args in (["info", out], ["verify", out], ["models"], ["layers", "alexnet"], ["extract", "--help"]):
-        assert run_with_closed_stdout(*args) == (0, b""), args
+    commands = (["info", out], ["verify", out], ["models"], ["layers", "alexnet"], ["extract", "--help"])
+    started = [start_with_closed_stdout(*args) for args in commands]   # all at once: each imports torch
+    for args, proc in zip(commands, started):
+        err = proc.stderr.read()
+        proc.wait()
+        assert (proc.returncode, err) == (0, b""), args
 
 
 def test_version_prints_the_version():
