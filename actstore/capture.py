@@ -8,7 +8,10 @@ rule of :mod:`actstore.models.outputs` (element 0, or ``module[part]``), and
 
 The store's first axis is always the image: a block that runs sequence-first
 (``tokens, images, dim``) is found by the probe, which runs a batch of a size
-no other axis has, and its output is transposed.
+no other axis has, and its output is transposed. A feature map that comes
+with its channels last (``N, H, W, C``: Swin stages, ConvNeXt block
+internals) is stored channels first, ``N, C, H, W``, as every other one, so
+that its axes are named and chunked as channel, height, width.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import torch
 
 from .errors import UserError
 from .models import EMBEDDING, Model, Tap, suggest
-from .models.outputs import PROBE_BATCH, batch_axis, parse_layer, select
+from .models.outputs import PROBE_BATCH, batch_axis, channels_last, parse_layer, select
 
 _PROBE_SIZES = (PROBE_BATCH, 7, 3)   # another size where an axis has the first one's length
 
@@ -67,6 +70,7 @@ class Extractor:
         self.module_names = list(module_names)
         self._modules = {n: modules[n] for n in {tap.module_name for tap in self.taps.values()}}
         self.batch_axes: dict[str, int] | None = None   # found by probe()
+        self.channels_last: set[str] = set()              # layers stored (N, C, H, W) from (N, H, W, C)
 
     def __call__(self, batch: torch.Tensor,
                  into: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -83,6 +87,7 @@ class Extractor:
         shapes: dict[str, tuple[int, ...]] = {}
         axes: dict[str, int] = {}
         self.batch_axes = {name: 0 for name in self.module_names}   # raw outputs while probing
+        self.channels_last = set()
         for size in _PROBE_SIZES:
             outputs, calls = self._run(batch[:1].repeat(size, *[1] * (batch.dim() - 1)), stop_early=False)
             repeated = [self.taps[n].module_name for n in self.module_names if calls[self.taps[n].module_name] > 1]
@@ -104,7 +109,9 @@ class Extractor:
             raise UserError(f"layer {sorted(pending)[0]}: the image axis cannot be told apart from "
                             "another axis of the same length; choose another module")
         self.batch_axes = axes
-        return {name: shapes[name] for name in self.module_names}
+        self.channels_last = {name for name in self.module_names if channels_last(shapes[name])}
+        return {name: (shapes[name][2], *shapes[name][:2]) if name in self.channels_last else shapes[name]
+                for name in self.module_names}
 
     def _run(self, batch: torch.Tensor, stop_early: bool, into: Callable | None = None):
         captured: dict[str, torch.Tensor] = {}
@@ -125,6 +132,8 @@ class Extractor:
                             else batch_axis(value.shape, len(batch)))   # not probed: this batch decides
                     if axis == 1:
                         value = value.transpose(0, 1)
+                    if name in self.channels_last or (self.batch_axes is None and channels_last(value.shape[1:])):
+                        value = value.permute(0, 3, 1, 2)
                     captured[name] = into(name, value) if into else value.detach().clone()
                 if stop_early and len(captured) == len(self.module_names):
                     raise _StopForward

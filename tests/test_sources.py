@@ -159,6 +159,45 @@ def test_timm_convnext_stages_equal_forward_intermediates(tmp_path, images, save
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_channels_last_block_is_stored_channels_first(tmp_path, images, suffix):
+    """ConvNeXt's block MLP runs on (N, H, W, C); stored (N, C, H, W), named and
+    chunked as every other feature map, and marked in the layer attributes."""
+    layer = "stages.0.blocks.0.mlp"
+    torch.manual_seed(2)
+    convnext = timm.create_model("test_convnext").eval()    # ConvNeXt with the MLP on channels last
+    torch.save(convnext.state_dict(), tmp_path / "convnext.pth")
+    out = run_cli(tmp_path, images, suffix, "--source", "timm", "--model-name", "test_convnext",
+                  "--model-path", tmp_path / "convnext.pth", "--module-name", layer, "--module-name", "stages.0",
+                  "--chunk-channels", "8")
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=convnext))
+    captured = []
+    dict(convnext.named_modules())[layer].register_forward_hook(lambda m, i, o: captured.append(o))
+    with open_store(out) as store:
+        with torch.no_grad():
+            convnext(pixels(store, transform))
+        assert captured[0].shape == (6, 40, 40, 24)                    # what the module returns
+        assert_close(store[layer][:], captured[0].permute(0, 3, 1, 2))  # (6, 24, 40, 40)
+        spec = store.spec(layer)
+        assert spec.dims == ("image", "channel", "height", "width") and spec.module_layout == "NHWC"
+        assert spec.chunks[1:] == (8, 40, 40)                           # split along channels, as asked
+        assert store.spec("stages.0").module_layout is None             # channels first already
+
+
+def test_torchvision_swin_stages_are_stored_channels_first(tmp_path, image_dir, weights_file):
+    from conftest import reference_activations
+    from actstore import extract
+    weights = weights_file("swin_t")
+    result = extract(model_name="swin_t", model_path=weights, module_names=["features.1", "avgpool"],
+                     in_path=image_dir, out_path=tmp_path / "swin.zarr", batch_size=4, num_workers=0, quiet=True)
+    with open_store(result.path) as store:
+        expected = reference_activations("swin_t", weights, image_dir, store.file_names, "features.1")
+        assert expected.shape == (12, 56, 56, 96)
+        np.testing.assert_allclose(store["features.1"][:], expected.transpose(0, 3, 1, 2), rtol=RTOL, atol=ATOL)
+        assert store.summary()["layers"]["features.1"]["dims"] == ["image", "channel", "height", "width"]
+        assert store.spec("avgpool").module_layout is None and store["avgpool"].shape == (12, 768, 1, 1)
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
 def test_hf_dinov2_folder_alone_equals_output_hidden_states(tmp_path, images, saved, suffix):
     out = run_cli(tmp_path, images, suffix, "--source", "hf", "--model-path", saved["dinov2"],
                   "--module-name", "encoder.layer.0", "--module-name", "encoder.layer.1",

@@ -37,7 +37,8 @@ def hook_and_lay_out(model: Model, options: ExtractOptions, n_rows: int,
         stored = (math.prod(native),) if options.flatten_acts else native
         specs.append(LayerSpec(module_name=name, shape=stored, native_shape=native, dtype=options.dtype,
                                chunks=choose_chunks(stored, itemsize, options.chunk_images,
-                                                    options.chunk_channels)))
+                                                    options.chunk_channels),
+                               module_layout="NHWC" if name in extractor.channels_last else None))
     layout = Layout(n_rows=n_rows, layers=tuple(specs), chunk_images=options.chunk_images,
                     compression=options.compression, compression_level=options.compression_level,
                     shard_rows=choose_shard_rows(file_format, specs, n_rows, options.chunk_images,

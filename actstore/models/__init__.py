@@ -21,7 +21,7 @@ import torch
 from ..errors import UserError
 from ._common import (DOWNLOAD_TIMEOUT_S, Model, Tap, apply_state_dict, describe_transform,
                       input_size_of, load_state_dict, suggest)
-from .outputs import PROBE_BATCH, batch_axis, parse_layer, part_labels, select
+from .outputs import PROBE_BATCH, batch_axis, channels_last, parse_layer, part_labels, select
 from .torchvision import ORIGINAL_MODELS, available_models
 from .torchvision import input_size as torchvision_input_size
 
@@ -171,7 +171,7 @@ class ModuleInfo:
 def module_tree(model: Model, device: str | torch.device = "cpu") -> list[ModuleInfo]:
     """Every named module with its per-image output shape (the image axis
     found and removed as the extractor does, so sequence-first blocks show
-    ``tokens x dim``), and the parts of tuple outputs, from one forward pass
+    ``tokens x dim``, and channels-last maps their stored ``C x H x W``), and the parts of tuple outputs, from one forward pass
     on a small dummy batch. The pooled ``embedding`` comes first where the
     model has one.
 
@@ -211,7 +211,7 @@ def module_tree(model: Model, device: str | torch.device = "cpu") -> list[Module
         if axis is None:
             return tuple(shape)
         del shape[axis]
-        return tuple(shape)
+        return (shape[2], *shape[:2]) if channels_last(shape) else tuple(shape)
 
     rows = []
     if model.embedding is not None and "out" in embedded:

@@ -11,7 +11,9 @@
   defines one (a :class:`Tap` on :class:`~actstore.models.Model`).
 
 The image axis of an output is found by running a batch of a size no other
-axis has (:func:`batch_axis`): sequence-first blocks put it second.
+axis has (:func:`batch_axis`): sequence-first blocks put it second. Feature
+maps with channels last (:func:`channels_last`) are stored channels first,
+``(C, H, W)``, as every other feature map.
 """
 from __future__ import annotations
 
@@ -86,6 +88,20 @@ def select(output: Any, part: int | str | None, layer: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise UserError(f"layer {layer} is a {type(value).__name__}, not a tensor: use one of {labels}")
     return value
+
+
+def channels_last(shape: Sequence[int]) -> bool:
+    """Whether a per-image output of shape ``shape`` is a feature map with its
+    channels last, ``(H, W, C)``, as Swin stages and ConvNeXt block internals
+    return them: three axes, the first two equal (a square map) and the last
+    not. Channels-first maps ``(C, H, W)`` have their last two equal; a map
+    whose three axes are equal is taken as channels first.
+
+    Example:
+        >>> channels_last((56, 56, 96)), channels_last((96, 56, 56)), channels_last((12, 197, 197))
+        (True, False, False)
+    """
+    return len(shape) == 3 and shape[0] == shape[1] != shape[2]
 
 
 def batch_axis(shape: Sequence[int], batch: int) -> int | None:

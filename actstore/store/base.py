@@ -107,6 +107,8 @@ class LayerSpec:
     native_shape: tuple[int, ...]   # per image, as the module returned it
     dtype: str
     chunks: tuple[int, ...]         # including the image axis
+    # "NHWC" when the module returned (N, H, W, C) and it is stored (N, C, H, W)
+    module_layout: str | None = None
 
     @property
     def flattened(self) -> bool:
@@ -123,13 +125,14 @@ class LayerSpec:
     def attrs(self) -> dict[str, Any]:
         return {"module_name": self.module_name, "dims": list(self.dims),
                 "native_shape": list(self.native_shape), "shape": list(self.shape),
-                "flattened": self.flattened, "dtype": self.dtype}
+                "flattened": self.flattened, "dtype": self.dtype,
+                **({"module_layout": self.module_layout} if self.module_layout else {})}
 
     @classmethod
     def from_attrs(cls, attrs: Mapping[str, Any], chunks: Sequence[int]) -> "LayerSpec":
         return cls(module_name=attrs["module_name"], shape=tuple(attrs["shape"]),
                    native_shape=tuple(attrs["native_shape"]), dtype=attrs["dtype"],
-                   chunks=tuple(chunks))
+                   chunks=tuple(chunks), module_layout=attrs.get("module_layout"))
 
 
 @dataclass(frozen=True)

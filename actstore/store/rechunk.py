@@ -7,9 +7,10 @@ unit) wants unit-major chunks: many images, one channel or a few units.
 """
 from __future__ import annotations
 
+
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import defaults
@@ -156,8 +157,7 @@ def _respec(spec: LayerSpec, layout: str, rows: int, chunk_channels: int | None)
         chunks = unit_major_chunks(spec.shape, itemsize, rows, chunk_channels)
     else:
         chunks = choose_chunks(spec.shape, itemsize, rows, chunk_channels)
-    return LayerSpec(module_name=spec.module_name, shape=spec.shape, native_shape=spec.native_shape,
-                     dtype=spec.dtype, chunks=chunks)
+    return replace(spec, chunks=chunks)
 
 
 def _attrs(store, specs: tuple[LayerSpec, ...], rows: int, src: Location) -> dict:
