@@ -436,6 +436,43 @@ def test_the_txt_layout_gets_the_free_space_guard_and_a_full_disk_leaves_no_part
     assert ".partial" not in runs["left"] and "activations.txt" not in runs["left"]
 
 
+CREATE_ON_A_FULL_DISK = """
+set -u
+mount -t tmpfs -o size=64k tmpfs "$MNT"
+python -c '
+import os, sys
+sys.path.insert(0, "tests")
+from synthetic import write_store
+from actstore.errors import OutOfSpaceError
+try:
+    write_store(os.environ["MNT"] + "/s.h5", "hdf5", n=4000, conv=(16, 8, 8))
+except OutOfSpaceError as error:
+    print(error)
+'
+echo $? > "$LOG/rc"
+find "$MNT" -mindepth 1 > "$LOG/left"
+"""
+
+
+def test_an_hdf5_store_on_a_disk_too_small_to_create_it_fails_cleanly(tmp_path):
+    """HDF5 cannot close a file whose creation ran out of space, and the process
+    then crashed at exit (status 139): creation is refused before it starts."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+    from conftest import child_env
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare -rm) to mount a small tmpfs")
+    (tmp_path / "mnt").mkdir()
+    done = subprocess.run(["unshare", "-rm", "bash", "-c", CREATE_ON_A_FULL_DISK], timeout=120, capture_output=True,
+                          text=True, env=child_env(MNT=str(tmp_path / "mnt"), LOG=str(tmp_path)),
+                          cwd=Path(__file__).resolve().parents[1])
+    assert (tmp_path / "rc").read_text().strip() == "0", done.stderr
+    assert done.stdout.startswith(f"out of disk space creating {tmp_path / 'mnt' / 's.h5'} (")
+    assert "bytes free, its row metadata needs about" in done.stdout
+    assert (tmp_path / "left").read_text() == ""
+
+
 def test_a_file_name_with_a_line_break_is_refused_by_the_txt_layout_and_kept_by_stores(tmp_path, weights_file):
     from actstore.errors import BadImagesError
     images = make_images(tmp_path / "in", "flat", per_class=1)

@@ -26,6 +26,7 @@ import contextlib
 import errno
 import itertools
 import os
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -169,6 +170,14 @@ class Hdf5Writer(StoreWriter):
                classes: Sequence[str], attrs: Mapping[str, Any]) -> "Hdf5Writer":
         if path.exists():
             raise FileExistsError(f"{path} exists")
+        # HDF5 cannot close a file whose creation ran out of space ("can't
+        # destroy cache") and then crashes the process at exit: refuse first
+        # when what creation writes (names, targets, headers) cannot fit.
+        needed = _creation_bytes(layout, file_names)
+        free = shutil.disk_usage(next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())).free
+        if free < needed:
+            raise OutOfSpaceError(f"out of disk space creating {path} ({free:,} bytes free, its row "
+                                  f"metadata needs about {needed:,}): free space and run the same command again")
         partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
         try:
             file = h5py.File(partial, "w", libver=LIBVER)
@@ -369,6 +378,14 @@ def _read_h5(dset, selection: tuple) -> np.ndarray:
         if isinstance(s, np.ndarray) and axis_in != arrays[0]:
             block = np.take(block, s, axis=out_axes.index(axis_in))
     return block
+
+
+def _creation_bytes(layout: Layout, file_names: Sequence[str]) -> int:
+    """A generous bound on what creating a store writes before any row: the
+    file names (a global heap entry each), targets, the ``written`` marks and
+    the object headers, twice over."""
+    names = sum(len(name.encode()) + 32 for name in file_names)
+    return 2 * (64 * 1024 + names + 9 * layout.n_rows + 16 * 1024 * len(layout.layers))
 
 
 def _while_locked(path, open_file: Callable[[], h5py.File]) -> h5py.File:
