@@ -23,7 +23,6 @@ import asyncio
 import itertools
 import math
 import os
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,9 +208,16 @@ class ShardReader:
         if self._folder is not None:
             # Local files: each task reads its byte range (pread) and decodes
             # it, so reads from a cold or network disk overlap as well.
-            with _OpenShards(self._folder, self._key) as files:
-                list(pool.map(lambda item: place(item[0], None if item[1] is None else files.read(*item[1])),
+            files: dict[tuple[int, ...], int] = {}
+            try:
+                for shard in dict.fromkeys(r[0] for r in ranges if r is not None):
+                    files[shard] = os.open(self._folder / self._key(shard), os.O_RDONLY)
+                list(pool.map(lambda item: place(item[0], None if item[1] is None else
+                                                 os.pread(files[item[1][0]], item[1][2], item[1][1])),
                               zip(wanted, ranges)))
+            finally:
+                for fd in files.values():
+                    os.close(fd)
         else:
             list(pool.map(lambda item: place(*item), zip(wanted, self._get_ranges(ranges))))
         return out.reshape([len(a) for k, a in zip(selection, axes) if not isinstance(k, (int, np.integer))])
@@ -301,32 +307,6 @@ class ShardReader:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
-
-
-class _OpenShards:
-    """Shard files of one read, each opened once and read by ``pread`` from
-    any thread."""
-
-    def __init__(self, folder: Path, key: Callable[[tuple[int, ...]], str]) -> None:
-        self.folder, self.key = folder, key
-        self.handles: dict[tuple[int, ...], int] = {}
-        self.lock = threading.Lock()
-
-    def read(self, shard: tuple[int, ...], offset: int, size: int) -> bytes:
-        handle = self.handles.get(shard)
-        if handle is None:
-            with self.lock:
-                handle = self.handles.get(shard)
-                if handle is None:
-                    handle = self.handles[shard] = os.open(self.folder / self.key(shard), os.O_RDONLY)
-        return os.pread(handle, size, offset)
-
-    def __enter__(self) -> "_OpenShards":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self.handles.values():
-            os.close(handle)
 
 
 def chunk_decoder(codecs: Sequence, dtype: np.dtype) -> Callable[[bytes], np.ndarray] | None:
