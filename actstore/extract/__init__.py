@@ -98,8 +98,7 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     lo, hi = rows_of(layout, options.shard)
     attrs = store_attrs(model, images, layout, options, skipped)
     # the refusals of the real run, before the space check measures anything (and so for --dry-run)
-    check_out_path(out_path, file_format, layout, attrs, overwrite=options.overwrite, explain=explain_difference,
-                   shard=options.shard)
+    check_out_path(out_path, file_format, layout, attrs, overwrite=options.overwrite, explain=explain_difference)
     plan = check_space(extractor, model, images, layout, file_format, out_path, hi - lo, options)
     result = ExtractResult(path=out_path, file_format=file_format, n_images=len(images), rows_written=0,
                            rows_this_run=0, seconds=0.0, plan=plan, shard_rows=(lo, hi),

@@ -37,14 +37,15 @@ def identity(path: Location) -> str:
     return str(path).rstrip("/") if is_url(path) else str(Path(path).resolve())
 
 
-def _fs(url: str):
+def filesystem(url: str):
+    """``(fsspec filesystem, path inside it)`` for ``url``, listings never cached."""
     import fsspec
     return fsspec.core.url_to_fs(url, **STORAGE_OPTIONS)
 
 
 def exists(path: Location) -> bool:
     if is_url(path):
-        fs, inner = _fs(str(path))
+        fs, inner = filesystem(str(path))
         return bool(fs.exists(inner))
     return Path(path).exists()
 
@@ -56,9 +57,19 @@ def join(path: Location, name: str) -> Location:
 def remove(path: Location) -> None:
     """Delete a folder or file tree (callers check first that it is a store)."""
     if is_url(path):
-        fs, inner = _fs(str(path))
+        fs, inner = filesystem(str(path))
         fs.rm(inner, recursive=True)
     elif Path(path).is_dir():
         shutil.rmtree(path)
     else:
         Path(path).unlink()
+
+
+def free_space(path: Location) -> int | None:
+    """Free bytes on the file system that will hold ``path`` (None for URLs)."""
+    if is_url(path):
+        return None
+    probe = Path(path).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import StoreBusyError
-from .location import Location, STORAGE_OPTIONS, identity, is_url
+from .location import Location, filesystem, identity, is_url
 from .provenance import now
 
 # A lease whose heartbeat is older than this is a dead writer's (seconds).
@@ -162,9 +162,11 @@ class FileLock(WriterLock):
 class LeaseLock(WriterLock):
     suffix = ".lease"
 
+    def __init__(self, path: Location, shard: tuple[int, int]) -> None:
+        super().__init__(path, shard)
+        self._fs, self._inner = filesystem(self.lock_path)
+
     def take(self) -> None:
-        import fsspec
-        self._fs, self._inner = fsspec.core.url_to_fs(self.lock_path, **STORAGE_OPTIONS)
         current = self._read()
         if current and not self._stale(current):
             raise self.refuse(current)
@@ -182,8 +184,6 @@ class LeaseLock(WriterLock):
     def holder(self) -> dict | None:
         if self.key in _held:
             return None
-        import fsspec
-        self._fs, self._inner = fsspec.core.url_to_fs(self.lock_path, **STORAGE_OPTIONS)
         current = self._read()
         return current if current and not self._stale(current) else None
 

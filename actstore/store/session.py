@@ -136,11 +136,10 @@ def check_no_writer(path: Location, shard: tuple[int, int] = (0, 1)) -> None:
 
 def check_out_path(path: Location, file_format: str, layout: Layout, attrs: Mapping[str, Any], *,
                    overwrite: bool = False,
-                   explain: Callable[[str, Any, Any], str | None] | None = None,
-                   shard: tuple[int, int] = (0, 1)) -> None:
+                   explain: Callable[[str, Any, Any], str | None] | None = None) -> None:
     """Raise what :func:`open_session` would refuse, changing nothing, so a
-    ``--dry-run`` gives the real run's refusals (a live writer included)."""
-    writer_lock.check_free(path, shard)
+    ``--dry-run`` gives the real run's refusals (a live writer: see
+    :func:`check_no_writer`, which a run calls first)."""
     backend = writer_class(file_format)
     if not backend.supports_resume:
         if not overwrite:
