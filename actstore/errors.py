@@ -2,6 +2,16 @@
 
 Library callers can catch the specific kinds below; each is a :class:`UserError`.
 """
+import errno
+
+# errno values of a full disk (or quota), as the OS reports them.
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the disk (or a quota) is full: by its errno, or
+    by its text, since HDF5 errors raised through h5py may carry no errno."""
+    return getattr(error, "errno", None) in DISK_FULL or "No space left" in str(error)
 
 
 class UserError(Exception):

@@ -9,7 +9,6 @@ guessed.
 from __future__ import annotations
 
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Callable
 import numpy as np
 
 from .images import ImageSet
-from .store import ACTIVATIONS, Layout, create_writer, is_url, open_reader, scratch_path
+from .store import ACTIVATIONS, Layout, create_writer, open_reader, scratch_path
 
 # Images sampled for the compression estimate: whole chunks, a few of them.
 SAMPLE_CHUNKS = 4
@@ -68,16 +67,6 @@ def human_size(n: int | None) -> str:
     return f"{value:.1f} TB"
 
 
-def free_space(out_path) -> int | None:
-    """Free bytes on the file system that will hold ``out_path`` (None for URLs)."""
-    if is_url(out_path):
-        return None
-    probe = Path(out_path).resolve()
-    while not probe.exists():
-        probe = probe.parent
-    return shutil.disk_usage(probe).free
-
-
 def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: ImageSet,
             layout: Layout, file_format: str, rows: int, free_bytes: int | None) -> Plan:
     """Estimate the store size of ``rows`` images from a measured sample.
@@ -88,7 +77,7 @@ def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: Imag
         layout: the run's layout (codec, chunks, dtypes).
         file_format: the backend the run will write.
         rows: how many rows the run will write.
-        free_bytes: free space where the store will be (see :func:`free_space`).
+        free_bytes: free space where the store will be (see :func:`actstore.store.free_space`).
     """
     n = len(images)
     count = min(n, SAMPLE_CHUNKS * layout.chunk_images)

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import defaults
 from ..capture import Extractor
-from ..errors import BadImagesError, Interrupted, OutOfSpaceError
+from ..errors import BadImagesError, Interrupted, OutOfSpaceError, is_disk_full
 from ..images import ImageSet
 from ..models import Model
 from ..store import Layout, StoreWriter, formats_that, suffixes_of
@@ -26,9 +26,6 @@ from .buffers import HostBuffers, autocast
 from .loader import batches_of, decode_batch, image_loader
 from .options import ExtractOptions
 from .writer_thread import BackgroundWriter
-
-DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-
 
 def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                 writer: StoreWriter, layout: Layout, options: ExtractOptions, *,
@@ -87,7 +84,7 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
                           "rows are kept; run the same command again to resume")
     except OSError as error:
         background.finish(raise_error=False)
-        if error.errno not in DISK_FULL and "No space left" not in str(error):   # h5py may give no errno
+        if not is_disk_full(error):
             raise
         kept = int(writer.written().sum()) if writer.supports_resume else 0
         raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({os.strerror(error.errno or errno.ENOSPC)}): "

@@ -8,8 +8,8 @@ from ..capture import Extractor
 from ..errors import OutOfSpaceError
 from ..images import ImageSet
 from ..models import Model
-from ..plan import Plan, free_space, human_size, measure
-from ..store import Layout, Location, writer_class
+from ..plan import Plan, human_size, measure
+from ..store import Layout, Location, free_space, writer_class
 from .buffers import HostBuffers, autocast
 from .options import ExtractOptions
 

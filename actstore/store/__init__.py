@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import StoreNotFoundError
 from .base import (ACTIVATIONS, COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec,
                    Layout, StoreReader, StoreWriter, choose_chunks, dim_names)
-from .location import Location, exists, is_url, join, location, remove, suffix
+from .location import Location, exists, free_space, is_url, join, location, remove, suffix
 from .reader import LazyArray, Store
 from .registry import (BACKENDS, DEFAULT_FORMAT, STORE_FORMATS, STORE_SUFFIXES, choose_shard_rows, create_writer,
                        default_compression, detect_format, formats_that, is_store, open_reader,
@@ -53,6 +53,6 @@ def open_store(path: str | Path) -> Store:
 __all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DEFAULT_FORMAT", "DTYPES", "FORMAT_NAME",
            "FORMAT_VERSION", "STORE_FORMATS", "STORE_SUFFIXES", "LayerSpec", "Layout", "LazyArray",
            "Location", "Store", "StoreReader", "StoreWriter", "choose_chunks", "choose_shard_rows", "create_writer",
-           "default_compression", "detect_format", "dim_names", "exists", "formats_that", "is_store", "is_url", "join", "location",
+           "default_compression", "detect_format", "dim_names", "exists", "formats_that", "free_space", "is_store", "is_url", "join", "location",
            "open_reader", "open_store", "output_format", "reader_class", "remove", "remove_store",
            "reopen_writer", "repair_store", "scratch_path", "store_format", "suffix", "suffixes_of", "writer_class"]

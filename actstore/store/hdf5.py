@@ -23,10 +23,8 @@ from h5dump, MATLAB, R and other HDF5 tools.
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import os
-import shutil
 import time
 import zlib
 from pathlib import Path
@@ -38,11 +36,12 @@ import numcodecs
 import numpy as np
 
 from .. import defaults
-from ..errors import OutOfSpaceError, UserError
+from ..errors import OutOfSpaceError, UserError, is_disk_full
 from . import lock
 from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
 from .chunks import ChunkCompressor, whole_chunks
+from .location import free_space
 
 # The file format's version bounds: 1.10's format (the first with SWMR, which
 # the crash safety rests on) up to 1.14's. HDF5 2.0's "latest" writes layout
@@ -51,7 +50,6 @@ LIBVER = ("v110", "v114")
 DIMENSION_SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")   # HDF5's own, not ours
 # What netCDF writes into a dimension scale that is only a dimension (no coordinate values).
 NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
-DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 # How long a writer waits for other processes to close the file (a reader
 # polling progress holds it for moments).
 LOCK_WAIT_SECONDS = 30.0
@@ -174,7 +172,7 @@ class Hdf5Writer(StoreWriter):
         # destroy cache") and then crashes the process at exit: refuse first
         # when what creation writes (names, targets, headers) cannot fit.
         needed = _creation_bytes(layout, file_names)
-        free = shutil.disk_usage(next(p for p in (path.absolute().parent, *path.absolute().parents) if p.exists())).free
+        free = free_space(path)
         if free < needed:
             raise OutOfSpaceError(f"out of disk space creating {path} ({free:,} bytes free, its row "
                                   f"metadata needs about {needed:,}): free space and run the same command again")
@@ -213,8 +211,7 @@ class Hdf5Writer(StoreWriter):
                 raise
         except BaseException as error:   # no half-made file left behind, under any name
             partial.unlink(missing_ok=True)
-            if isinstance(error, (OSError, RuntimeError)) and (getattr(error, "errno", None) in DISK_FULL
-                                                                or "No space left" in str(error)):
+            if isinstance(error, (OSError, RuntimeError)) and is_disk_full(error):
                 raise OutOfSpaceError(f"out of disk space creating {path}: free space and run the same "
                                       "command again") from error
             raise
