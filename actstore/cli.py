@@ -28,6 +28,13 @@ WEIGHTS_HELP = ("torchvision weights name (DEFAULT, IMAGENET1K_V1), timm or Open
                 "Hugging Face revision, or 'none' for random init; also picks the preprocessing.")
 
 
+# Options that extract and import-legacy share, defined once.
+COMPRESSION_OPTION = typer.Option(None, "--compression", help="zstd, lz4, gzip (deflate with shuffle) or none [default: zstd for Zarr, gzip for HDF5, which every HDF5 reader decodes without plugins].")
+CHUNK_IMAGES_OPTION = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk.")
+ZARR_SHARD_ROWS_OPTION = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of --chunk-images; 0: one file per chunk) [default: up to 4096, fewer for wide layers so one shard of every layer fits 64 MiB].")
+OVERWRITE_STORE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store).")
+
+
 def _fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
@@ -149,11 +156,11 @@ def extract_command(
     things_tsv: Optional[Path] = typer.Option(None, "--things-tsv", help="Path to things_concept.tsv [default: data/things_concept.tsv]."),
     file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr, hdf5, or the original tool's txt/npy [default: from the out path's suffix, else zarr]."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 or float16."),
-    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, lz4, gzip (deflate with shuffle) or none [default: zstd for Zarr, gzip for HDF5, which every HDF5 reader decodes without plugins]."),
+    compression: Optional[str] = COMPRESSION_OPTION,
     compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the codec's own]."),
-    chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
+    chunk_images: int = CHUNK_IMAGES_OPTION,
     chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 1 MiB]."),
-    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of --chunk-images; 0: one file per chunk) [default: up to 4096, fewer for wide layers so one shard of every layer fits 64 MiB]."),
+    zarr_shard_rows: Optional[int] = ZARR_SHARD_ROWS_OPTION,
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader processes decoding images [default: 2 on the CPU, up to 8 on a GPU]."),
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
     skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in the store) instead of stopping."),
@@ -163,7 +170,7 @@ def extract_command(
     decoder: str = typer.Option("pil", "--decoder", help="pil (decode in DataLoader workers), or torchvision: JPEGs decoded in batches on --device (nvJPEG on a GPU) when the decoder is the limit; values differ slightly from pil."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels_last memory format (can be faster on GPUs)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
+    overwrite: bool = OVERWRITE_STORE_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained weights are the default here."),
 ) -> None:
@@ -324,10 +331,10 @@ def import_legacy_command(
     source: Path = typer.Argument(..., metavar="DIR", help="An original output folder <out>/<model>/<module>/ (or <out>/<model>/)."),
     out_path: str = typer.Option(..., "--out-path", "--out_path", help="The new store (.zarr directory, .h5 file, or a .zarr URL such as s3://bucket/x.zarr)."),
     file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr or hdf5 [default: from the out path's suffix, else zarr]."),
-    chunk_images: int = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk."),
-    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, lz4, gzip or none [default: zstd for Zarr, gzip for HDF5]."),
-    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of --chunk-images; 0: one file per chunk) [default: as extract chooses]."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store)."),
+    chunk_images: int = CHUNK_IMAGES_OPTION,
+    compression: Optional[str] = COMPRESSION_OPTION,
+    zarr_shard_rows: Optional[int] = ZARR_SHARD_ROWS_OPTION,
+    overwrite: bool = OVERWRITE_STORE_OPTION,
 ) -> None:
     """Bring an original txt/npy output folder (single or split files) into a store, streaming."""
     from .legacy_io import import_legacy

@@ -20,7 +20,7 @@ from typing import Iterator, TextIO
 import numpy as np
 
 from . import defaults
-from .errors import UserError
+from .errors import BadOptionError, UserError
 from .store import FORMAT_VERSION, LayerSpec, Layout, Location, choose_chunks, location, open_store
 from .store import choose_shard_rows, default_compression, store_format as registry_store_format
 from .store.provenance import root_attrs
@@ -305,7 +305,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
     store_format = registry_store_format(out_path, file_format, "import-legacy")
     compression = compression or default_compression(out_path, store_format, resume=False)
     if chunk_images < 1:
-        raise UserError(f"--chunk-images must be at least 1, got {chunk_images}")
+        raise BadOptionError(f"--chunk-images must be at least 1, got {chunk_images}")
     model_name, layers = _find_layers(source)
     n_images = _check_rows(source, layers)
     specs = tuple(LayerSpec(module_name=layer.module_name, shape=layer.row_shape, native_shape=layer.row_shape,

@@ -266,6 +266,7 @@ class StoreWriter(ABC):
         compressor = getattr(self, "_compressor", None)
         if compressor is not None:
             compressor.threads = threads
+
     @classmethod
     def file_count(cls, layout: Layout) -> int:
         """Files (or objects) a complete store of ``layout`` consists of."""
@@ -311,6 +312,7 @@ class StoreReader(ABC):
         """What a reader of this store without actstore needs to know (plugins,
         flags), one line each; ``actstore info`` shows them."""
         return []
+
     def files_stored(self, name: str) -> int:
         """Files (or objects) holding one array's chunks: shards, chunks, or
         one file for a format that keeps everything in one."""
