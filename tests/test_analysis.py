@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import SUFFIXES, write_store
 
 from actstore import UserError, open_store
+from actstore.errors import RowsNotWrittenError
 from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer
-from actstore.store.reader import RowsNotWrittenError
 from actstore.store.rechunk import rechunk
-
-from synthetic import SUFFIXES, write_store
 
 xr = pytest.importorskip("xarray")
 da = pytest.importorskip("dask.array")
@@ -158,7 +157,7 @@ def test_missing_xarray_names_the_extra(stored, monkeypatch):
 REDUCTION = textwrap.dedent("""
     import sys
     import numpy as np
-    import actstore.store.analysis as analysis
+    import actstore.store.read.views as analysis
     from actstore import open_store
     analysis.DASK_CHUNK_BYTES = 4 * 2**20       # one store chunk per dask chunk
     with open_store(sys.argv[1]) as store:
@@ -247,6 +246,7 @@ def test_rechunk_refuses_to_overwrite_without_the_flag(stored, tmp_path):
 
 def test_rechunk_command_prints_one_line(stored, tmp_path):
     from typer.testing import CliRunner
+
     from actstore.cli import app
     path, _ = stored
     result = CliRunner().invoke(app, ["rechunk", str(path), str(tmp_path / "cli.zarr"), "--chunk-images", "20"])

@@ -8,7 +8,7 @@ import pytest
 import zarr
 
 from actstore.store import LayerSpec, Layout, create_writer
-from actstore.store.chunks import ChunkCompressor
+from actstore.store.codecs import ChunkCompressor
 
 # 21 rows in chunks of 4 (a ragged last chunk) and 10 channels in chunks of 4
 # (a ragged last channel chunk): every edge case of the chunk grid. Chunks of

@@ -6,13 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import reference_activations
 from typer.testing import CliRunner
 
 from actstore import open_store
 from actstore.cli import app
-from actstore.store.schema import validate_store
-
-from conftest import reference_activations
+from actstore.store.metadata.schema import validate_store
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -7,11 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_images, reference_activations
 
 from actstore import extract, open_store
-from actstore.store.schema import validate_store
-
-from conftest import make_images, reference_activations
+from actstore.store.metadata.schema import validate_store
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")]

@@ -62,7 +62,7 @@ def test_class_means_and_correlation_on_a_local_cluster_in_bounded_memory(tmp_pa
     import psutil
     from distributed import Client, LocalCluster
 
-    import actstore.store.analysis as analysis
+    import actstore.store.read.views as analysis
 
     sums, counts, linear = write_large_store(tmp_path / "big.zarr")
     monkeypatch.setattr(analysis, "DASK_CHUNK_BYTES", DASK_CHUNK_BYTES)

@@ -5,15 +5,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import reference_activations
 
 from actstore import extract, open_store
-from actstore.errors import UserError
 from actstore.capture import Extractor
+from actstore.errors import UserError
 from actstore.images import ImageSet
 from actstore.models import from_module
-from actstore.store.schema import validate_store
-
-from conftest import reference_activations
+from actstore.store.metadata.schema import validate_store
 
 FAST = dict(batch_size=5, num_workers=0, quiet=True)
 
@@ -254,22 +253,22 @@ def test_torchvision_decoder_matches_pillow_closely_and_is_recorded(tmp_path, im
 def test_decode_workers_and_codec_threads_follow_the_granted_cores(monkeypatch):
     import os
 
-    from actstore import defaults
+    from actstore import config
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)   # a 4-core job
-    assert defaults.usable_cores() == 4
-    assert defaults.num_workers("cpu") == 2
-    assert defaults.num_workers("cuda") == 2        # 2 decode, 2 compress
+    assert config.usable_cores() == 4
+    assert config.num_workers("cpu") == 2
+    assert config.num_workers("cuda") == 2        # 2 decode, 2 compress
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    assert defaults.num_workers("cuda") == 8
-    assert defaults.num_workers("cpu") == 2
+    assert config.num_workers("cuda") == 8
+    assert config.num_workers("cpu") == 2
 
 
 def test_torchvision_decoder_takes_every_format_and_falls_back_to_pillow(tmp_path, weights_file, monkeypatch):
     # BMP, TIFF and an animated GIF are decoded by Pillow in the workers; a JPEG
     # that the device decoder refuses (here: every JPEG) is decoded by Pillow
     # in the main process. Every row then equals the Pillow decoder's.
-    from PIL import Image
     import torchvision.io
+    from PIL import Image
 
     rng = np.random.default_rng(3)
     root = tmp_path / "images"
@@ -300,8 +299,8 @@ def test_torchvision_decoder_takes_every_format_and_falls_back_to_pillow(tmp_pat
 def test_codec_threads_leave_the_decode_workers_their_cores(monkeypatch):
     import os
 
-    from actstore import defaults
+    from actstore import config
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert defaults.codec_threads("cpu", 2) == 16
-    assert defaults.codec_threads("cuda", 8) == 7      # 8 decode workers, the main thread, 7 codec threads
-    assert defaults.codec_threads("cuda", 14) == 2     # never fewer than 2
+    assert config.codec_threads("cpu", 2) == 16
+    assert config.codec_threads("cuda", 8) == 7      # 8 decode workers, the main thread, 7 codec threads
+    assert config.codec_threads("cuda", 14) == 2     # never fewer than 2

@@ -21,7 +21,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-
 from conftest import make_images
 
 # Attributes that differ from run to run or machine to machine, not by the code's doing.

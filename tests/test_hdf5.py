@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from actstore.errors import UserError
-from actstore.store import create_writer, hdf5 as hdf5_backend, reopen_writer
-from actstore.store.base import LayerSpec, Layout
+from actstore.store import create_writer, reopen_writer
+from actstore.store.backends import hdf5 as hdf5_backend
+from actstore.store.layout import LayerSpec, Layout
 
 
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "gzip", "none"])

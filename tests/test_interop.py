@@ -15,15 +15,14 @@ import h5py
 import numpy as np
 import pytest
 import zarr
+from conftest import reference_activations
 
 from actstore import extract, open_store
-from actstore.store import create_writer, repair_store, reopen_writer
-from actstore.store.attributes import decode, encode
-from actstore.store.base import LayerSpec, Layout
-from actstore.store.reader import RowsNotWrittenError
+from actstore.errors import RowsNotWrittenError
+from actstore.store import create_writer, reopen_writer, repair_store
+from actstore.store.layout import LayerSpec, Layout
+from actstore.store.metadata.attributes import decode, encode
 from actstore.store.rechunk import rechunk
-
-from conftest import reference_activations
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["features.2", "classifier.6"]

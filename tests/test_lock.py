@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_env
 
 from actstore import extract, open_store
 from actstore.errors import StoreBusyError
-from actstore.store import lock
-
-from conftest import child_env
+from actstore.store.io import lock
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = "classifier.6"
@@ -100,7 +99,7 @@ def test_shards_hold_their_own_locks_and_the_same_shard_twice_is_refused(tmp_pat
         with pytest.raises(StoreBusyError, match="^" + busy_message(out, first.pid, f"shard 0/2 of {out}")):
             extract(shard="0/2", **run)
         other = extract(shard="1/2", **run)        # the other shard runs alongside
-        assert other.rows_this_run == 8 and other.shard_rows == (4, 12)
+        assert other.rows_this_run == 8 and other.part_rows == (4, 12)
     finally:
         kill_9(first)
     rest = extract(shard="0/2", **run)

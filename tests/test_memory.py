@@ -6,7 +6,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import make_images
 
 ROOT = Path(__file__).resolve().parents[1]

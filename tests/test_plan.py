@@ -2,14 +2,13 @@
 from pathlib import Path
 
 import pytest
+from conftest import make_images
 from typer.testing import CliRunner
 
 from actstore import extract, open_store
 from actstore.cli import app
 from actstore.errors import UserError
-from actstore.plan import human_size
-
-from conftest import make_images
+from actstore.extract.plan import human_size
 
 LAYERS = ["features.2", "classifier.5"]
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import SUFFIXES, write_store
 
 from actstore import UserError, open_store
-from actstore.store import reader as reader_module
-from actstore.store.reader import RowsNotWrittenError
-
-from synthetic import SUFFIXES, write_store
+from actstore.errors import RowsNotWrittenError
+from actstore.store.read import arrays as reader_module
 
 
 @pytest.fixture(scope="module", params=list(SUFFIXES))

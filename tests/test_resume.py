@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_env, make_images
 
 from actstore import extract, open_store
-from actstore.store.reader import RowsNotWrittenError
-from actstore.store.schema import validate_store
-
-from conftest import child_env, make_images
+from actstore.errors import RowsNotWrittenError
+from actstore.store.metadata.schema import validate_store
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["features.2", "classifier.6"]

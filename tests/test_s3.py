@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import write_store
 from typer.testing import CliRunner
 
 from actstore import UserError, extract, open_store
 from actstore.errors import Interrupted
 from actstore.models import load_model
 from actstore.store import exists, is_store, remove_store
-
-from synthetic import write_store
 
 fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
@@ -299,7 +298,7 @@ def test_a_live_writers_lease_refuses_a_second_writer_and_a_dead_ones_does_not(u
     import socket as _socket
 
     from actstore.errors import StoreBusyError
-    from actstore.store import lock
+    from actstore.store.io import lock
 
     fs = fsspec.filesystem("s3")
     lease = url.rsplit("/", 1)[0] + "/.store.zarr.0-of-1.lease"

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from actstore import UserError, extract, open_store
 from actstore.cli import app
 from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer
+from actstore.store.backends.zarr_shards import MISSING, choose_shard_rows, read_index
 from actstore.store.rechunk import rechunk
-from actstore.store.sharding import MISSING, choose_shard_rows, read_index
 
 ts = pytest.importorskip("tensorstore")
 
@@ -161,9 +161,9 @@ def test_a_store_written_before_shards_resumes_in_its_own_layout(tmp_path, image
     run = dict(model_name="alexnet", model_path=weights_file("alexnet"), module_names=LAYERS, in_path=image_dir,
                out_path=out, batch_size=5, chunk_images=2, num_workers=0, quiet=True)
     first = extract(shard="0/2", zarr_shard_rows=0, **run)       # as stores were written before shards
-    assert first.shard_rows == (0, 6)
+    assert first.part_rows == (0, 6)
     done = extract(shard="1/2", **run)                            # today's default options
-    assert done.complete and done.resumed and done.shard_rows == (6, 12)   # chunk rows, not shard rows
+    assert done.complete and done.resumed and done.part_rows == (6, 12)   # chunk rows, not shard rows
     with open_store(out) as store:
         assert store.summary()["layers"]["features.2"]["shards"] is None
     for layer in LAYERS:

@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import child_env, make_images
 from typer.testing import CliRunner
 
 from actstore import extract, open_store
 from actstore.cli import app
 from actstore.errors import UserError
-from actstore.extract.shards import shard_rows
-from actstore.store.schema import validate_store
-
-from conftest import child_env, make_images
+from actstore.extract.parts import part_rows
+from actstore.store.metadata.schema import validate_store
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ["features.2", "classifier.6"]
@@ -57,7 +56,7 @@ def assert_equals_single(out: Path, single: dict) -> None:
 
 @pytest.mark.parametrize("n_rows, chunk, count", [(42, 4, 3), (100, 16, 3), (5, 4, 4), (64, 16, 4)])
 def test_shards_are_disjoint_whole_chunks_covering_every_row(n_rows, chunk, count):
-    ranges = [shard_rows(n_rows, chunk, i, count) for i in range(count)]
+    ranges = [part_rows(n_rows, chunk, i, count) for i in range(count)]
     assert ranges[0][0] == 0 and ranges[-1][1] == n_rows
     for (lo, hi), (next_lo, _) in zip(ranges, ranges[1:]):
         assert hi == next_lo and lo % chunk == 0 and lo <= hi

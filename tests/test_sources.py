@@ -11,18 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import child_env, make_images
 from PIL import Image
 from typer.testing import CliRunner
 
 from actstore import extract, open_store
 from actstore.capture import Extractor
-from actstore.models.outputs import parse_layer
 from actstore.cli import app
 from actstore.errors import UserError
 from actstore.models import Tap, from_module, load_model
-from actstore.store.schema import validate_store
-
-from conftest import child_env, make_images
+from actstore.models.outputs import parse_layer
+from actstore.store.metadata.schema import validate_store
 
 timm = pytest.importorskip("timm")
 open_clip = pytest.importorskip("open_clip")
@@ -185,6 +184,7 @@ def test_a_channels_last_block_is_stored_channels_first(tmp_path, images, suffix
 
 def test_torchvision_swin_stages_are_stored_channels_first(tmp_path, image_dir, weights_file):
     from conftest import reference_activations
+
     from actstore import extract
     weights = weights_file("swin_t")
     result = extract(model_name="swin_t", model_path=weights, module_names=["features.1", "avgpool"],

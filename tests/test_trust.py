@@ -3,11 +3,10 @@ numbers, argument checks before anything is created, the legacy layout's files,
 and the CLI's conventions."""
 import numpy as np
 import pytest
+from conftest import make_images
 
 from actstore import extract, open_store
 from actstore.errors import StoreConflictError
-
-from conftest import make_images
 
 FAST = dict(num_workers=0, quiet=True, chunk_images=4)
 LAYERS = ["features.2", "classifier.6"]
@@ -148,7 +147,7 @@ def test_without_skip_the_run_stops_keeping_rows_and_the_advised_rerun_resumes_t
 
 
 def test_split_activations_takes_the_originals_positional_order(tmp_path):
-    from actstore.thingsvision import merge_activations, split_activations
+    from actstore.legacy.thingsvision import merge_activations, split_activations
     x = np.arange(40 * 3, dtype=np.float64).reshape(40, 3)
     (tmp_path / "sa").mkdir()
     written = split_activations(tmp_path / "sa", x, ".txt", 10)
@@ -165,6 +164,7 @@ def test_split_activations_takes_the_originals_positional_order(tmp_path):
 
 def cli(*args, **kwargs):
     from typer.testing import CliRunner
+
     from actstore.cli import app
     return CliRunner().invoke(app, [str(a) for a in args], **kwargs)
 
@@ -332,6 +332,7 @@ def test_ctrl_c_during_an_overwrite_leaves_the_old_results_intact(tmp_path, imag
 def test_a_state_dict_with_the_right_keys_but_wrong_shapes_names_the_first_key_and_both_shapes(tmp_path):
     import torch
     import torchvision
+
     from actstore.errors import UserError
     from actstore.models import load_model
     state = torchvision.models.alexnet(weights=None, num_classes=10).state_dict()
@@ -346,6 +347,7 @@ def test_a_state_dict_with_the_right_keys_but_wrong_shapes_names_the_first_key_a
 def test_the_pickle_refusal_names_the_global_it_wanted_without_cutting_words(tmp_path):
     import os
     import pickle
+
     from actstore.errors import UserError
     from actstore.models import load_model
 
@@ -404,6 +406,7 @@ def run_on_a_small_disk(tmp_path, size: str, out: str, args: list) -> dict[str, 
     import subprocess
     import sys
     from pathlib import Path
+
     from conftest import child_env
     if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
         pytest.skip("needs a private mount namespace (unshare -rm) to mount a small tmpfs")
@@ -460,6 +463,7 @@ def test_an_hdf5_store_on_a_disk_too_small_to_create_it_fails_cleanly(tmp_path):
     import shutil
     import subprocess
     from pathlib import Path
+
     from conftest import child_env
     if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
         pytest.skip("needs a private mount namespace (unshare -rm) to mount a small tmpfs")

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_images, save_random_weights
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -10,10 +11,8 @@ from actstore import extract, open_store
 from actstore.cli import app
 from actstore.errors import UserError
 from actstore.store import reopen_writer
-from actstore.store.schema import validate_store
+from actstore.store.metadata.schema import validate_store
 from actstore.verify import verify
-
-from conftest import make_images, save_random_weights
 
 FAST = dict(batch_size=4, num_workers=0, quiet=True)
 
@@ -192,7 +191,8 @@ def test_the_txt_layouts_summary_says_files_not_store(tmp_path, image_dir, weigh
 def test_a_lost_shard_is_found_by_its_shard_grid(tmp_path):
     """Sharded Zarr arrays store one object per shard: the check counts shards."""
     import zarr
-    from actstore.store.zarr import ZarrReader
+
+    from actstore.store.backends.zarr import ZarrReader
     group = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
     arr = group.create_array("activations/x", shape=(12, 8), chunks=(2, 4), shards=(4, 8), dtype="float32",
                              fill_value=float("nan"))

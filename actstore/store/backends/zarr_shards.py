@@ -26,19 +26,18 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import google_crc32c
-import numcodecs
 import numpy as np
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
-from .. import defaults
-from ..errors import UserError
-from .base import LayerSpec
-from .chunks import ChunkCompressor, Encode
+from ... import config
+from ...errors import BadOptionError
+from ..codecs import ChunkCompressor, CodecSpec, Decode, Encode
+from ..layout import LayerSpec
 
 # An inner chunk that is not in the shard: offset and nbytes both this.
 MISSING = 2**64 - 1
@@ -48,8 +47,8 @@ COALESCE_BYTES = 2**20
 
 
 def choose_shard_rows(specs: Sequence[LayerSpec], n_rows: int, chunk_images: int,
-                      requested: int | None = None, buffer_bytes: int = defaults.SHARD_BUFFER_BYTES,
-                      max_rows: int = defaults.SHARD_ROWS) -> int:
+                      requested: int | None = None, buffer_bytes: int = config.SHARD_BUFFER_BYTES,
+                      max_rows: int = config.SHARD_ROWS) -> int:
     """Rows per shard for a store of ``specs``: 0 for unsharded.
 
     ``requested`` (``--zarr-shard-rows``) wins when given; it must be 0 or a
@@ -64,7 +63,7 @@ def choose_shard_rows(specs: Sequence[LayerSpec], n_rows: int, chunk_images: int
     """
     if requested is not None:
         if requested < 0 or requested % chunk_images:
-            raise UserError(f"--zarr-shard-rows must be 0 (unsharded) or a multiple of --chunk-images "
+            raise BadOptionError(f"--zarr-shard-rows must be 0 (unsharded) or a multiple of --chunk-images "
                             f"({chunk_images}), got {requested}")
         return requested
     row_bytes = max(1, sum(spec.bytes_per_image for spec in specs))
@@ -86,6 +85,7 @@ class ShardFormat:
     inner_chunks: tuple[int, ...]
     shard_shape: tuple[int, ...]
     encode: Encode                  # one inner chunk
+    decode: Decode                  # one inner chunk, to a flat array
     index_at_start: bool
     checksum: bool
 
@@ -94,7 +94,7 @@ class ShardFormat:
         return tuple(s // c for s, c in zip(self.shard_shape, self.inner_chunks))
 
     @classmethod
-    def of(cls, arr, chunk_encoder: Callable[[Sequence], Encode | None]) -> "ShardFormat | None":
+    def of(cls, arr) -> "ShardFormat | None":
         """The format of zarr array ``arr``, or None when it is not sharded or
         uses codecs this writer does not produce (zarr then writes it)."""
         from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
@@ -107,12 +107,12 @@ class ShardFormat:
                 or (len(index) == 2 and not isinstance(index[1], Crc32cCodec)) \
                 or (index[0].endian is not None and index[0].endian.value != "little"):
             return None
-        encode = chunk_encoder(sharding.codecs)
-        if encode is None:
+        codec = CodecSpec.from_zarr(sharding.codecs)
+        if codec is None:
             return None
         return cls(inner_chunks=tuple(sharding.chunk_shape), shard_shape=tuple(arr.metadata.chunk_grid.chunk_shape),
-                   encode=encode, index_at_start=sharding.index_location.value == "start",
-                   checksum=len(index) == 2)
+                   encode=codec.encoder("zarr"), decode=codec.decoder(arr.dtype),
+                   index_at_start=sharding.index_location.value == "start", checksum=len(index) == 2)
 
     def encode_block(self, compressor: ChunkCompressor, data: np.ndarray,
                      start: int) -> list[tuple[tuple[int, ...], bytes]]:
@@ -173,8 +173,8 @@ class ShardReader:
     decodes them as an unsharded array's chunks are decoded.
     """
 
-    def __init__(self, arr, shards: ShardFormat, decode: Callable[[bytes], np.ndarray]) -> None:
-        self.arr, self.shards, self.decode = arr, shards, decode
+    def __init__(self, arr, shards: ShardFormat) -> None:
+        self.arr, self.shards, self.decode = arr, shards, shards.decode
         self.shape = tuple(arr.shape)
         self.dtype = np.dtype(arr.dtype)
         self.fill = np.asarray(arr.fill_value, dtype=self.dtype)
@@ -224,7 +224,7 @@ class ShardReader:
 
     def _workers(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=defaults.usable_cores(), thread_name_prefix="actstore-read")
+            self._pool = ThreadPoolExecutor(max_workers=config.usable_cores(), thread_name_prefix="actstore-read")
         return self._pool
 
     def _locate(self, chunks: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], int, int] | None]:
@@ -296,7 +296,7 @@ class ShardReader:
                 (self.arr.store_path / self._key(shard)).get(prototype, RangeByteRequest(start, stop))
                 for shard, start, stop, _ in spans))
         out: list[bytes | None] = [None] * len(ranges)
-        for (shard, start, _, positions), buffer in zip(spans, sync(get_all())):
+        for (_, start, _, positions), buffer in zip(spans, sync(get_all())):
             data = buffer.to_bytes()
             for position in positions:
                 _, offset, size = ranges[position]
@@ -309,23 +309,5 @@ class ShardReader:
             self._pool = None
 
 
-def chunk_decoder(codecs: Sequence, dtype: np.dtype) -> Callable[[bytes], np.ndarray] | None:
-    """Decodes one inner chunk encoded by ``codecs`` (bytes, then Blosc, gzip
-    or nothing, as actstore writes them) into a flat array; None otherwise."""
-    from zarr.codecs import BloscCodec, BytesCodec, GzipCodec
-    if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
-        return None
-    if codecs[0].endian is not None and codecs[0].endian.value != "little":
-        return None
-    stored = np.dtype(dtype).newbyteorder("<")
-    if len(codecs) == 1:
-        return lambda payload: np.frombuffer(payload, dtype=stored)
-    codec = {BloscCodec: numcodecs.Blosc, GzipCodec: numcodecs.GZip}.get(type(codecs[1]))
-    if codec is None:
-        return None
-    decoder = codec()
-    return lambda payload: np.frombuffer(decoder.decode(payload), dtype=stored)
-
-
-__all__ = ["MISSING", "ShardFormat", "ShardReader", "chunk_decoder", "choose_shard_rows", "read_index",
+__all__ = ["MISSING", "ShardFormat", "ShardReader", "choose_shard_rows", "read_index",
            "shard_shape"]

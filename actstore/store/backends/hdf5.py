@@ -26,22 +26,20 @@ import contextlib
 import itertools
 import os
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import h5py
-import hdf5plugin
-import numcodecs
+import hdf5plugin  # noqa: F401  (registers the Blosc filter with HDF5, for reading)
 import numpy as np
 
-from .. import defaults
-from ..errors import OutOfSpaceError, UserError, is_disk_full
-from . import lock
-from .attributes import NULLABLE, decode, encode
-from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
-from .chunks import ChunkCompressor, whole_chunks
-from .location import free_space
+from ...errors import OutOfSpaceError, StoreBusyError, is_disk_full
+from ..codecs import BLOSC, ChunkCompressor, CodecSpec, whole_chunks
+from ..io import lock
+from ..io.location import Location, free_space, is_url
+from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
+from ..metadata.attributes import NULLABLE, decode, encode
+from .base import StoreReader, StoreWriter
 
 # The file format's version bounds: 1.10's format (the first with SWMR, which
 # the crash safety rests on) up to 1.14's. HDF5 2.0's "latest" writes layout
@@ -53,15 +51,11 @@ NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
 # How long a writer waits for other processes to close the file (a reader
 # polling progress holds it for moments).
 LOCK_WAIT_SECONDS = 30.0
-
-
-def _filters(compression: str, level: int | None) -> dict[str, Any]:
-    level = defaults.COMPRESSION_LEVELS.get(compression) if level is None else level
-    if compression in ("zstd", "lz4"):
-        return dict(hdf5plugin.Blosc(cname=compression, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
-    if compression == "gzip":
-        return {"compression": "gzip", "compression_opts": level, "shuffle": True}
-    return {}
+# The first bytes of every HDF5 file.
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Chunk cache per open dataset when reading: several of the largest chunks
+# (config.CHUNK_BYTES), so row-by-row reads decompress each chunk once.
+CHUNK_CACHE_BYTES = 64 * 2**20
 
 
 def _set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
@@ -100,56 +94,44 @@ def _layers(group: h5py.Group) -> dict[str, h5py.Dataset]:
     return {name: dset for name, dset in group.items() if _is_layer(dset)}
 
 
-BLOSC_FILTER = "32001"
-BLOSC_CODECS = {1: "lz4", 5: "zstd"}   # hdf5-blosc's compressor codes that actstore writes
-
-
-class _ChunkEncoder:
-    """Compresses one chunk into what a dataset's HDF5 filters decode (Blosc
-    with one block per chunk, ``defaults.BLOSC_BLOCK_BYTES``, where HDF5's own
-    filter would pick smaller blocks; Blosc records its block size per chunk).
+def _chunk_encoder(dset: h5py.Dataset):
+    """Compresses one chunk into what a dataset's HDF5 filters decode, or None
+    for a pipeline actstore does not write (h5py then writes it as usual).
 
     h5py runs every call behind one lock, so HDF5's own filters compress on one
-    core. Compressing whole chunks here, on a thread pool (Blosc and zlib
-    release the GIL), and handing HDF5 the finished bytes with
-    ``write_direct_chunk`` uses them all. Built from the dataset's own filter
-    pipeline; :meth:`for_dataset` gives None for pipelines it does not know,
-    and those datasets are written through h5py as usual.
+    core. Compressing whole chunks on the codec's thread pool and handing HDF5
+    the finished bytes with ``write_direct_chunk`` uses every core.
     """
-
-    def __init__(self, kind: str, level: int = 0) -> None:
-        self.kind, self.level = kind, level
-        if kind in BLOSC_CODECS.values():
-            self._blosc = numcodecs.Blosc(cname=kind, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE,
-                                          blocksize=defaults.BLOSC_BLOCK_BYTES)
-
-    @classmethod
-    def for_dataset(cls, dset: h5py.Dataset) -> "_ChunkEncoder | None":
-        filters = dict(dset._filters)
-        if not filters:
-            return cls("none")
-        if set(filters) == {"shuffle", "gzip"}:
-            return cls("gzip", int(filters["gzip"]))
-        if set(filters) == {BLOSC_FILTER}:
-            values = filters[BLOSC_FILTER]
-            if len(values) >= 7 and values[5] == 1 and values[6] in BLOSC_CODECS:
-                return cls(BLOSC_CODECS[values[6]], int(values[4]))
-        return None
-
-    def __call__(self, chunk: np.ndarray) -> bytes:
-        if self.kind == "none":
-            return chunk.tobytes()
-        if self.kind == "gzip":   # HDF5's pipeline: byte shuffle, then deflate
-            shuffled = numcodecs.Shuffle(elementsize=chunk.dtype.itemsize).encode(chunk)
-            return zlib.compress(bytes(shuffled), self.level)
-        return bytes(self._blosc.encode(chunk))
+    spec = CodecSpec.from_hdf5(dset._filters)
+    return spec.encoder("hdf5") if spec else None
 
 
 class Hdf5Writer(StoreWriter):
     format_name = "hdf5"
-    default_compression = defaults.HDF5_COMPRESSION
+    # deflate (gzip) with byte shuffle: the one codec every HDF5 build decodes
+    # without plugins (MATLAB, R, Julia, h5dump, netCDF-C); Blosc there needs
+    # the hdf5plugin filters, so it is for --compression zstd/lz4 only.
+    default_compression = "gzip"
     suffixes = (".h5", ".hdf5")
     supports_concurrent_writers = False
+
+    @classmethod
+    def matches(cls, path: Location) -> bool:
+        if is_url(path) or not Path(path).is_file():
+            return False
+        with Path(path).open("rb") as handle:
+            if handle.read(8) != SIGNATURE:
+                return False
+        try:   # read-only, SWMR where a writer has it open: the format attribute, nothing else
+            try:
+                file = h5py.File(path, "r", swmr=True)
+            except OSError:
+                file = h5py.File(path, "r")
+        except (OSError, RuntimeError):   # HDF5 refuses a file that only starts like one
+            return False
+        with file:
+            value = file.attrs.get("format")
+        return (value.decode() if isinstance(value, bytes) else value) == FORMAT_NAME
 
     def __init__(self, path: Path, file: h5py.File) -> None:
         self.path = Path(path)
@@ -161,7 +143,7 @@ class Hdf5Writer(StoreWriter):
         self._file = file
         self._layers = _layers(file[ACTIVATIONS])
         self._written = file["written"]
-        self._encoders = {name: _ChunkEncoder.for_dataset(d) for name, d in self._layers.items()}
+        self._encoders = {name: _chunk_encoder(d) for name, d in self._layers.items()}
 
     @classmethod
     def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
@@ -197,7 +179,7 @@ class Hdf5Writer(StoreWriter):
                     # NaN where no row was written: no reader takes it for an activation
                     dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
                                                chunks=(min(spec.chunks[0], n), *spec.chunks[1:]),
-                                               fillvalue=np.nan, **_filters(layout.compression, layout.compression_level))
+                                               fillvalue=np.nan, **layout.codec.hdf5_filters())
                     _set_attrs(dset, spec.attrs())
                     dims = stored_dim_names(spec.module_name, spec.dims)[1:]
                     _attach(dset, image, *(_dimension(acts, dim, size) for dim, size in zip(dims, spec.shape)))
@@ -289,7 +271,7 @@ class Hdf5Reader(StoreReader):
     def __init__(self, path: Path | str) -> None:
         # h5py's default 1 MiB chunk cache holds no whole chunk of a big layer,
         # so reading rows one run at a time would decompress a chunk per row.
-        cache = dict(rdcc_nbytes=defaults.HDF5_CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+        cache = dict(rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
         try:
             self._file = h5py.File(path, "r", swmr=True, **cache)
         except OSError:
@@ -344,8 +326,8 @@ class Hdf5Reader(StoreReader):
 
     def notes(self) -> list[str]:
         notes = []
-        encoders = [_ChunkEncoder.for_dataset(d) for d in _layers(self._file[ACTIVATIONS]).values()]
-        codecs = {"zstd", "lz4"} & {encoder.kind for encoder in encoders if encoder}
+        specs = [CodecSpec.from_hdf5(d._filters) for d in _layers(self._file[ACTIVATIONS]).values()]
+        codecs = set(BLOSC) & {spec.name for spec in specs if spec}
         if codecs:
             notes.append(f"its layers use Blosc {'/'.join(sorted(codecs))}, an HDF5 filter plugin: h5py reads them "
                          "after `import hdf5plugin`; h5dump, MATLAB, R and Julia after `export HDF5_PLUGIN_PATH="
@@ -400,7 +382,7 @@ def _while_locked(path, open_file: Callable[[], h5py.File]) -> h5py.File:
             if "unable to lock file" not in str(error):
                 raise
             if time.monotonic() > deadline:
-                raise UserError(f"{path} is open in another process (HDF5 allows no writer then): "
+                raise StoreBusyError(f"{path} is open in another process (HDF5 allows no writer then): "
                                 "close it there and run again") from error
             time.sleep(0.2)
 

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..errors import UserError
-from .base import ACTIVATIONS, stored_dim_names
-from .location import identity, location
+from ...errors import MissingPackageError
+from ..io.location import identity, location
+from ..layout import ACTIVATIONS, stored_dim_names
 from .selection import axis_index, check_written
 
 if TYPE_CHECKING:
     import dask.array
     import xarray
 
-    from .reader import Store
+    from .store import Store
 
 # Target size of one dask chunk: dask's own default is 128 MiB; half of it
 # keeps a threaded reduction on a laptop at a few hundred MB.
@@ -35,7 +35,7 @@ def _require(module: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise UserError(f"{module} is not installed: pip install 'actstore[analysis]'") from error
+        raise MissingPackageError(f"{module} is not installed: pip install 'actstore[analysis]'") from error
 
 
 class _LayerSource:
@@ -52,7 +52,7 @@ class _LayerSource:
 
     def __getitem__(self, selection: tuple) -> np.ndarray:
         if self._reader is None:
-            from .registry import open_reader
+            from ..backends.registry import open_reader
             self._reader = open_reader(self.path)
         return self._reader.read(self.key, selection)
 
@@ -65,7 +65,7 @@ def to_dask(store: "Store", layer: str, rows: Any = None,
     chunks per worker, whatever the size of the layer.
 
     Args:
-        store: an open :class:`~actstore.store.reader.Store`.
+        store: an open :class:`~actstore.store.read.store.Store`.
         layer: a module name from ``store.layers``.
         rows: rows to keep, in this order (anything the image axis takes,
             e.g. ``store.select(classes=["dog"])``); default every row.
@@ -116,7 +116,7 @@ def to_xarray(store: "Store", layers: str | Sequence[str] | None = None,
     ``file_name``, ``target`` and, when the images had classes, ``class_name``.
 
     Args:
-        store: an open :class:`~actstore.store.reader.Store`.
+        store: an open :class:`~actstore.store.read.store.Store`.
         layers: one module name, several, or None for every layer.
         rows: rows to keep, in this order (as in :func:`to_dask`).
 

@@ -8,9 +8,7 @@ from typing import Any
 
 import numpy as np
 
-
-class RowsNotWrittenError(ValueError):
-    """A selection asked for rows the store does not hold yet."""
+from ...errors import RowsNotWrittenError
 
 
 def check_written(written: np.ndarray, rows: Any, name: str) -> None:

@@ -14,32 +14,30 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import os
 import shutil
-import sys
 import time
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numcodecs
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BytesCodec, GzipCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, ContainsGroupError
 from zarr.storage import LocalStore
 
-from .. import defaults
-from ..errors import UserError
-from .attributes import NULLABLE, decode, encode
-from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
-from .chunks import ChunkCompressor, Encode, whole_chunks
-from .sharding import ShardFormat, ShardReader, chunk_decoder, shard_shape
-from .location import STORAGE_OPTIONS, Location, is_url, location
+from ...errors import IncompleteStoreError
+from ..codecs import ChunkCompressor, CodecSpec, Encode, whole_chunks
+from ..io.location import STORAGE_OPTIONS, Location, filesystem, is_url, join, location
+from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
+from ..metadata.attributes import NULLABLE, decode, encode
+from .base import StoreReader, StoreWriter
+from .zarr_shards import ShardFormat, ShardReader, shard_shape
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
 # at the same moment never overwrite each other.
@@ -53,38 +51,11 @@ SKIPPED = "skipped"
 CREATE_WAIT_SECONDS = 60.0
 
 
-def _compressors(compression: str, level: int | None) -> tuple:
-    level = defaults.COMPRESSION_LEVELS.get(compression) if level is None else level
-    if compression in ("zstd", "lz4"):
-        return (BloscCodec(cname=compression, clevel=level, shuffle="shuffle",
-                           blocksize=defaults.BLOSC_BLOCK_BYTES),)
-    if compression == "gzip":
-        return (GzipCodec(level=level),)
-    return ()
-
-
 def _chunk_encoder(codecs: Sequence) -> Encode | None:
-    """Encodes one chunk as an array's (or a shard's inner) ``codecs`` would
-    (bytes, then Blosc or gzip, or nothing), built from their stored
-    configuration; None for any other codec chain, which is then written
-    through zarr as usual."""
-    if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
-        return None
-    endian = codecs[0].endian
-    if endian is not None and endian.value != sys.byteorder:
-        return None
-    if len(codecs) == 1:
-        return lambda chunk: chunk.tobytes()
-    codec = codecs[1]
-    if isinstance(codec, BloscCodec):
-        blosc = numcodecs.Blosc(cname=codec.cname.value, clevel=codec.clevel, typesize=codec.typesize,
-                                shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec.shuffle.value],
-                                blocksize=codec.blocksize)
-        return lambda chunk: bytes(blosc.encode(chunk))
-    if isinstance(codec, GzipCodec):
-        gzip = numcodecs.GZip(level=codec.level)
-        return lambda chunk: bytes(gzip.encode(chunk))
-    return None
+    """Encodes one chunk as an array's ``codecs`` would, or None for a chain
+    actstore does not write (zarr then encodes it as usual)."""
+    spec = CodecSpec.from_zarr(codecs)
+    return spec.encoder("zarr") if spec else None
 
 
 def _write_file(path: Path, payload: bytes) -> None:
@@ -140,6 +111,19 @@ class ZarrWriter(StoreWriter):
     supports_urls = True
     supports_shards = True
 
+    @classmethod
+    def matches(cls, path: Location) -> bool:
+        # The root group's metadata names the format: read it as a file, without opening the store.
+        try:
+            if is_url(path):
+                fs, inner = filesystem(str(join(path, "zarr.json")))
+                meta = json.loads(fs.cat_file(inner))
+            else:
+                meta = json.loads((Path(path) / "zarr.json").read_bytes())
+        except (OSError, ValueError):
+            return False
+        return meta.get("node_type") == "group" and (meta.get("attributes") or {}).get("format") == FORMAT_NAME
+
     def __init__(self, path: Location, group: zarr.Group) -> None:
         self.path = location(path)
         self._group = group
@@ -147,7 +131,7 @@ class ZarrWriter(StoreWriter):
         self._written = group["written"]
         arrays = (*self._layers.values(), self._written)
         self._encoders = {arr.path: _chunk_encoder(arr.metadata.codecs) for arr in arrays}
-        self._shards = {arr.path: ShardFormat.of(arr, _chunk_encoder) for arr in arrays}
+        self._shards = {arr.path: ShardFormat.of(arr) for arr in arrays}
         self.block_rows = self._written.chunks[0]
         self._compressor = ChunkCompressor()
         self._skipped: list[dict[str, Any]] = []          # this writer's records
@@ -201,7 +185,7 @@ class ZarrWriter(StoreWriter):
             shards = shard_shape((n, *spec.shape), spec.chunks, layout.shard_rows) if layout.shard_rows else None
             arr = acts.create_array(spec.module_name, shape=(n, *spec.shape), chunks=spec.chunks, shards=shards,
                                     dtype=spec.dtype, fill_value=np.nan,   # unwritten rows read NaN
-                                    compressors=_compressors(layout.compression, layout.compression_level),
+                                    compressors=layout.codec.zarr_compressors(),
                                     dimension_names=list(stored_dim_names(spec.module_name, spec.dims)),
                                     # every chunk is written: skips a scan for all-fill chunks
                                     config={"write_empty_chunks": True})
@@ -215,7 +199,7 @@ class ZarrWriter(StoreWriter):
         deadline = time.monotonic() + CREATE_WAIT_SECONDS
         while is_url(path) and CLAIMS not in group:   # another process is still creating it
             if time.monotonic() > deadline:
-                raise UserError(f"{path} was left half-created (no {CLAIMS!r} group after "
+                raise IncompleteStoreError(f"{path} was left half-created (no {CLAIMS!r} group after "
                                 f"{CREATE_WAIT_SECONDS:.0f} s): pass --overwrite to replace it")
             time.sleep(0.2)
             group = _open_group(path, "r+")
@@ -351,9 +335,8 @@ class ZarrReader(StoreReader):
     def read(self, name: str, selection: tuple) -> np.ndarray:
         if name not in self._shard_readers:
             arr = self.array(name)
-            shards = ShardFormat.of(arr, _chunk_encoder)
-            decode = shards and chunk_decoder(arr.metadata.codecs[0].codecs, arr.dtype)
-            self._shard_readers[name] = ShardReader(arr, shards, decode) if decode else None
+            shards = ShardFormat.of(arr)
+            self._shard_readers[name] = ShardReader(arr, shards) if shards else None
         if self._shard_readers[name] is not None:
             return self._shard_readers[name].read(selection)
         return np.asarray(self.array(name).oindex[selection])

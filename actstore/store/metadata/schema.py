@@ -8,13 +8,13 @@ from typing import Any, Mapping
 
 import jsonschema
 
-from ..errors import UserError
+from ...errors import InvalidStoreError
 from .attributes import encoded
 
 
 def _schema_dir() -> Path:
-    packaged = Path(__file__).resolve().parent.parent / "schemas"   # installed wheel
-    checkout = Path(__file__).resolve().parents[2] / "schemas"        # source checkout
+    packaged = Path(__file__).resolve().parents[2] / "schemas"   # installed wheel: actstore/schemas
+    checkout = Path(__file__).resolve().parents[3] / "schemas"   # source checkout: schemas/ at the top
     return packaged if packaged.is_dir() else checkout
 
 
@@ -60,4 +60,4 @@ def validate_store(store) -> None:
     """Raise UserError unless the root and every layer's attributes match the schemas."""
     problems = store_problems(store)
     if problems:
-        raise UserError(f"{store.path} does not match the actstore schemas: {'; '.join(problems[:5])}")
+        raise InvalidStoreError(f"{store.path} does not match the actstore schemas: {'; '.join(problems[:5])}")

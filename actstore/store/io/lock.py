@@ -27,9 +27,9 @@ import time
 import uuid
 from pathlib import Path
 
-from ..errors import StoreBusyError
+from ...errors import StoreBusyError
+from ..metadata.provenance import now
 from .location import Location, filesystem, identity, is_url
-from .provenance import now
 
 # A lease whose heartbeat is older than this is a dead writer's (seconds).
 LEASE_SECONDS = 60.0

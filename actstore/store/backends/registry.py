@@ -6,31 +6,29 @@ a format name or a suffix: it asks here.
 """
 from __future__ import annotations
 
-import warnings
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import BadOptionError, StoreConflictError, StoreNotFoundError
-from . import sharding
-from .base import COMPRESSIONS, FORMAT_NAME, LayerSpec, Layout, StoreReader, StoreWriter
+from ...errors import BadOptionError, StoreConflictError, StoreNotFoundError
+from ..codecs import COMPRESSIONS
+from ..io.location import Location, exists, is_url, location, remove, suffix
+from ..layout import ACTIVATIONS, LayerSpec, Layout
+from . import zarr_shards as sharding
+from .base import StoreReader, StoreWriter
 from .hdf5 import Hdf5Reader, Hdf5Writer
-from .legacy_files import LegacyFilesWriter, LegacyNpyWriter
-from .location import Location, exists, is_url, join, location, remove, suffix
 from .zarr import ZarrReader, ZarrWriter
 
-# name -> (writer, reader); the original txt/npy layout is written only.
-BACKENDS: dict[str, tuple[type[StoreWriter], type[StoreReader] | None]] = {
+# name -> (writer, reader)
+BACKENDS: dict[str, tuple[type[StoreWriter], type[StoreReader]]] = {
     "zarr": (ZarrWriter, ZarrReader),
     "hdf5": (Hdf5Writer, Hdf5Reader),
-    "txt": (LegacyFilesWriter, None),
-    "npy": (LegacyNpyWriter, None),
 }
 DEFAULT_FORMAT = "zarr"
-STORE_FORMATS = tuple(name for name, (_, reader) in BACKENDS.items() if reader is not None)
+STORE_FORMATS = tuple(BACKENDS)
 STORE_SUFFIXES = tuple(s for name in STORE_FORMATS for s in BACKENDS[name][0].suffixes)
 # A format users may name as another (``--file-format h5``).
 ALIASES = {"h5": "hdf5"}
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def detect_format(path: str | Path, file_format: str | None = None) -> str:
@@ -43,32 +41,13 @@ def detect_format(path: str | Path, file_format: str | None = None) -> str:
             raise BadOptionError(f"unknown --file-format {file_format!r}: use one of {', '.join(BACKENDS)}")
         return name
     path = location(path)
-    if is_url(path):
-        if exists(join(path, "zarr.json")):
-            return "zarr"
-    elif path.is_dir() and (path / "zarr.json").is_file():
-        return "zarr"
-    elif path.is_file():
-        with path.open("rb") as handle:
-            if handle.read(8) == HDF5_SIGNATURE:
-                return "hdf5"
+    for name, (writer, _) in BACKENDS.items():
+        if writer.matches(path):
+            return name
     for name in STORE_FORMATS:
         if suffix(path) in BACKENDS[name][0].suffixes:
             return name
     return DEFAULT_FORMAT
-
-
-def output_format(path: Location, file_format: str | None) -> str:
-    """The format ``extract`` writes to ``path``. A path with no store suffix
-    (and no store there) gets the original extract.py's text layout, as that
-    tool's default, so old job scripts keep working unchanged."""
-    if file_format is None and not is_store(path) and suffix(path) not in STORE_SUFFIXES:
-        warnings.warn(f"out path {path} has no store suffix ({', '.join(STORE_SUFFIXES)}): writing "
-                      "the original THINGSvision text layout <out>/<model>/<module>/activations.txt; "
-                      "use a path ending in .zarr or .h5 (or --file-format zarr) for a store",
-                      stacklevel=3)
-        return "txt"
-    return detect_format(path, file_format)
 
 
 def formats_that(capability: str) -> list[str]:
@@ -87,23 +66,34 @@ def writer_class(file_format: str) -> type[StoreWriter]:
 
 
 def reader_class(file_format: str) -> type[StoreReader]:
-    reader = BACKENDS[file_format][1]
-    if reader is None:
-        raise BadOptionError(f"{file_format} files are written only; use zarr or hdf5")
-    return reader
-
-
-def store_format(path: Location, file_format: str | None, operation: str) -> str:
-    """The format of a store that ``operation`` writes: a readable one only."""
-    name = detect_format(path, file_format)
-    if not writer_class(name).readable:
-        raise BadOptionError(f"{operation} writes a store: use --file-format {' or '.join(STORE_FORMATS)}")
-    return name
+    return BACKENDS[file_format][1]
 
 
 def open_reader(path: Location) -> StoreReader:
     """The backend reader of the store at ``path`` (raises what the backend raises)."""
     return reader_class(detect_format(path))(location(path))
+
+
+def stored_bytes(file_format: str, layout: Layout, arrays: Mapping[str, Any]) -> dict[str, int]:
+    """Per layer, the bytes ``arrays`` (rows of every layer of ``layout``) take
+    once stored in ``file_format`` with the layout's codec and chunks, measured
+    by writing them to a scratch store."""
+    with tempfile.TemporaryDirectory(prefix="actstore-sample-") as scratch:
+        path = scratch_path(Path(scratch), file_format)
+        n = layout.n_rows
+        writer = create_writer(path, file_format, layout, [""] * n, [0] * n, [],
+                               {"format": "actstore-sample", "model_name": "sample"})
+        try:
+            for start in range(0, n, layout.chunk_images):
+                writer.write_rows(start, {k: v[start:start + layout.chunk_images] for k, v in arrays.items()})
+        finally:
+            writer.close()
+        reader = open_reader(path)
+        try:
+            return {spec.module_name: reader.chunk_stats(f"{ACTIVATIONS}/{spec.module_name}")[0]
+                    for spec in layout.layers}
+        finally:
+            reader.close()
 
 
 def scratch_path(folder: Path, file_format: str) -> Path:
@@ -113,20 +103,9 @@ def scratch_path(folder: Path, file_format: str) -> Path:
 
 
 def is_store(path: str | Path) -> bool:
-    """True only for an actstore store (never for another folder or file)."""
+    """True only for an actstore store (never for another folder or file); opens nothing."""
     path = location(path)
-    if not exists(path):
-        return False
-    try:
-        reader = open_reader(path)
-    except Exception:
-        return False
-    try:
-        return reader.root_attrs().get("format") == FORMAT_NAME
-    except Exception:
-        return False
-    finally:
-        reader.close()
+    return exists(path) and any(writer.matches(path) for writer, _ in BACKENDS.values())
 
 
 def remove_store(path: str | Path) -> None:

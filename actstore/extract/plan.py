@@ -9,15 +9,13 @@ guessed.
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .images import ImageSet
-from .store import ACTIVATIONS, Layout, create_writer, open_reader, scratch_path
+from ..images import ImageSet
+from ..store import Layout
 
 # Images sampled for the compression estimate: whole chunks, a few of them.
 SAMPLE_CHUNKS = 4
@@ -67,32 +65,26 @@ def human_size(n: int | None) -> str:
     return f"{value:.1f} TB"
 
 
-def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: ImageSet,
-            layout: Layout, file_format: str, rows: int, free_bytes: int | None) -> Plan:
-    """Estimate the store size of ``rows`` images from a measured sample.
+def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: ImageSet, layout: Layout,
+            stored_bytes: Callable[[Layout, dict[str, np.ndarray]], dict[str, int]], rows: int,
+            free_bytes: int | None) -> Plan:
+    """Estimate the stored size of ``rows`` images from a measured sample.
 
     Args:
         forward: maps row indices to ``{module_name: activations}`` as stored.
         images: the run's images (only their count is used here).
         layout: the run's layout (codec, chunks, dtypes).
-        file_format: the backend the run will write.
+        stored_bytes: per layer, the bytes a sample takes where the run writes
+            (:meth:`actstore.extract.target.Target.sample_bytes`).
         rows: how many rows the run will write.
         free_bytes: free space where the store will be (see :func:`actstore.store.free_space`).
     """
     n = len(images)
     count = min(n, SAMPLE_CHUNKS * layout.chunk_images)
     sample = np.unique(np.linspace(0, n - 1, count).round().astype(int))
-    arrays = forward(sample)
     scratch_layout = Layout(n_rows=len(sample), layers=layout.layers, chunk_images=layout.chunk_images,
                             compression=layout.compression, compression_level=layout.compression_level)
-    with tempfile.TemporaryDirectory(prefix="actstore-plan-") as scratch:
-        path = scratch_path(Path(scratch), file_format)
-        writer = create_writer(path, file_format, scratch_layout, [""] * len(sample), [0] * len(sample),
-                               [], {"format": "actstore-sample", "model_name": "sample"})
-        for start in range(0, len(sample), layout.chunk_images):
-            writer.write_rows(start, {k: v[start:start + layout.chunk_images] for k, v in arrays.items()})
-        writer.close()
-        stored = writer.stored_bytes() or _stored_bytes(path, [s.module_name for s in layout.layers])
+    stored = stored_bytes(scratch_layout, forward(sample))
     plan = Plan(rows=rows, sample_images=len(sample), free_bytes=free_bytes)
     for spec in layout.layers:
         per_image = spec.bytes_per_image
@@ -100,11 +92,3 @@ def measure(forward: Callable[[np.ndarray], dict[str, np.ndarray]], images: Imag
         plan.layers.append(LayerPlan(spec.module_name, spec.shape, per_image, rows * per_image,
                                      math.ceil(rows * per_image * ratio)))
     return plan
-
-
-def _stored_bytes(path: Path, layers: list[str]) -> dict[str, int]:
-    reader = open_reader(path)
-    try:
-        return {name: reader.chunk_stats(f"{ACTIVATIONS}/{name}")[0] for name in layers}
-    finally:
-        reader.close()

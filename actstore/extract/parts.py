@@ -1,4 +1,4 @@
-"""Shards: which rows this process writes, and its claim on them in the store."""
+"""Parts (``--shard I/N``): which rows this process writes, and its claim on them in the store."""
 from __future__ import annotations
 
 import math
@@ -6,17 +6,17 @@ import os
 import socket
 
 from ..errors import StoreConflictError
-from ..store import Layout, Location, StoreWriter
-from ..store.provenance import now
+from ..store import Location, StoreWriter
+from ..store.metadata.provenance import now
 
 
-def shard_rows(n_rows: int, block_rows: int, index: int, count: int) -> tuple[int, int]:
-    """Rows ``[start, stop)`` of shard ``index`` of ``count``: whole write blocks
-    (chunks of images), so no two shards ever write the same chunk (or the same
-    ``written`` chunk).
+def part_rows(n_rows: int, block_rows: int, index: int, count: int) -> tuple[int, int]:
+    """Rows ``[start, stop)`` of part ``index`` of ``count``: whole write blocks
+    (shards, or chunks of images), so no two processes ever write the same
+    chunk, shard or ``written`` chunk.
 
     Example:
-        >>> shard_rows(100, 16, 1, 3)      # 7 chunks split 2/2/3
+        >>> part_rows(100, 16, 1, 3)      # 7 blocks split 2/2/3
         (32, 64)
     """
     blocks = math.ceil(n_rows / block_rows)
@@ -24,14 +24,9 @@ def shard_rows(n_rows: int, block_rows: int, index: int, count: int) -> tuple[in
     return min(lo * block_rows, n_rows), min(hi * block_rows, n_rows)
 
 
-def rows_of(layout: Layout, shard: tuple[int, int]) -> tuple[int, int]:
-    """This shard's rows of ``layout``, in the layout's write blocks."""
-    return shard_rows(layout.n_rows, layout.block_rows, *shard)
-
-
 def claim(writer: StoreWriter, out_path: Location, shard: tuple[int, int], lo: int, hi: int) -> None:
-    """Record this shard in the store, refusing a layout that overlaps other
-    processes' (shards of another count): their rows would be lost."""
+    """Record this part in the store, refusing a layout that overlaps other
+    processes' (parts of another count): their rows would be lost."""
     index, count = shard
 
     def others() -> list[str]:

@@ -4,7 +4,7 @@ Both stream a few chunks of rows at a time, so memory does not grow with the
 number of images. This module never imports torch.
 
 Example:
-    >>> from actstore.legacy_io import export_layer, import_legacy
+    >>> from actstore.legacy.convert import export_layer, import_legacy
     >>> export_layer("alexnet.zarr", "features.11", "legacy_out", "txt")    # doctest: +SKIP
     >>> import_legacy("legacy_out/alexnet/features.11", "back.zarr")        # doctest: +SKIP
 """
@@ -19,14 +19,23 @@ from typing import Iterator, TextIO
 
 import numpy as np
 
-from . import defaults
-from .errors import BadOptionError, UserError
-from .store import FORMAT_VERSION, LayerSpec, Layout, Location, choose_chunks, location, open_store
-from .store import choose_shard_rows, default_compression, store_format as registry_store_format
-from .store.provenance import root_attrs
-from .store.session import open_session
-from .store.legacy_files import (SLICE_DECIMALS, LegacyFilesWriter, npy_header, split_files,
-                                 text_shape)
+from .. import config
+from ..errors import BadOptionError, IncompleteStoreError, LayerNotFoundError, LegacyFilesError
+from ..store import (
+    FORMAT_VERSION,
+    LayerSpec,
+    Layout,
+    Location,
+    choose_chunks,
+    choose_shard_rows,
+    default_compression,
+    detect_format,
+    location,
+    open_store,
+)
+from ..store.metadata.provenance import root_attrs
+from ..store.session import open_session
+from .files import SLICE_DECIMALS, LegacyFiles, npy_header, split_files, text_shape
 
 IMPORTED = "unknown (imported)"
 
@@ -69,13 +78,13 @@ def export_layer(store_path: str | Path, module_name: str, out_path: str | Path,
     """
     with open_store(store_path) as store:
         if module_name not in store:
-            raise UserError(f"no layer {module_name!r} in {store_path}; layers: {', '.join(store.layers)}")
+            raise LayerNotFoundError(f"no layer {module_name!r} in {store_path}; layers: {', '.join(store.layers)}")
         if not store.written.all():
-            raise UserError(f"{store_path} is incomplete ({int(store.written.sum())}/{len(store)} rows): "
+            raise IncompleteStoreError(f"{store_path} is incomplete ({int(store.written.sum())}/{len(store)} rows): "
                             "finish it by rerunning the extraction before exporting")
         layer, spec = store[module_name], store.spec(module_name)
         layout = Layout(n_rows=len(store), layers=(spec,))
-        writer = LegacyFilesWriter(Path(out_path), layout, store.file_names, store.targets, file_format=file_format,
+        writer = LegacyFiles(Path(out_path), layout, store.file_names, store.targets, file_format=file_format,
                               model_name=str(store.attrs.get("model_name", "model")), n_splits=n_splits,
                               decimals=decimals, nd_npy_as_text=False, overwrite=overwrite)
         try:
@@ -108,7 +117,7 @@ class _SourceFile:
             with path.open("rb") as handle:
                 shape, dtype = npy_header(handle)
             if len(shape) < 2:
-                raise UserError(f"{path} holds a {len(shape)}-D array: expected (images, ...)")
+                raise LegacyFilesError(f"{path} holds a {len(shape)}-D array: expected (images, ...)")
             return cls(path, "npy", shape[1:], dtype, shape[0])
         shape = text_shape(path)
         if shape is not None:
@@ -116,7 +125,7 @@ class _SourceFile:
         with path.open() as handle:
             first = next(_data_lines(handle), None)
         if first is None:
-            raise UserError(f"{path} holds no numbers")
+            raise LegacyFilesError(f"{path} holds no numbers")
         return cls(path, "txt", (len(first.split()),), np.dtype(np.float64), None)
 
     @property
@@ -140,7 +149,7 @@ class _SourceFile:
                     count = min(rows, self.rows - start)
                     block = np.fromfile(handle, dtype=self.dtype, count=count * per_image)
                     if block.size != count * per_image:
-                        raise UserError(f"{self.path} is truncated: it ends before row {start + count}")
+                        raise LegacyFilesError(f"{self.path} is truncated: it ends before row {start + count}")
                     yield block.reshape(count, *self.row_shape)
             return
         lines_per_image = math.prod(self.row_shape[:-1])
@@ -153,9 +162,9 @@ class _SourceFile:
                 try:
                     values = np.loadtxt(chunk, ndmin=2)
                 except ValueError as error:
-                    raise UserError(f"{self.path} is not a table of numbers ({error})") from error
+                    raise LegacyFilesError(f"{self.path} is not a table of numbers ({error})") from error
                 if values.shape[1] != self.row_shape[-1] or len(chunk) % lines_per_image:
-                    raise UserError(f"{self.path} does not hold rows of shape {self.row_shape} "
+                    raise LegacyFilesError(f"{self.path} does not hold rows of shape {self.row_shape} "
                                     f"(found a block of {values.shape}); is the file complete?")
                 yield values.reshape(-1, *self.row_shape)
 
@@ -177,26 +186,26 @@ class _SourceLayer:
         singles = [folder / n for n in ("activations.txt", "activations.npy") if (folder / n).is_file()]
         if len(singles) + bool(paths) > 1:
             found = [p.name for p in singles] + ([f"{paths[0].name} ..."] if paths else [])
-            raise UserError(f"{folder} holds several activations sets ({', '.join(found)}): "
+            raise LegacyFilesError(f"{folder} holds several activations sets ({', '.join(found)}): "
                             "move all but one elsewhere")
         files = [_SourceFile.inspect(p) for p in singles or paths]
         if not files:
-            raise UserError(f"no activations.txt/.npy or activations_NN files in {folder}")
+            raise LegacyFilesError(f"no activations.txt/.npy or activations_NN files in {folder}")
         shapes = {f.row_shape for f in files}
         if len(shapes) > 1:
-            raise UserError(f"the split files in {folder} hold rows of different shapes {sorted(shapes)}")
+            raise LegacyFilesError(f"the split files in {folder} hold rows of different shapes {sorted(shapes)}")
         targets_path = next((folder / n for n in ("targets.npy", "targets.txt") if (folder / n).is_file()), None)
         if targets_path is None:
-            raise UserError(f"no targets.txt or targets.npy in {folder}: the original tool wrote one "
+            raise LegacyFilesError(f"no targets.txt or targets.npy in {folder}: the original tool wrote one "
                             "beside the activations; put it back to import")
         raw = np.load(targets_path) if targets_path.suffix == ".npy" else np.loadtxt(targets_path, ndmin=1)
         targets = np.asarray(raw).reshape(-1)
         if not np.array_equal(targets, np.round(targets)):
-            raise UserError(f"{targets_path} holds non-integer targets")
+            raise LegacyFilesError(f"{targets_path} holds non-integer targets")
         names_path = folder / "file_names.txt"
         file_names = names_path.read_text(encoding="utf-8").splitlines() if names_path.is_file() else None
         if file_names is not None and len(file_names) != len(targets):
-            raise UserError(f"{names_path} has {len(file_names)} lines but {targets_path.name} "
+            raise LegacyFilesError(f"{names_path} has {len(file_names)} lines but {targets_path.name} "
                             f"has {len(targets)} targets")
         side = [targets_path] + ([names_path] if file_names is not None else [])
         return cls(folder.name, folder, files, targets.astype(np.int64), file_names, side)
@@ -228,7 +237,7 @@ class _SourceLayer:
 
 def _find_layers(source: Path) -> tuple[str, list[_SourceLayer]]:
     if not source.is_dir():
-        raise UserError(f"{source} is not a folder: point import-legacy at <out_path>/<model>/<module>/")
+        raise LegacyFilesError(f"{source} is not a folder: point import-legacy at <out_path>/<model>/<module>/")
 
     def has_activations(folder: Path) -> bool:
         return any(p.name.startswith("activations") for p in folder.iterdir())
@@ -237,7 +246,7 @@ def _find_layers(source: Path) -> tuple[str, list[_SourceLayer]]:
         return source.resolve().parent.name, [_SourceLayer.inspect(source)]
     folders = sorted(p for p in source.iterdir() if p.is_dir() and has_activations(p))
     if not folders:
-        raise UserError(f"no activations files in {source} or its subfolders: point import-legacy at "
+        raise LegacyFilesError(f"no activations files in {source} or its subfolders: point import-legacy at "
                         "<out_path>/<model>/<module>/ (or <out_path>/<model>/)")
     return source.resolve().name, [_SourceLayer.inspect(folder) for folder in folders]
 
@@ -270,7 +279,7 @@ class ImportResult:
 
 
 def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str | None = None,
-                  overwrite: bool = False, chunk_images: int = defaults.CHUNK_IMAGES,
+                  overwrite: bool = False, chunk_images: int = config.CHUNK_IMAGES,
                   compression: str | None = None, zarr_shard_rows: int | None = None,
                   command_line: str | None = None) -> ImportResult:
     """Read an original output folder into a store, streaming a few chunks at a time.
@@ -302,7 +311,7 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
         >>> import_legacy("activations/alexnet/features.11", "alexnet.zarr")    # doctest: +SKIP
     """
     source, out_path = Path(source), location(out_path)   # the store may be a URL (s3://...)
-    store_format = registry_store_format(out_path, file_format, "import-legacy")
+    store_format = detect_format(out_path, file_format)
     compression = compression or default_compression(out_path, store_format, resume=False)
     if chunk_images < 1:
         raise BadOptionError(f"--chunk-images must be at least 1, got {chunk_images}")
@@ -327,13 +336,13 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
         for blocks in itertools.zip_longest(*(layer.blocks(block_rows) for layer in layers)):
             sizes = {len(b) if b is not None else 0 for b in blocks}
             if len(sizes) > 1 or start + max(sizes) > n_images:
-                raise UserError(f"the activations in {source} do not hold {n_images} rows each, as the "
+                raise LegacyFilesError(f"the activations in {source} do not hold {n_images} rows each, as the "
                                 "targets say: is a split file missing or extra?")
             if not written[start:start + max(sizes)].all():   # a resumed import skips what it holds
                 session.writer.write_rows(start, {layer.module_name: b for layer, b in zip(layers, blocks)})
             start += max(sizes)
         if start != n_images:
-            raise UserError(f"the activations in {source} hold {start} rows but the targets {n_images}: "
+            raise LegacyFilesError(f"the activations in {source} hold {start} rows but the targets {n_images}: "
                             "is a split file missing?")
         session.complete()
     return ImportResult(path=out_path, file_format=store_format, n_images=n_images,
@@ -346,15 +355,15 @@ def _check_rows(source: Path, layers: list[_SourceLayer]) -> int:
     first = layers[0]
     for layer in layers[1:]:
         if not np.array_equal(layer.targets, first.targets) or layer.file_names != first.file_names:
-            raise UserError(f"{layer.folder} and {first.folder} hold different targets or file names: "
+            raise LegacyFilesError(f"{layer.folder} and {first.folder} hold different targets or file names: "
                             "import them one at a time")
     n_images = len(first.targets)
     if n_images == 0:
-        raise UserError(f"{first.folder}: targets are empty, nothing to import")
+        raise LegacyFilesError(f"{first.folder}: targets are empty, nothing to import")
     for layer in layers:
         rows = sum(f.count_rows() for f in layer.files)
         if rows != n_images:
-            raise UserError(f"the activations in {source} hold {rows} rows but the targets {n_images}: "
+            raise LegacyFilesError(f"the activations in {source} hold {rows} rows but the targets {n_images}: "
                             "is a split file missing?")
     return n_images
 

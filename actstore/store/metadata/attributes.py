@@ -56,8 +56,11 @@ def encode(attrs: Mapping[str, Any], stored: Mapping[str, Any] | None = None) ->
     ``stored`` (its raw attributes) then reads back as ``stored`` merged with ``attrs``.
 
     Example:
-        >>> encode({"flattened": True, "amp": None, "fingerprint": {"a": 1}})
-        ({'flattened': 1, 'fingerprint': '{"a": 1}', '_json_keys': '["fingerprint"]', '_bool_keys': '["flattened"]'}, ['amp'])
+        >>> values, removed = encode({"flattened": True, "amp": None, "fingerprint": {"a": 1}})
+        >>> values
+        {'flattened': 1, 'fingerprint': '{"a": 1}', '_json_keys': '["fingerprint"]', '_bool_keys': '["flattened"]'}
+        >>> removed
+        ['amp']
     """
     stored = stored or {}
     json_keys, bool_keys = _marker(stored, JSON_KEYS), _marker(stored, BOOL_KEYS)

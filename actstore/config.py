@@ -1,4 +1,7 @@
-"""Defaults users may tune, in one place, each with the reason for its value."""
+"""Tunables and heuristics users may change, in one place, each with the reason for its value.
+
+Codec settings live with the codec (:mod:`actstore.store.codecs`).
+"""
 import os
 
 # Rows per chunk along the image axis. Small enough that reading a handful of
@@ -6,7 +9,7 @@ import os
 # layer is not a few kilobytes. Shards of a multi-process run align to it.
 CHUNK_IMAGES = 16
 
-# Zarr shards: one file (or object) holds this many rows of inner chunks, so
+# Shards: one file (or object) holds this many rows of inner chunks, so
 # a store is thousands of files, not millions (HPC inode quotas, per-request
 # object store costs; creating a file costs ~0.4 ms here whatever its size).
 # 4096 rows: ImageNet's 1.28M images are 313 shards per layer (256x fewer
@@ -32,29 +35,6 @@ SHARD_BUFFER_BYTES = 64 * 2**20
 # class; benchmarks/bench_chunk_layout.py, README "Chunk layout").
 CHUNK_BYTES = 2**20
 
-# The default codec depends on the format, because the readers do.
-# Zarr: Blosc-zstd at level 1 with byte shuffle. Every Zarr reader (zarr-python,
-# tensorstore, zarrs, xarray) decodes Blosc; it halves ReLU outputs (many exact
-# zeros) and on activations runs 2.3-2.6x faster than level 3 for a ratio only
-# 1-2% lower (benchmarks/bench_writer.py). See README "Compression".
-# HDF5: deflate (gzip) with byte shuffle, the one codec every HDF5 build decodes
-# without plugins (MATLAB, R, Julia, h5dump, netCDF-C); Blosc there needs the
-# hdf5plugin filters, so it is kept for --compression zstd/lz4 only.
-# Each writer class takes its own as ``default_compression``.
-ZARR_COMPRESSION = "zstd"
-HDF5_COMPRESSION = "gzip"
-
-
-# Blosc block size: a whole chunk (up to this) is one block. On activations
-# that is ~1.5x faster to compress, ~1.7x faster to decompress and a slightly
-# better ratio than Blosc's automatic 32-64 KiB blocks (benchmarks/bench_writer.py).
-BLOSC_BLOCK_BYTES = 2**20
-# Each codec's level when --compression-level is not given (lz4: its library's
-# usual middle level). gzip 1: on activations (shuffle + deflate, one core)
-# 1.25-2x faster than level 4 for a ratio 2-3% lower, and 3-7x faster than
-# level 6 (benchmarks/bench_writer.py, "codec settings"; docs/benchmarks.md).
-COMPRESSION_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 1}
-
 BATCH_SIZE = 64
 # DataLoader decode processes when --num-workers is not given. On the CPU the
 # model needs the cores, and 2 keep a 2-core machine's forward pass fed; on a
@@ -79,6 +59,7 @@ def num_workers(device_type: str) -> int:
         return NUM_WORKERS
     return max(NUM_WORKERS, min(GPU_NUM_WORKERS, usable_cores() - 2))
 
+
 def codec_threads(device_type: str, num_workers: int) -> int:
     """Threads compressing chunks. On the CPU every usable core: the model and
     the codec take turns on them. On a GPU the cores the decode workers and
@@ -93,7 +74,3 @@ def codec_threads(device_type: str, num_workers: int) -> int:
 # Finished batches waiting for the writer. The model blocks only when this
 # many batches are queued, which bounds memory to a few batches.
 WRITE_QUEUE_BATCHES = 4
-
-# HDF5 chunk cache per open dataset when reading: several of the largest
-# chunks (CHUNK_BYTES), so row-by-row reads decompress each chunk once.
-HDF5_CHUNK_CACHE_BYTES = 64 * 2**20

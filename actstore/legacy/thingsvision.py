@@ -3,10 +3,10 @@
 ``tensor2slices``/``slices2tensor`` write and read the text slices of arrays
 of 3 or more dimensions; ``split_activations``/``merge_activations`` split an
 array by rows into numbered files and stack them back. The file layout itself
-lives in :mod:`actstore.store.legacy_files`.
+lives in :mod:`actstore.legacy.files`.
 
 Example:
-    >>> from actstore.thingsvision import slices2tensor
+    >>> from actstore.legacy.thingsvision import slices2tensor
     >>> slices2tensor("out/alexnet/features.11", "activations.txt").shape    # doctest: +SKIP
     (12, 256, 6, 6)
 """
@@ -16,9 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadOptionError, UserError
-from .store.legacy_files import (SHAPE_HEADER, SLICE_FMT, ActivationFile, file_kind, file_name,
-                                 legacy_format, split_bounds, split_files, text_shape)
+from ..errors import BadOptionError, LegacyFilesError
+from .files import (
+    SHAPE_HEADER,
+    SLICE_FMT,
+    ActivationFile,
+    file_kind,
+    file_name,
+    legacy_format,
+    split_bounds,
+    split_files,
+    text_shape,
+)
 
 
 def tensor2slices(PATH: str | Path, file_name: str, features: np.ndarray, fmt: str = SLICE_FMT) -> None:
@@ -39,7 +48,7 @@ def tensor2slices(PATH: str | Path, file_name: str, features: np.ndarray, fmt: s
     """
     features = np.asarray(features)
     if features.ndim < 3:
-        raise UserError(f"tensor2slices needs 3 or more dimensions, got shape {features.shape}; "
+        raise BadOptionError(f"tensor2slices needs 3 or more dimensions, got shape {features.shape}; "
                         "use np.savetxt for a 2-D array")
     out = ActivationFile(Path(PATH) / file_name, features.shape, features.dtype, "slices", fmt)
     try:
@@ -114,7 +123,7 @@ def slices2tensor(PATH: str | Path, file: str) -> np.ndarray:
     path = Path(PATH) / file
     shape = text_shape(path)
     if shape is None:
-        raise UserError(f"{path} has no '{SHAPE_HEADER.strip()}' first line: read it with np.loadtxt")
+        raise LegacyFilesError(f"{path} has no '{SHAPE_HEADER.strip()}' first line: read it with np.loadtxt")
     return np.loadtxt(path).reshape(shape)
 
 
@@ -136,7 +145,7 @@ def merge_activations(PATH: str | Path) -> np.ndarray:
     """
     paths, suffix = split_files(Path(PATH))
     if not paths:
-        raise UserError(f"no activations_NN.txt or activations_NN.npy in {PATH}")
+        raise LegacyFilesError(f"no activations_NN.txt or activations_NN.npy in {PATH}")
     if suffix == "npy":
         return np.concatenate([np.load(p) for p in paths])
     return np.concatenate([slices2tensor(p.parent, p.name) if text_shape(p) else np.loadtxt(p, ndmin=2)

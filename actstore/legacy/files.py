@@ -1,4 +1,4 @@
-"""The original THINGSvision text/npy layout as a write-only backend, and its file primitives.
+"""The original THINGSvision text/npy layout as a row sink, and its file primitives.
 
 The original ``extract.py`` wrote, for one module, the folder
 ``<out_path>/<model_name>/<module_name>/`` holding
@@ -19,13 +19,13 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..errors import BadImagesError, BadOptionError, StoreConflictError, UserError
-from .base import LayerSpec, Layout, StoreWriter
+from ..errors import BadImagesError, BadOptionError, LegacyFilesError, StoreConflictError
+from ..store import STORE_SUFFIXES, LayerSpec, Layout, Location, is_store, suffix
 
 # The original tensor2slices wrote each value "left-justified, 7 characters wide,
 # with 5 decimal places": lossy, kept as the default so old readers see the same text.
@@ -33,7 +33,7 @@ SLICE_FMT = "%-7.5f"
 SLICE_DECIMALS = 5
 SHAPE_HEADER = "# Array shape: "
 SLICE_END = "# New slice"
-# The formats of this layout, each a backend in the store registry.
+# The formats of this layout (--file-format).
 LEGACY_FORMATS = ("txt", "npy")
 SPLIT_NAME = re.compile(r"^activations_(\d+)\.(txt|npy)$")
 
@@ -155,8 +155,10 @@ class _LayerFiles:
         return [self.partial(name).replace(self.folder / name) for name in self.names]
 
 
-class LegacyFilesWriter(StoreWriter):
-    """Writes the original tool's folder of txt/npy files instead of a store.
+class LegacyFiles:
+    """Writes the original tool's folder of txt/npy files: the row sink that
+    ``extract`` and ``export`` write this layout to (it is not a store: no
+    reader, never resumed, rechunked or imported into).
 
     One folder ``<out_path>/<model_name>/<module_name>/`` per layer; rows must
     arrive in order. Files are written as ``*.partial`` and renamed when every
@@ -166,32 +168,28 @@ class LegacyFilesWriter(StoreWriter):
     the files of an earlier run that the new one does not replace are deleted
     after it has finished: only this layout's exact names (``activations.txt``,
     ``activations_NN.npy``, ``targets.txt``, ``file_names.txt``, ...), never
-    another file (a user's ``activations_notes.txt`` stays). Never resumed.
+    another file (a user's ``activations_notes.txt`` stays).
 
     Example:
-        >>> writer = LegacyFilesWriter(Path("out"), layout, names, targets, file_format="txt",
-        ...                            model_name="alexnet")                    # doctest: +SKIP
+        >>> files = LegacyFiles(Path("out"), layout, names, targets, file_format="txt",
+        ...                     model_name="alexnet")                    # doctest: +SKIP
     """
 
-    format_name: ClassVar[str] = "txt"
-    suffixes = ()
-    supports_resume = False
-    readable = False
-    output_noun = "files"
+    # A stopped run keeps nothing: files are written in row order and replaced whole.
+    resumable = False
+    noun = "files"
     # np.savetxt's default "%.18e" and a separator: 25 bytes (slices' "%-7.5f" are narrower
-    # unless values reach 1e6)
+    # unless values reach 1e6): the most one value can take, for the free-space check.
     max_bytes_per_value = 26
 
     def __init__(self, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int], *,
                  file_format: str, model_name: str, n_splits: int = 1, decimals: int = SLICE_DECIMALS,
-                 nd_npy_as_text: bool = True, overwrite: bool = False,
-                 attrs: Mapping[str, Any] | None = None) -> None:
+                 nd_npy_as_text: bool = True, overwrite: bool = False) -> None:
         self.path = Path(path)
-        self.file_format = legacy_format(file_format)
+        self.file_format = self.format_name = legacy_format(file_format)
         self.n_rows = layout.n_rows
         self._file_names = [str(name) for name in file_names]
         self._targets = np.asarray(targets, dtype=np.int64)
-        self._attrs = dict(attrs or {})
         self._rows = 0
         self._closed = False
         fmt = slice_format(decimals)
@@ -218,20 +216,10 @@ class LegacyFilesWriter(StoreWriter):
                                                          kind, n_splits, fmt)
 
     @classmethod
-    def make_way(cls, path: Path, layout: Layout, attrs: Mapping[str, Any], overwrite: bool) -> None:
-        _refuse_existing(_folders(Path(path), str(attrs["model_name"]), layout).values(), overwrite)
-
-    @classmethod
-    def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
-               classes: Sequence[str], attrs: Mapping[str, Any]) -> "LegacyFilesWriter":
-        # make_way refused an earlier run's files already, unless --overwrite
-        return cls(path, layout, file_names, targets, file_format=cls.format_name,
-                   model_name=str(attrs["model_name"]), attrs=attrs, overwrite=True)
-
-    @classmethod
-    def reopen(cls, path: Path) -> "LegacyFilesWriter":
-        raise UserError(f"{path} holds txt/npy files, which are never resumed: "
-                        "run again with --overwrite, or extract to a .zarr store")
+    def refuse_existing(cls, path: Path, model_name: str, layout: Layout, overwrite: bool) -> None:
+        """Refuse what a new output would replace at ``path`` unless ``overwrite``
+        (which replaces it only once the new output has finished)."""
+        _refuse_existing(_folders(Path(path), model_name, layout).values(), overwrite)
 
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         if start != self._rows:
@@ -244,20 +232,8 @@ class LegacyFilesWriter(StoreWriter):
     def written(self) -> np.ndarray:
         return np.arange(self.n_rows) < self._rows
 
-    def claims(self) -> dict[str, dict[str, Any]]:
-        return {}   # never shared between processes (no --shard for txt/npy)
-
-    def add_claim(self, name: str, attrs: Mapping[str, Any]) -> None:
-        pass
-
-    def remove_claim(self, name: str) -> None:
-        pass
-
-    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
-        self._attrs.update(attrs)
-
-    def root_attrs(self) -> dict[str, Any]:
-        return dict(self._attrs)
+    def limit_codec_threads(self, threads: int) -> None:
+        """Text and npy files are written by this thread: nothing to limit."""
 
     def stored_bytes(self) -> dict[str, int]:
         return {name: sum((files.folder / n).stat().st_size for n in files.names)
@@ -283,10 +259,24 @@ class LegacyFilesWriter(StoreWriter):
                     stale.unlink(missing_ok=True)
 
 
-class LegacyNpyWriter(LegacyFilesWriter):
-    """The same layout with ``activations.npy`` (text slices for 3+-D layers, as the original)."""
+def legacy_format_of(path: Location, file_format: str | None) -> str | None:
+    """The original layout's format when an extraction's out path asks for it:
+    ``--file-format txt|npy``, or (as the original extract.py's default) a
+    path without a store suffix that holds no store; None for a store.
 
-    format_name = "npy"
+    Example:
+        >>> legacy_format_of("runs/alexnet.zarr", None), legacy_format_of("runs/", "npy")
+        (None, 'npy')
+    """
+    if file_format is not None:
+        name = file_format.lower().lstrip(".")
+        return name if name in LEGACY_FORMATS else None
+    if is_store(path) or suffix(path) in STORE_SUFFIXES:
+        return None
+    warnings.warn(f"out path {path} has no store suffix ({', '.join(STORE_SUFFIXES)}): writing "
+                  "the original THINGSvision text layout <out>/<model>/<module>/activations.txt; "
+                  "use a path ending in .zarr or .h5 (or --file-format zarr) for a store", stacklevel=3)
+    return "txt"
 
 
 def model_folder(model_name: str) -> str:
@@ -350,7 +340,7 @@ def split_files(folder: Path) -> tuple[list[Path], str | None]:
         if match and path.is_file():
             found.setdefault(match.group(2), []).append((int(match.group(1)), path))
     if len(found) > 1:
-        raise UserError(f"{folder} holds both activations_NN.txt and activations_NN.npy: "
+        raise LegacyFilesError(f"{folder} holds both activations_NN.txt and activations_NN.npy: "
                         "move one set elsewhere")
     if not found:
         return [], None
@@ -371,10 +361,10 @@ def npy_header(handle) -> tuple[tuple[int, ...], np.dtype]:
     version = npy_format.read_magic(handle)
     read = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}.get(version)
     if read is None:
-        raise UserError(f"{handle.name}: .npy version {version} is not supported; re-save it with np.save")
+        raise LegacyFilesError(f"{handle.name}: .npy version {version} is not supported; re-save it with np.save")
     shape, fortran_order, dtype = read(handle)
     if fortran_order:
-        raise UserError(f"{handle.name} is in Fortran order: re-save it with "
+        raise LegacyFilesError(f"{handle.name} is in Fortran order: re-save it with "
                         "np.save(path, np.ascontiguousarray(array))")
     return tuple(shape), dtype
 

@@ -13,8 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .._version import __version__
-from .base import FORMAT_NAME, FORMAT_VERSION
+from ..._version import __version__
+from ..layout import FORMAT_NAME, FORMAT_VERSION
 
 
 def now() -> str:
