@@ -16,7 +16,7 @@ CHUNK_IMAGES = 16
 # files than 16-row chunks); THINGS' 26,107 are 7, so up to 7 --shard
 # processes still each get rows; a killed run recomputes at most 4096 images
 # per process. Shard rows are also what a --shard process range, the row
-# buffer and resume align to. See docs/benchmarks.md, "Sharded Zarr at ImageNet scale".
+# buffer and resume align to. See docs/performance.md, "Sharded Zarr at ImageNet scale".
 SHARD_ROWS = 4096
 # The row buffer gathers one shard of every layer before writing it: shard
 # rows shrink (to whole chunks, at least one) until that buffer fits this
@@ -32,7 +32,7 @@ SHARD_BUFFER_BYTES = 64 * 2**20
 # exceed it are also split along channels (units), so that reading one channel
 # across all images does not decompress whole feature maps. 1 MiB beat 4 MiB
 # on all three read patterns measured (64 random images, one channel, one
-# class; benchmarks/bench_chunk_layout.py, README "Chunk layout").
+# class; benchmarks/bench_chunk_layout.py, docs/analysis.md, "Chunk layout").
 CHUNK_BYTES = 2**20
 
 BATCH_SIZE = 64
@@ -65,7 +65,7 @@ def codec_threads(device_type: str, num_workers: int) -> int:
     the codec take turns on them. On a GPU the cores the decode workers and
     the main thread leave free (at least 2): with a thread per core on top of
     the workers, the oversubscribed main thread launched the model's kernels
-    2-15x slower than alone (H200 node, 16 cores; docs/benchmarks.md, "GPU")."""
+    2-15x slower than alone (H200 node, 16 cores; docs/performance.md, "On a GPU")."""
     if device_type == "cpu":
         return usable_cores()
     return max(2, usable_cores() - num_workers - 1)

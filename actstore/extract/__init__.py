@@ -53,7 +53,7 @@ class ExtractResult:
     plan: Plan | None = None
     # Seconds: "setup" before the first batch, then the main loop's stages
     # (decode, forward, write) and the writer thread's busy time: which
-    # stage limits the run (docs/benchmarks.md, "GPU").
+    # stage limits the run (docs/performance.md, "On a GPU").
     stages: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -38,7 +38,7 @@ LEVEL_RANGES = {"zstd": (0, 9), "lz4": (0, 9), "gzip": (0, 9)}
 # activations 2.3-2.6x faster than level 3 for a ratio only 1-2% lower. lz4 5:
 # its library's usual middle level. gzip 1: shuffle + deflate, one core,
 # 1.25-2x faster than level 4 for a ratio 2-3% lower, 3-7x faster than level 6
-# (benchmarks/bench_writer.py; docs/performance.md).
+# (benchmarks/bench_writer.py; docs/performance.md, "Writer throughput").
 DEFAULT_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 1}
 # Blosc block size: a whole chunk (up to this) is one block. On activations
 # that is ~1.5x faster to compress, ~1.7x faster to decompress and a slightly

@@ -27,7 +27,7 @@ fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "actstore-test"
 LAYERS = ["features.2", "classifier.4"]
 RUN = dict(module_names=LAYERS, batch_size=4, chunk_images=4, num_workers=0, quiet=True)

@@ -27,7 +27,7 @@ from actstore.legacy import (
 from actstore.store import LayerSpec, Layout, choose_chunks, create_writer
 from actstore.store.metadata.schema import validate_store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A literal copy of the original functions (ViCCo-Group/thingsvision, utils.py at
 # commit 009651cb, the module extract.py imported): the fixture writers and readers.

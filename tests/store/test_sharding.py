@@ -11,7 +11,7 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from actstore import UserError, extract, open_store
+from actstore import UserError, open_store
 from actstore.cli import app
 from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer
 from actstore.store.backends.zarr_shards import MISSING, choose_shard_rows, read_index
@@ -116,6 +116,7 @@ def test_a_shard_is_laid_out_as_the_zarr_v3_sharding_spec_says(tmp_path):
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory, image_dir, weights_file) -> dict[str, Path]:
+    from actstore import extract
     """The real test images through AlexNet, sharded (the default) and unsharded."""
     root = tmp_path_factory.mktemp("real")
     run = dict(model_name="alexnet", model_path=weights_file("alexnet"), module_names=LAYERS, in_path=image_dir,
@@ -157,6 +158,7 @@ def test_info_shows_the_shard_layout_and_dry_run_the_file_count(real, image_dir,
 
 
 def test_a_store_written_before_shards_resumes_in_its_own_layout(tmp_path, image_dir, weights_file, real):
+    from actstore import extract
     out = tmp_path / "old.zarr"
     run = dict(model_name="alexnet", model_path=weights_file("alexnet"), module_names=LAYERS, in_path=image_dir,
                out_path=out, batch_size=5, chunk_images=2, num_workers=0, quiet=True)

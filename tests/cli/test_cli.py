@@ -13,7 +13,7 @@ from actstore import open_store
 from actstore.cli import app
 from actstore.store.metadata.schema import validate_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 

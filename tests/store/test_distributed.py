@@ -16,7 +16,7 @@ distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 pytest.importorskip("psutil")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dask_distributed.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "dask_distributed.py"
 MiB = 2**20
 # Per worker; the conv layer is 1.25 GiB, four times this.
 MEMORY_LIMIT = 320 * MiB

@@ -24,7 +24,7 @@ from actstore.store.layout import LayerSpec, Layout
 from actstore.store.metadata.attributes import decode, encode
 from actstore.store.rechunk import rechunk
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ["features.2", "classifier.6"]
 OLD_H5PY = Path(os.environ.get("ACTSTORE_OLD_H5PY", "/tmp/h5py311"))
 

@@ -17,7 +17,7 @@ from actstore import extract, open_store
 from actstore.errors import RowsNotWrittenError
 from actstore.store.metadata.schema import validate_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ["features.2", "classifier.6"]
 
 

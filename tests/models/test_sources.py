@@ -28,7 +28,7 @@ open_clip = pytest.importorskip("open_clip")
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import save_file  # noqa: E402  (after the skips: a dependency of all three)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 RTOL, ATOL = 1e-4, 1e-5   # float32: the store ran other batch sizes than the reference
 TINY_CLIP = {"embed_dim": 16,

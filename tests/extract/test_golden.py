@@ -8,7 +8,7 @@ multiple of 1/256 below 2**24 of them), so its activations are the same bits
 whatever order a CPU's kernels add in: AlexNet's linear layers differ in the
 last bits between CPUs, which made earlier digests hold on one machine only.
 Any change to the stored bytes must be deliberate and update the digests
-(``python tests/test_golden.py`` prints them). The digests are read without
+(``python tests/extract/test_golden.py`` prints them). The digests are read without
 actstore (zarr, h5py and plain files), so they do not depend on the code
 under test.
 """
@@ -30,7 +30,7 @@ VOLATILE = {"created", "completed", "rechunked", "command_line", "in_path", "tor
 RUNS = {
     # name: (out path suffix, extract options)
     # One file per chunk, so the chunk files themselves are compared (sharded
-    # stores equal these bit for bit: tests/test_sharding.py).
+    # stores equal these bit for bit: tests/store/test_sharding.py).
     "zarr": (".zarr", dict(module_names=["features.3", "classifier.1"], chunk_images=4,
                            chunk_channels=8, zarr_shard_rows=0)),
     "hdf5": (".h5", dict(module_names=["features.0", "classifier.3"], chunk_images=4,
@@ -235,7 +235,7 @@ GOLDEN: dict[str, dict[str, str]] = {
 if __name__ == "__main__":   # print the digests of the golden runs, to update GOLDEN deliberately
     import sys
     import tempfile
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(Path(__file__).parents[1]))
     from conftest import make_images as _make_images
     scratch = Path(tempfile.mkdtemp())
     golden = _make_images(scratch / "in", "classes", per_class=3, seed=11)

@@ -414,7 +414,7 @@ def run_on_a_small_disk(tmp_path, size: str, out: str, args: list) -> dict[str, 
     command = [sys.executable, "-m", "actstore", "extract", *map(str, args)]
     subprocess.run(["unshare", "-rm", "bash", "-c", DISK_SCRIPT, "bash", *command], timeout=600, check=True,
                    env=child_env(MNT=str(tmp_path / "mnt"), LOG=str(tmp_path), SIZE=size, OUT=out),
-                   cwd=Path(__file__).resolve().parents[1])
+                   cwd=Path(__file__).resolve().parents[2])
     return {name: (tmp_path / name).read_text() for name in ("guard.rc", "guard.err", "full.rc", "full.err", "left")}
 
 
@@ -470,7 +470,7 @@ def test_an_hdf5_store_on_a_disk_too_small_to_create_it_fails_cleanly(tmp_path):
     (tmp_path / "mnt").mkdir()
     done = subprocess.run(["unshare", "-rm", "bash", "-c", CREATE_ON_A_FULL_DISK], timeout=120, capture_output=True,
                           text=True, env=child_env(MNT=str(tmp_path / "mnt"), LOG=str(tmp_path)),
-                          cwd=Path(__file__).resolve().parents[1])
+                          cwd=Path(__file__).resolve().parents[2])
     assert (tmp_path / "rc").read_text().strip() == "0", done.stderr
     assert done.stdout.startswith(f"out of disk space creating {tmp_path / 'mnt' / 's.h5'} (")
     assert "bytes free, its row metadata needs about" in done.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import make_images
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BYTES_PER_IMAGE = 64 * 112 * 112 * 4       # resnet18 conv1, float32: 3.2 MB
 
 CHILD = textwrap.dedent("""

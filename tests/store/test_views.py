@@ -20,7 +20,7 @@ from actstore.store.rechunk import rechunk
 
 xr = pytest.importorskip("xarray")
 da = pytest.importorskip("dask.array")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module", params=list(SUFFIXES))

@@ -19,7 +19,7 @@ from actstore.errors import UserError
 from actstore.extract.parts import part_rows
 from actstore.store.metadata.schema import validate_store
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ["features.2", "classifier.6"]
 
 

@@ -20,7 +20,7 @@ from actstore import extract, open_store
 from actstore.errors import StoreBusyError
 from actstore.store.io import lock
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LAYER = "classifier.6"
 
 # A real extraction that stops inside its main loop, holding the store open
