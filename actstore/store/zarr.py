@@ -38,8 +38,9 @@ from ..errors import UserError
 from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
 from .chunks import ChunkCompressor, Encode, whole_chunks
+from .location import STORAGE_OPTIONS, Location, filesystem, is_url, location
+from .shard_stream import FileSink, ShardRows, ShardStream, StoredFile, StoredObject, UploadSink
 from .sharding import ShardFormat, ShardReader, chunk_decoder, shard_shape
-from .location import STORAGE_OPTIONS, Location, is_url, location
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
 # at the same moment never overwrite each other.
@@ -150,6 +151,17 @@ class ZarrWriter(StoreWriter):
         self._shards = {arr.path: ShardFormat.of(arr, _chunk_encoder) for arr in arrays}
         self.block_rows = self._written.chunks[0]
         self._compressor = ChunkCompressor()
+        # Sharded layers are streamed: fed whole chunk rows, a shard at a time
+        # (shard_stream.py); zarr writes shards of codecs this writer lacks.
+        sharded = [arr for arr in self._layers.values() if arr.shards is not None]
+        self._stream = None
+        if sharded and all(self._shards[arr.path] for arr in sharded):
+            self.stream_rows = math.gcd(*(arr.chunks[0] for arr in sharded))
+            self._stream = ShardRows(sharded[0].shards[0], self._written.shape[0], self._open_stream,
+                                     marks=lambda first, stop: self._written[first:stop],
+                                     mark=lambda first, marks: self._write(self._written, first,
+                                                                           marks.astype(np.uint8)),
+                                     fallback=self._write_through)
         self._skipped: list[dict[str, Any]] = []          # this writer's records
         self._skipped_key = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
@@ -222,19 +234,50 @@ class ZarrWriter(StoreWriter):
         return cls(path, group)
 
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Sharded layers: rows are marked written once their shard is in
+        place (when its last row arrives, or on :meth:`close`)."""
+        if self._stream is not None:
+            self._stream.write(start, {name: np.asarray(data, dtype=self._layers[name].dtype)
+                                       for name, data in arrays.items()})
+            return
+        self._write_through(start, arrays)
+
+    def _write_through(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write rows and mark them at once, without streaming shards."""
         stop = start + len(next(iter(arrays.values())))
         for name, data in arrays.items():
             self._write(self._layers[name], start, data)
         self._write(self._written, start, np.ones(stop - start, dtype=np.uint8))
 
     def _write(self, arr: zarr.Array, start: int, data: np.ndarray) -> None:
-        stop, encode, shards = start + len(data), self._encoders[arr.path], self._shards[arr.path]
-        if shards and start % shards.shard_shape[0] == 0:   # whole shards (the last may end early)
-            self._put(arr, shards.encode_block(self._compressor, np.asarray(data, dtype=arr.dtype), start))
-        elif encode and whole_chunks(start, stop, arr.chunks[0], arr.shape[0]):
+        stop, encode = start + len(data), self._encoders[arr.path]
+        if encode and whole_chunks(start, stop, arr.chunks[0], arr.shape[0]):
             self._write_chunks(arr, start, np.asarray(data, dtype=arr.dtype), encode)
-        else:   # a block that ends inside a chunk (an interrupted run's last rows)
+        else:   # a block that ends inside a chunk, or shards of codecs this writer lacks
             arr[start:stop] = data
+
+    def _open_stream(self, name: str, first: int, start: int, marked: np.ndarray) -> ShardStream | None:
+        """Layer ``name``'s shard from row ``first``, open to append rows from
+        ``start`` (continuing it where it is stored); None if it cannot be."""
+        arr, fmt = self._layers[name], self._shards[self._layers[name].path]
+        key = f"{arr.path}/{arr.metadata.encode_chunk_key((first // fmt.shard_shape[0],) + (0,) * (arr.ndim - 1))}"
+        store = arr.store_path.store
+        if isinstance(store, LocalStore):
+            target = Path(store.root) / key
+            sink, stored = FileSink(target, fmt.index_at_start, fmt.index_nbytes), StoredFile(target)
+        else:
+            fs, root = filesystem(str(self.path))
+            sink, stored = UploadSink(fs, f"{root}/{key}", fmt.index_at_start), StoredObject(fs, f"{root}/{key}")
+        stream = ShardStream(fmt, arr.shape, arr.dtype, arr.fill_value, first, self._compressor, sink)
+        try:
+            adopted = stream.adopt(stored, chunk_decoder(arr.metadata.codecs[0].codecs, arr.dtype), start, marked)
+        except BaseException:
+            stream.abort()
+            raise
+        if not adopted:
+            stream.abort()
+            return None
+        return stream
 
     def _write_chunks(self, arr: zarr.Array, start: int, data: np.ndarray, encode: Encode) -> None:
         """Encode a chunk-aligned block on the thread pool and store each chunk
@@ -299,7 +342,11 @@ class ZarrWriter(StoreWriter):
         del self._group[CLAIMS][name]
 
     def close(self) -> None:
-        self._compressor.close()
+        try:
+            if self._stream is not None:   # the open shard's rows are kept
+                self._stream.commit()
+        finally:
+            self._compressor.close()
         if self.written().all():
             self._consolidate()
 
