@@ -22,6 +22,8 @@ from actstore.store import FORMAT_NAME, LayerSpec, Layout, choose_shard_rows, cr
 from actstore.store.rechunk import rechunk
 from actstore.store.sharding import MISSING, read_index
 
+from conftest import reference_activations
+
 ts = pytest.importorskip("tensorstore")
 try:
     import zarrita   # an early Zarr v3 implementation, written apart from zarr-python
@@ -225,12 +227,15 @@ def real(tmp_path_factory, image_dir, weights_file) -> dict[str, Path]:
     return {"sharded": root / "sharded.zarr", "small": root / "small-shards.zarr", "chunked": root / "chunked.zarr"}
 
 
-def test_real_images_sharded_equal_unsharded_bit_for_bit_in_every_reader(real):
+def test_real_images_sharded_equal_unsharded_bit_for_bit_in_every_reader(real, image_dir, weights_file):
     for layer in LAYERS:
         expected = read_everywhere(real["chunked"], layer)[0]
         for path in (real["sharded"], real["small"]):
             for found in read_everywhere(path, layer):
                 assert found.dtype == expected.dtype and np.array_equal(found, expected)
+        with open_store(real["sharded"]) as store:   # streamed in chunk rows of 2 from batches of 5
+            forward = reference_activations("alexnet", weights_file("alexnet"), image_dir, store.file_names, layer)
+        np.testing.assert_allclose(expected, forward, rtol=1e-5, atol=1e-5)
     with open_store(real["sharded"]) as store:
         rows = len(store)
         assert store.summary()["layers"]["features.2"]["shards"][0] == rows + rows % 2   # one shard holds them all
