@@ -36,9 +36,8 @@ import argparse
 import os
 import time
 
-from _common import SCRATCH, cpu_name, dir_bytes, remove, table
-
 import numpy as np
+from _common import SCRATCH, cpu_name, dir_bytes, remove, table
 
 from actstore.extract.writer_thread import RowBuffer
 from actstore.store import (FORMAT_NAME, LayerSpec, Layout, choose_chunks, choose_shard_rows, create_writer,
@@ -54,7 +53,8 @@ POOL_BYTES = 2**30    # at most this much of it
 
 
 def layout(rows: int, shard_rows: int | None) -> Layout:
-    specs = tuple(LayerSpec(name, shape, shape, "float32", choose_chunks(shape, 4, 16)) for name, shape in SHAPES.items())
+    specs = tuple(LayerSpec(name, shape, shape, "float32", choose_chunks(shape, 4, 16))
+                  for name, shape in SHAPES.items())
     return Layout(n_rows=rows, layers=specs, chunk_images=16,
                   shard_rows=choose_shard_rows("zarr", specs, rows, 16, shard_rows))
 
@@ -125,6 +125,7 @@ def files_of(path: str) -> dict[str, int]:
 def s3_server():
     """A local moto S3 server with a bucket, configured for fsspec (as tests/test_s3.py)."""
     import socket
+
     import fsspec
     from moto.server import ThreadedMotoServer
     with socket.socket() as probe:
@@ -191,7 +192,8 @@ def main() -> None:
         label = f"sharded ({lay.shard_rows} rows)" if lay.shard_rows else "unsharded (16-row chunks)"
         results.append([label, *(f"{files[name]:,}" for name in SHAPES), f"{total_files:,}",
                         f"{stored / 1e9:.2f} GB", f"{raw / 1e6 / seconds:,.0f}",
-                        *(f"{timing[k]:.2f}" for k in ("open_store", "100 random rows", "1 class", "1 unit, all rows"))])
+                        *(f"{timing[k]:.2f}"
+                          for k in ("open_store", "100 random rows", "1 class", "1 unit, all rows"))])
         print(" | ".join(results[-1]), flush=True)
         if not args.s3:
             remove(path)
