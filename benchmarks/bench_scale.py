@@ -40,8 +40,16 @@ import numpy as np
 from _common import SCRATCH, cpu_name, dir_bytes, remove, table
 
 from actstore.extract.writer_thread import RowBuffer
-from actstore.store import (FORMAT_NAME, LayerSpec, Layout, choose_chunks, choose_shard_rows, create_writer,
-                            open_store, writer_class)
+from actstore.store import (
+    FORMAT_NAME,
+    LayerSpec,
+    Layout,
+    choose_chunks,
+    choose_shard_rows,
+    create_writer,
+    open_store,
+    writer_class,
+)
 
 IMAGENET_ROWS = 1_281_167
 CLASS_ROWS = 1300

@@ -13,6 +13,7 @@ import numcodecs
 import numpy as np
 import pytest
 import zarr
+from conftest import reference_activations
 from typer.testing import CliRunner
 
 from actstore import UserError, open_store
@@ -22,11 +23,9 @@ from actstore.store import FORMAT_NAME, LayerSpec, Layout, choose_shard_rows, cr
 from actstore.store.backends.zarr_shards import MISSING, read_index
 from actstore.store.rechunk import rechunk
 
-from conftest import reference_activations
-
 ts = pytest.importorskip("tensorstore")
 try:
-    import zarrita   # an early Zarr v3 implementation, written apart from zarr-python
+    import zarrita  # an early Zarr v3 implementation, written apart from zarr-python
 except ImportError:
     zarrita = None
 

@@ -28,7 +28,6 @@ from typing import Callable, Protocol
 
 import google_crc32c
 import numpy as np
-
 from zarr.storage import LocalStore
 
 from ..codecs import ChunkCompressor

@@ -143,7 +143,7 @@ class ZarrWriter(StoreWriter):
             self.stream_rows = math.gcd(*(arr.chunks[0] for arr in sharded))
             self._stream = ShardRows(sharded[0].shards[0], self._written.shape[0], self._open_stream,
                                      marks=lambda first, stop: self._written[first:stop], fallback=self._write_through,
-                                     mark=lambda first, marks: self._write(self._written, first, marks.astype(np.uint8)))
+                                     mark=lambda first, m: self._write(self._written, first, m.astype(np.uint8)))
         self._skipped: list[dict[str, Any]] = []          # this writer's records
         self._skipped_key = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
