@@ -22,7 +22,7 @@ import itertools
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numcodecs
 import numpy as np
@@ -205,18 +205,26 @@ class ChunkCompressor:
         the array's end; chunks at the array's edge are padded with zeros (the
         fill value), as both formats store every chunk whole.
         """
+        done = list(self.iter_block(data, start, chunks, encode, put))
+        return [] if put is not None else done
+
+    def iter_block(self, data: np.ndarray, start: int, chunks: tuple[int, ...], encode: Encode,
+                   put: Put | None = None) -> Iterator[tuple[tuple[int, ...], bytes]]:
+        """:meth:`encode_block` as the chunks finish, in C order of the chunk
+        grid: every chunk is queued on the pool at once, so the caller
+        stores one chunk while the pool still encodes the next ones."""
         if start % chunks[0]:
             raise ValueError(f"block starts at row {start}, inside a chunk of {chunks[0]} rows")
-        ranges = [range(0, n, c) for n, c in zip(data.shape, chunks)]
         first = start // chunks[0]
+        grid = [range(0, n, c) for n, c in zip(data.shape, chunks)]
         tasks = [((first + offsets[0] // chunks[0],) + tuple(o // c for o, c in zip(offsets[1:], chunks[1:])),
                   offsets, data, chunks, encode, put)
-                 for offsets in itertools.product(*ranges)]
+                 for offsets in itertools.product(*grid)]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.threads or config.usable_cores(),
                                             thread_name_prefix="actstore-codec")
-        done = [(task[0], payload) for task, payload in zip(tasks, self._pool.map(_encode_one, tasks))]
-        return [] if put is not None else done
+        for task, payload in zip(tasks, self._pool.map(_encode_one, tasks)):
+            yield task[0], payload
 
     def close(self) -> None:
         if self._pool is not None:
