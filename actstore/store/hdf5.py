@@ -26,7 +26,6 @@ import contextlib
 import itertools
 import os
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from .. import defaults
 from ..errors import OutOfSpaceError, UserError, is_disk_full
-from . import lock
+from . import deflate, lock
 from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
 from .chunks import ChunkCompressor, whole_chunks
@@ -141,7 +140,7 @@ class _ChunkEncoder:
             return chunk.tobytes()
         if self.kind == "gzip":   # HDF5's pipeline: byte shuffle, then deflate
             shuffled = numcodecs.Shuffle(elementsize=chunk.dtype.itemsize).encode(chunk)
-            return zlib.compress(bytes(shuffled), self.level)
+            return deflate.zlib_stream(shuffled, self.level)
         return bytes(self._blosc.encode(chunk))
 
 

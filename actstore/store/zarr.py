@@ -35,6 +35,7 @@ from zarr.storage import LocalStore
 
 from .. import defaults
 from ..errors import UserError
+from . import deflate
 from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
 from .chunks import ChunkCompressor, Encode, whole_chunks
@@ -81,9 +82,8 @@ def _chunk_encoder(codecs: Sequence) -> Encode | None:
                                 shuffle={"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[codec.shuffle.value],
                                 blocksize=codec.blocksize)
         return lambda chunk: bytes(blosc.encode(chunk))
-    if isinstance(codec, GzipCodec):
-        gzip = numcodecs.GZip(level=codec.level)
-        return lambda chunk: bytes(gzip.encode(chunk))
+    if isinstance(codec, GzipCodec):   # a gzip member as numcodecs.GZip writes, by the fastest deflate
+        return lambda chunk: deflate.gzip_member(chunk, codec.level)
     return None
 
 
