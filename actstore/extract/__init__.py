@@ -13,6 +13,7 @@ import dataclasses
 import sys
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..store import (Location, default_compression, formats_that, output_format,
                      writer_class)
 from ..store.provenance import skipped_rows
 from ..store.session import check_no_writer, check_out_path, open_session
+from .limits import jpeg_share, limit_hint
 from .loader import scan_images
 from .loop import run_batches
 from .options import ExtractOptions, resolve_device
@@ -127,6 +129,12 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
         result.rows_skipped = int(skipped_rows(session.writer.root_attrs(), len(images)).sum())
         result.shard_rows = (lo, hi)
     result.seconds = time.perf_counter() - started
+    hint = None if options.quiet else limit_hint(
+        result.stages, device_type=options.torch_device.type, decoder=options.decoder,
+        jpeg_share=jpeg_share(images.file_names), num_workers=options.num_workers,
+        compression=options.compression, dtype=options.dtype)
+    if hint:
+        warnings.warn(hint, stacklevel=2)
     return result
 
 
