@@ -171,7 +171,7 @@ def extract_command(
     channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels_last memory format (can be faster on GPUs)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
     overwrite: bool = OVERWRITE_STORE_OPTION,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, and no closing line on what limited the run."),
     pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained weights are the default here."),
 ) -> None:
     """Extract activations of MODEL at the given modules for every image into one store."""
