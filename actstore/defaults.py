@@ -50,12 +50,13 @@ HDF5_COMPRESSION = "gzip"
 # better ratio than Blosc's automatic 32-64 KiB blocks (benchmarks/bench_writer.py).
 BLOSC_BLOCK_BYTES = 2**20
 # Each codec's level when --compression-level is not given (lz4: its library's
-# usual middle level). gzip 1: levels 1-3 are ISA-L's (actstore/store/deflate.py),
-# and on AlexNet's activations (shuffle + deflate, one core) its level 1 is as
-# fast as level 0 at a 10-15% better ratio, 3-5% faster than level 2 at the
-# same ratio, and 1.1-1.6x faster than level 3, which is no smaller; it stores
-# no more than zlib's level 1 on ReLU layers (within 2.5% on a linear one) at
-# 6-11x its speed (benchmarks/bench_codecs.py; docs/benchmarks.md).
+# usual middle level). gzip 1: levels 1-3 are ISA-L's (actstore/store/deflate.py).
+# On AlexNet's activations (shuffle + deflate, one core) ISA-L's level 1 is as
+# fast as its level 0 at a 14-18% better ratio, as fast as or faster than
+# level 2 (1.0-1.4x) at the same ratio, and 1.1-2.7x faster than level 3,
+# which stores no less. Against zlib's level 1 (the default before) it is
+# 7-11x faster and stores 1-4% less on ReLU layers, 2% more on a linear one
+# (benchmarks/bench_codecs.py; docs/benchmarks.md, "Storage at GPU rates").
 COMPRESSION_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 1}
 
 BATCH_SIZE = 64

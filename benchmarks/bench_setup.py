@@ -36,7 +36,7 @@ from PIL import Image
 from actstore import defaults
 from actstore.images import CHECK_BLOCK_FILES, ImageSet, _pillow_problem, _problem
 
-TARGET_SECONDS = 0.25   # per 4,096 images (issue 22)
+TARGET_SECONDS = 0.25   # the target, per 4,096 images
 
 
 def make_folder(n: int) -> Path:
