@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from . import defaults
+from . import config
 from .errors import BadImagesError, BadOptionError
 from .image_headers import sound_size
 
@@ -157,7 +157,7 @@ class ImageSet:
         """
         paths = [str(self.path(row)) for row in range(len(self))]
         blocks = [paths[i:i + CHECK_BLOCK_FILES] for i in range(0, len(paths), CHECK_BLOCK_FILES)]
-        workers = min(len(blocks), workers or defaults.usable_cores())
+        workers = min(len(blocks), workers or config.usable_cores())
         if workers > 1 and len(blocks) > 2:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 reasons = [r for block in pool.map(_problems, blocks, itertools.repeat(Image.MAX_IMAGE_PIXELS))

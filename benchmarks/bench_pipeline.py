@@ -35,18 +35,19 @@ from concurrent.futures import ThreadPoolExecutor
 from _common import SCRATCH, dir_bytes, machine, median, remove, table
 from bench_writer import activations
 
-import numcodecs
 import numpy as np
 import torch
 
-from actstore import defaults
+from actstore import config
 from actstore.extract.buffers import HostBuffers
 from actstore.extract.writer_thread import BackgroundWriter
-from actstore.store import COMPRESSIONS, LayerSpec, Layout, choose_chunks, choose_shard_rows, create_writer, deflate
+from actstore.store import (COMPRESSIONS, CodecSpec, LayerSpec, Layout, choose_chunks, choose_shard_rows,
+                            create_writer)
+from actstore.store import deflate
 
 FORMATS = {"zarr sharded": ("zarr", ".zarr", None), "zarr unsharded": ("zarr", ".zarr", 0),
            "hdf5": ("hdf5", ".h5", 0)}
-BATCH = defaults.BATCH_SIZE
+BATCH = config.BATCH_SIZE
 TARGET_RATE, TARGET_CPU = 0.8, 1.2   # targets: vs the codec alone, on the same threads
 
 
@@ -57,8 +58,8 @@ class _NoProgress:
 
 def layout_of(acts: dict[str, np.ndarray], rows: int, codec: str, shard_rows: int | None) -> Layout:
     specs = tuple(LayerSpec(module_name=name, shape=a.shape[1:], native_shape=a.shape[1:], dtype="float32",
-                            chunks=choose_chunks(a.shape[1:], 4, defaults.CHUNK_IMAGES)) for name, a in acts.items())
-    shards = 0 if shard_rows == 0 else choose_shard_rows("zarr", specs, rows, defaults.CHUNK_IMAGES)
+                            chunks=choose_chunks(a.shape[1:], 4, config.CHUNK_IMAGES)) for name, a in acts.items())
+    shards = 0 if shard_rows == 0 else choose_shard_rows("zarr", specs, rows, config.CHUNK_IMAGES)
     return Layout(n_rows=rows, layers=specs, compression=codec, shard_rows=shards)
 
 
@@ -87,18 +88,10 @@ def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray]
 
 
 def chunk_encoder(file_format: str, codec: str, layout: Layout):
-    """The chunk encoding the format's writer applies (Blosc with the chunk as
-    one block; HDF5 gzip: shuffle + deflate; Zarr gzip: a gzip member)."""
-    level = layout.level
-    if codec in ("zstd", "lz4"):
-        blosc = numcodecs.Blosc(cname=codec, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE,
-                                blocksize=defaults.BLOSC_BLOCK_BYTES)
-        return lambda chunk: bytes(blosc.encode(chunk))
-    if codec == "gzip" and file_format == "hdf5":
-        return lambda chunk: deflate.zlib_stream(numcodecs.Shuffle(elementsize=4).encode(chunk), level)
-    if codec == "gzip":
-        return lambda chunk: deflate.gzip_member(chunk, level)
-    return lambda chunk: chunk.tobytes()
+    """The chunk encoding the format's writer applies (``CodecSpec.encoder``:
+    Blosc with the chunk as one block; HDF5 gzip: shuffle + deflate; Zarr
+    gzip: a gzip member; none: the chunk's bytes)."""
+    return CodecSpec(codec, layout.compression_level).encoder(file_format)
 
 
 def codec_alone(encode, chunks: list[np.ndarray], repeat: int, threads: int) -> tuple[float, float, int, int]:
@@ -224,7 +217,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.images % BATCH or args.rows % args.images:
         parser.error(f"--images must be a multiple of {BATCH} and --rows a multiple of --images")
-    thread_counts = args.threads or list(range(1, defaults.usable_cores() + 1))
+    thread_counts = args.threads or list(range(1, config.usable_cores() + 1))
     acts = {name: np.ascontiguousarray(a[:args.images]) for name, a in activations(args.images).items()}
     raw = args.rows * sum(a[0].nbytes for a in acts.values())
     print(f"machine: {machine()}; deflate: {deflate.IMPLEMENTATION}")

@@ -33,7 +33,7 @@ from _common import SCRATCH, machine, median, spread, table
 import numpy as np
 from PIL import Image
 
-from actstore import defaults
+from actstore import config
 from actstore.images import CHECK_BLOCK_FILES, ImageSet, _pillow_problem, _problem
 
 TARGET_SECONDS = 0.25   # the target, per 4,096 images
@@ -76,7 +76,7 @@ def _threads(check, paths: list[Path], workers: int = 8) -> list[str]:
 
 
 def _processes(check, paths: list[Path]) -> list[str]:
-    workers = defaults.usable_cores()
+    workers = config.usable_cores()
     blocks = [paths[i::workers] for i in range(workers)]   # interleaved: equal work per process
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         done = list(pool.map(_serial, [check] * workers, blocks))
@@ -90,7 +90,7 @@ def pool_start_seconds() -> float:
     """Seconds until a spawned process pool (one process per usable core) has
     run one task each: the start ``ImageSet.check`` pays for processes."""
     from actstore import images as images_module   # what the workers import: actstore
-    workers = defaults.usable_cores()
+    workers = config.usable_cores()
     started = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         list(pool.map(images_module._problems, [[]] * workers, [Image.MAX_IMAGE_PIXELS] * workers))
@@ -109,10 +109,10 @@ def main() -> None:
     variants = {
         "Pillow, 8 threads (before)": lambda: _threads(pillow_before, paths),
         "Pillow, 1 thread": lambda: _serial(pillow_before, paths),
-        f"Pillow, {defaults.usable_cores()} processes (spawn)": lambda: _processes(pillow_before, paths),
+        f"Pillow, {config.usable_cores()} processes (spawn)": lambda: _processes(pillow_before, paths),
         "structure walk, 1 thread": lambda: _serial(_problem, paths),
         "structure walk, 8 threads": lambda: _threads(_problem, paths),
-        f"structure walk, {defaults.usable_cores()} processes (spawn)": lambda: _processes(_problem, paths),
+        f"structure walk, {config.usable_cores()} processes (spawn)": lambda: _processes(_problem, paths),
         "ImageSet.check (as shipped)": lambda: [r for _, r in sorted(dict(images.check()).items())],
     }
     seconds: dict[str, list[float]] = {name: [] for name in variants}
@@ -136,7 +136,7 @@ def main() -> None:
     print(f"\nbad files named by every approach: {', '.join(expected)}")
     start = median([pool_start_seconds() for _ in range(3)])
     per_file = walk / len(paths)
-    cores = defaults.usable_cores()
+    cores = config.usable_cores()
     print(f"a spawned pool of {cores} processes starts in {start:.2f} s: processes pay off beyond "
           f"~{start / (per_file * (1 - 1 / cores)):,.0f} files here (ImageSet.check starts them beyond "
           f"{2 * CHECK_BLOCK_FILES:,})")
