@@ -3,9 +3,9 @@
 Checking a folder of images before a run (``ImageSet.check``) opened each
 with Pillow, whose header parsers run in Python and hold the GIL: about
 0.15 ms a file, 0.6 s for 4,096 (benchmarks/bench_setup.py). Walking the
-file's own structure costs a fifth of that. Only a file that is plainly
-sound passes here; anything else (another format, an unusual or damaged
-structure) gets None, and Pillow then decides, as before.
+file's own structure costs a quarter of that or less. Only a file that is
+plainly sound passes here; anything else (another format, an unusual or
+damaged structure) gets None, and Pillow then decides, as before.
 
 - JPEG: the markers from SOI to the start of scan (SOS), each segment's
   length within the file; a frame header (SOF) with a non-zero size; an

@@ -38,7 +38,7 @@ LEVEL_RANGES = {"zstd": (0, 9), "lz4": (0, 9), "gzip": (0, 9)}
 # activations 2.3-2.6x faster than level 3 for a ratio only 1-2% lower. lz4 5:
 # its library's usual middle level. gzip 1: levels 1-3 are ISA-L's
 # (store/deflate.py). On AlexNet's activations (shuffle + deflate, one core)
-# ISA-L's level 1 is as fast as its level 0 at a 14-18% better ratio, as fast
+# ISA-L's level 1 is as fast as its level 0 at a 15-18% better ratio, as fast
 # as or faster than level 2 (1.0-1.4x) at the same ratio, and 1.1-2.7x faster
 # than level 3, which stores no less. Against zlib's level 1 (the default
 # before) it is 7-11x faster and stores 1-4% less on ReLU layers, 2% more on a
