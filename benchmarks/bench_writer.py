@@ -39,7 +39,7 @@ import torch
 from _common import SCRATCH, dir_bytes, machine, make_images, median, remove, spread, table
 
 from actstore import Extractor, load_model
-from actstore.config import BLOSC_BLOCK_BYTES
+from actstore.store.codecs import BLOSC_BLOCK_BYTES
 from actstore.images import ImageSet
 from actstore.store import COMPRESSIONS, LayerSpec, Layout, choose_chunks, create_writer, writer_class
 
@@ -208,7 +208,8 @@ def main() -> None:
                          f"{on_disk:,.0f}", f"{on_disk / npy_disk:.2f}",
                          f"{spread(times[variant])} / {spread(disk[variant])}",
                          f"{data.nbytes / sizes[variant]:.2f}"])
-            if variant[1] == writer_class(variant[0]).default_compression and MODULES[name] == "ReLU":
+            if variant[0] in FORMATS and variant[1] == writer_class(variant[0]).default_compression \
+                    and MODULES[name] == "ReLU":
                 ratio = data.nbytes / sizes[variant]
                 verdicts.append(
                     f"{name} {variant[0]} {variant[1]}: raw/stored {ratio:.2f}; "
