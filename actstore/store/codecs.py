@@ -13,13 +13,12 @@ a single lock or a Python-level pipeline that copies every chunk into a fresh
 fill-value array first; at the rate a model produces activations that, not the
 codec, is the limit. Here each chunk is cut from the block, made contiguous,
 padded at the array's edge and compressed in one task on the pool (Blosc and
-zlib release the GIL), and the backends store the finished bytes (HDF5's
+the deflates release the GIL), and the backends store the finished bytes (HDF5's
 ``write_direct_chunk``, a Zarr store's keys).
 """
 from __future__ import annotations
 
 import itertools
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -29,6 +28,7 @@ import numpy as np
 
 from .. import config
 from ..errors import BadOptionError
+from . import deflate
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
 BLOSC = ("zstd", "lz4")
@@ -36,9 +36,13 @@ BLOSC = ("zstd", "lz4")
 LEVEL_RANGES = {"zstd": (0, 9), "lz4": (0, 9), "gzip": (0, 9)}
 # Each codec's level when --compression-level is not given. zstd 1: on
 # activations 2.3-2.6x faster than level 3 for a ratio only 1-2% lower. lz4 5:
-# its library's usual middle level. gzip 1: shuffle + deflate, one core,
-# 1.25-2x faster than level 4 for a ratio 2-3% lower, 3-7x faster than level 6
-# (benchmarks/bench_writer.py; docs/performance.md, "Writer throughput").
+# its library's usual middle level. gzip 1: levels 1-3 are ISA-L's
+# (store/deflate.py). On AlexNet's activations (shuffle + deflate, one core)
+# ISA-L's level 1 is as fast as its level 0 at a 15-18% better ratio, as fast
+# as or faster than level 2 (1.0-1.4x) at the same ratio, and 1.1-2.7x faster
+# than level 3, which stores no less. Against zlib's level 1 (the default
+# before) it is 7-11x faster and stores 1-4% less on ReLU layers, 2% more on a
+# linear one (benchmarks/bench_codecs.py; docs/performance.md, "Storage at GPU rates").
 DEFAULT_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 1}
 # Blosc block size: a whole chunk (up to this) is one block. On activations
 # that is ~1.5x faster to compress, ~1.7x faster to decompress and a slightly
@@ -148,11 +152,11 @@ class CodecSpec:
 
             def shuffled_deflate(chunk: np.ndarray) -> bytes:   # HDF5's pipeline: shuffle, then deflate
                 shuffled = numcodecs.Shuffle(elementsize=chunk.dtype.itemsize).encode(chunk)
-                return zlib.compress(bytes(shuffled), level)
+                return deflate.zlib_stream(shuffled, level)
             return shuffled_deflate
-        if self.name == "gzip":
-            gzip = numcodecs.GZip(level=self.stored_level)
-            return lambda chunk: bytes(gzip.encode(chunk))
+        if self.name == "gzip":   # a gzip member as numcodecs.GZip writes, by the fastest deflate
+            level = self.stored_level
+            return lambda chunk: deflate.gzip_member(chunk, level)
         return lambda chunk: chunk.tobytes()
 
     def decoder(self, dtype: np.dtype) -> Decode:
