@@ -56,3 +56,26 @@ class Interrupted(UserError):
 
 class StoreBusyError(StoreConflictError):
     """Another live process is writing the store (or the same shard of it)."""
+
+
+class LayerNotFoundError(UserError, KeyError):
+    """A layer name the store does not hold; the message names close ones."""
+
+    def __str__(self) -> str:   # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class NanRowsError(UserError, ValueError):
+    """Rows that hold NaN (unwritten or corrupt) where an analysis needs values."""
+
+
+class TooFewRowsError(UserError, ValueError):
+    """An analysis that needs at least two rows (images or classes) got fewer."""
+
+
+class StoresDifferError(UserError, ValueError):
+    """Two stores compared row by row do not hold the same images."""
+
+
+class MemoryBudgetError(UserError, ValueError):
+    """A result or a block cannot be computed within the memory budget given."""

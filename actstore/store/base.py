@@ -26,6 +26,7 @@ from .. import defaults
 FORMAT_NAME = "actstore"
 FORMAT_VERSION = 1
 ACTIVATIONS = "activations"
+DERIVED = "derived"   # arrays that belong to a derived layer (derived/<layer>/<name>)
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
 DTYPES = ("float32", "float16")
 
@@ -243,6 +244,18 @@ class StoreWriter(ABC):
         stored = list(self.root_attrs().get("skipped_images") or [])
         self.update_attrs({"skipped_images": stored + [dict(r) for r in records]})
 
+    def add_layer(self, spec: LayerSpec) -> None:
+        """Add a layer with no row written (NaN until written), chunked and
+        compressed as the store's first layer. Its rows are then written with
+        :meth:`write_rows` (whose marks stay set)."""
+        raise NotImplementedError(f"{self.format_name} stores cannot take new layers")
+
+    def describe_layer(self, name: str, attrs: Mapping[str, Any],
+                       derived: Mapping[str, np.ndarray] | None = None) -> None:
+        """Add ``attrs`` to a layer's attributes, and store ``derived`` arrays
+        (a projection's components) at ``derived/<layer>/<name>``."""
+        raise NotImplementedError(f"{self.format_name} stores cannot describe layers")
+
     @abstractmethod
     def claims(self) -> dict[str, dict[str, Any]]:
         """The shards that processes have claimed, by ``"I-of-N"``."""
@@ -317,6 +330,10 @@ class StoreReader(ABC):
         """Files (or objects) holding one array's chunks: shards, chunks, or
         one file for a format that keeps everything in one."""
         return 1
+
+    def derived(self, layer: str) -> dict[str, np.ndarray]:
+        """The arrays stored with a derived layer (``derived/<layer>/``); empty if none."""
+        return {}
 
     @abstractmethod
     def block_rows(self, name: str) -> int:
