@@ -44,8 +44,8 @@ def parse_memory(value: int | float | str) -> int:
         if not match:
             raise BadOptionError(f"max_memory {value!r} is not a size: write e.g. 2GB, 512MB or a number of bytes")
         size = int(float(match.group(1)) * UNITS[match.group(2) if match.group(2) != "I" else ""])
-    if size < 2**20:
-        raise BadOptionError(f"max_memory {value!r} is below 1 MiB: give at least 1MB")
+    if size < 10**6:
+        raise BadOptionError(f"max_memory {value!r} is below 1MB: give at least 1MB")
     return size
 
 
