@@ -44,8 +44,12 @@ def test_pca_equals_scikit_learn(stored, method):
 
 
 def test_auto_picks_an_exact_way_for_few_units_and_randomized_past_the_budget(stored):
-    path, _, reference = stored
-    assert pca(path, "features.0", K).method == "covariance"
+    path, flat, reference = stored
+    exact = pca(path, "features.0", K, scores=True)
+    assert exact.method == "covariance" and exact.passes == 2
+    signs = np.sign(np.sum(exact.flat_components * reference.components_, axis=1))
+    np.testing.assert_allclose(exact.scores.values, reference.transform(flat) * signs, atol=1e-6)
+    assert exact.scores.dims == ("image", "component") and exact.scores.class_name.values[0] == "cat"
     tight = pca(path, "features.0", K, max_memory="1MB")
     assert tight.method == "randomized"
     assert_matches(tight, reference)

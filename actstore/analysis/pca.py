@@ -17,7 +17,7 @@ the shapes and the budget (``method="auto"``):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import BadOptionError
 from ..store import Store
 from .blocks import (READ_SHARE, LayerBlocks, Progress, column_units, opened, parse_memory, select_rows)
-from .scores import write_scores
+from .scores import project, write_scores
 
 if TYPE_CHECKING:
     import xarray
@@ -49,12 +49,21 @@ class PCAResult:
     layer: str
     store: str
     written: str | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
+    scores: "xarray.DataArray | None" = None
 
     @property
     def flat_components(self) -> np.ndarray:
         """Components as a (k, units) array, units in C order of the unit shape."""
         return self.components.values.reshape(self.components.shape[0], -1)
+
+    def to_dataset(self) -> "xarray.Dataset":
+        """Components, variances and mean in one Dataset (to save as netCDF or Zarr)."""
+        import xarray as xr
+        variables = {"components": self.components, "explained_variance": self.explained_variance,
+                     "explained_variance_ratio": self.explained_variance_ratio, "mean": self.mean}
+        attrs = {"layer": self.layer, "store": self.store, "method": self.method, "passes": self.passes,
+                 "rows": len(self.rows), "total_variance": self.total_variance}
+        return xr.Dataset({name: value.rename(None) for name, value in variables.items()}, attrs=attrs)
 
     def transform(self, data: np.ndarray) -> np.ndarray:
         """Scores ``(x − mean) Vᵀ`` of rows given in the layer's shape or flat."""
@@ -178,7 +187,7 @@ def _choose(method: str, n: int, p: int, budget: int) -> str:
 
 def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, write_to: Any = None,
         max_memory: int | str = "2GB", method: str = "auto", power_iterations: int = 4, seed: int = 0,
-        progress: bool = False) -> PCAResult:
+        scores: bool = False, progress: bool = False) -> PCAResult:
     """Principal components of a layer's flattened rows.
 
     Args:
@@ -191,6 +200,8 @@ def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, 
         max_memory: budget, e.g. ``"2GB"``.
         method: ``auto``, ``covariance``, ``gram`` or ``randomized`` (see the module).
         power_iterations, seed: of the randomized method.
+        scores: also return the scores of the fitted rows (``result.scores``;
+            one more pass unless ``write_to`` projects the rows anyway).
         progress: show a progress bar.
 
     Returns:
@@ -212,11 +223,22 @@ def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, 
         else:
             parts = _randomized(blocks, n_components, budget, bar, power_iterations, seed)
         result = _result(st, blocks, chosen, chosen_method, bar, *parts)
-        if write_to is not None:
-            result.written = write_scores(st, result, write_to, budget, bar)
+        if scores or write_to is not None:
+            projected = project(st, result, chosen if write_to is None else st.written_rows, budget, bar)
+            if scores:
+                result.scores = _scores(st, chosen, projected[chosen])
+            if write_to is not None:
+                result.written = write_scores(st, result, write_to, projected)
         bar.close()
         result.passes, result.seconds = bar.passes, round(bar.seconds, 3)
         return result
+
+
+def _scores(store: Store, rows: np.ndarray, values: np.ndarray) -> "xarray.DataArray":
+    import xarray as xr
+    return xr.DataArray(values, dims=("image", "component"), name="scores",
+                        coords={"image": store.file_names[rows], "component": np.arange(1, values.shape[1] + 1),
+                                "class_name": ("image", store.class_names[rows])})
 
 
 def _result(store: Store, blocks: LayerBlocks, rows: np.ndarray, method: str, bar: Progress,
@@ -235,5 +257,4 @@ def _result(store: Store, blocks: LayerBlocks, rows: np.ndarray, method: str, ba
                                               dims="component", coords=coord, name="explained_variance_ratio"),
         mean=xr.DataArray(mean.reshape(blocks.unit_shape), dims=unit_dims, name=f"{blocks.layer} mean"),
         total_variance=total, rows=rows, method=method, passes=bar.passes, seconds=bar.seconds,
-        layer=blocks.layer, store=str(store.path),
-        attrs={"targets": store.targets[rows], "class_names": store.class_names[rows]})
+        layer=blocks.layer, store=str(store.path))

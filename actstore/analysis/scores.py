@@ -29,9 +29,9 @@ def row_runs(rows: np.ndarray) -> list[list[int]]:
     return [[int(g[0]), int(g[-1])] for g in np.split(rows, breaks) if len(g)]
 
 
-def project(store: Store, result: "PCAResult", budget: int, bar: Progress) -> np.ndarray:
-    """Scores of every written row (NaN for the others), one pass over row blocks."""
-    rows = np.flatnonzero(store.written)
+def project(store: Store, result: "PCAResult", rows: np.ndarray, budget: int, bar: Progress) -> np.ndarray:
+    """Scores ``(x − mean) Vᵀ`` of ``rows`` in an array of every row (NaN for
+    the others), one pass over row blocks."""
     blocks = LayerBlocks(store, result.layer, rows)
     components, mean = result.flat_components, result.mean.values.reshape(-1)
     scores = np.full((len(store), len(components)), np.nan, dtype=np.float32)
@@ -72,14 +72,13 @@ def _target(store: Store, path: Any, spec: LayerSpec, chunk_rows: int):
                          store.classes, attrs), True
 
 
-def write_scores(store: Store, result: "PCAResult", write_to: Any, budget: int, bar: Progress) -> str:
-    """Project every written row and write the scores as ``<layer>.pca<k>``
-    at ``write_to``; returns ``"<path>:<layer name>"``."""
+def write_scores(store: Store, result: "PCAResult", write_to: Any, scores: np.ndarray) -> str:
+    """Write the scores of every written row (from :func:`project`) as
+    ``<layer>.pca<k>`` at ``write_to``; returns ``"<path>:<layer name>"``."""
     k = len(result.explained_variance)
     name = f"{result.layer}.pca{k}"
     chunk_rows = store[result.layer].chunks[0]
     spec = LayerSpec(name, (k,), (k,), "float32", (chunk_rows, k))
-    scores = project(store, result, budget, bar)
     derived = {"components": result.flat_components, "mean": result.mean.values.reshape(-1)}
     written, attrs = store.written.copy(), provenance(store, result)
     same = identity(location(write_to)) == identity(store.path)
