@@ -214,42 +214,60 @@ def rdm(store: Store | Any, layer: str, *, metric: str = "correlation", by: str 
         plan = _plan(blocks, metric, by, chosen, budget, out)
         _, labels, class_names = _conditions(st, chosen, by)
         bar = Progress(description=f"rdm {blocks.layer}", enabled=progress)
+        attrs = {"metric": metric, "layer": blocks.layer, "store": str(st.path), "by": by,
+                 "rows": len(chosen), "units": blocks.units}
+        template = _as_dataarray(None, by, labels, class_names, attrs, plan.m, plan.tile)
+        target = None if out is None else _open_out(out, template)
         sums: list = []
-        target = None if out is None else _open_out(out, plan.m, plan.tile)
-        result = None
         for start in range(0, plan.m, plan.tile):
             gram = _sweep_tile(blocks, plan, start, backend, bar, sums)
             tile = _finish(gram, sums[1], sums[2], start, metric, blocks.units)
             if target is None:
-                result = tile
+                template = template.copy(data=tile)
             else:
                 target[start:start + len(tile)] = tile
         bar.close()
         _warn_degenerate(sums[2], sums[1], blocks.units, metric, labels)
-        attrs = {"metric": metric, "layer": blocks.layer, "store": str(st.path), "by": by,
-                 "passes": bar.passes, "rows": len(chosen), "units": blocks.units, "seconds": round(bar.seconds, 3)}
-        return _as_dataarray(result if target is None else _lazy(target), by, labels, class_names, attrs)
+        done = {"passes": bar.passes, "seconds": round(bar.seconds, 3)}
+        if target is None:
+            template.attrs.update(done)
+            return template
+        target.attrs.update(done)
+        return _reopen(out)
 
 
-def _open_out(out: Any, m: int, tile: int) -> Any:
+def _open_out(out: Any, template: "xarray.DataArray") -> Any:
+    """Create ``out`` as a Zarr store xarray opens (the RDM and its coordinates),
+    and return the RDM's array, into which tiles are written."""
     import zarr
-    rows = max(1, min(m, (8 * 2**20) // (8 * m) or 1))
-    return zarr.open_array(str(out), mode="w", shape=(m, m), chunks=(rows, m), dtype="float64")
+
+    from ..store import is_store
+    if is_store(out):
+        raise BadOptionError(f"out={out} is an actstore store: write the RDM to another path")
+    template.to_dataset(name="rdm").to_zarr(str(out), mode="w", compute=False, consolidated=False)
+    return zarr.open_group(str(out), mode="r+")["rdm"]
 
 
-def _lazy(target: Any) -> Any:
-    import dask.array as da
-    return da.from_zarr(target)
+def _reopen(out: Any) -> "xarray.DataArray":
+    import xarray as xr
+    return xr.open_zarr(str(out), consolidated=False)["rdm"]
 
 
 def _as_dataarray(values: Any, by: str, labels: list[str], class_names: np.ndarray,
-                  attrs: dict[str, Any]) -> "xarray.DataArray":
+                  attrs: dict[str, Any], m: int, tile: int) -> "xarray.DataArray":
+    """The result with its coordinates; ``values`` None: a lazy placeholder
+    in chunks of whole rows (the template of a result written to ``out``)."""
     import xarray as xr
+    if values is None:
+        import dask.array as da
+        rows = max(1, min(m, (8 * 2**20) // (8 * m)))
+        values = da.zeros((m, m), chunks=(rows, m))
     dims = (by, f"{by}_")
-    coords: dict[str, Any] = {dims[0]: list(labels), dims[1]: list(labels)}
+    text = [str(label) for label in labels]   # object strings: variable length in every file format
+    coords: dict[str, Any] = {dims[0]: np.asarray(text, dtype=object), dims[1]: np.asarray(text, dtype=object)}
     if by == "image":
-        coords["class_name"] = (dims[0], np.asarray(class_names, dtype=str))
-        coords["class_name_"] = (dims[1], np.asarray(class_names, dtype=str))
+        names = np.asarray([str(name) for name in class_names], dtype=object)
+        coords["class_name"], coords["class_name_"] = (dims[0], names), (dims[1], names)
     return xr.DataArray(values, dims=dims, coords=coords, name=f"rdm {attrs['layer']}", attrs=attrs)
 
 
