@@ -175,7 +175,7 @@ def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: i
     tile = tile_rows(m, budget, 8 * m)
     if tile < m and out is None:
         raise MemoryBudgetError(f"the {m}×{m} RDM takes {human(8 * m * m)}, more than max_memory allows: "
-                                "pass out=PATH (a Zarr path) to compute it in tiles and write it there")
+                                "pass out=PATH to compute it in tiles and write it there")
     per_unit = 0 if index is None else 8 * m   # the class means of a block
     units = column_units(blocks.n, int(budget * READ_SHARE), extra=per_unit)
     return _Plan(metric, index, counts, m, tile, units)
