@@ -159,6 +159,7 @@ class LayerBlocks:
         self.rows = rows
         self.order = np.argsort(rows, kind="stable")
         self.sorted = rows[self.order]
+        self.in_order = bool(np.all(self.order == np.arange(len(rows))))
         self.unit_shape = tuple(self.array.shape[1:])
         self.units = math.prod(self.unit_shape)
         self.axis = next((k for k in range(1, self.array.ndim) if self.array.chunks[k] < self.array.shape[k]), 1)
@@ -186,10 +187,10 @@ class LayerBlocks:
         return data.reshape(len(rows), -1)
 
     def _check(self, positions: np.ndarray, block: np.ndarray) -> None:
-        bad = np.isnan(block).any(axis=1)
+        bad = ~np.isfinite(block.sum(axis=1))   # a NaN (or inf) anywhere in a row: a cheap reduction
         if bad.any():
             rows = self.rows[positions[bad]]
-            raise NanRowsError(f"{int(bad.sum())}+ row(s) of {self.layer!r} in {self.store.path} hold NaN "
+            raise NanRowsError(f"{int(bad.sum())}+ row(s) of {self.layer!r} in {self.store.path} hold NaN or inf "
                                f"(rows {runs(rows)}, e.g. {self.store.file_names[rows[0]]}); "
                                "pass rows= without them")
 
@@ -250,7 +251,10 @@ class LayerBlocks:
                 part = self._read(self.sorted[start:start + step], units)
                 if out is None:
                     out = np.empty((self.n, part.shape[1]))
-                out[self.order[start:start + step]] = part
+                if self.in_order:
+                    out[start:start + len(part)] = part
+                else:
+                    out[self.order[start:start + step]] = part
             self._check(np.arange(self.n), out)
             if progress is not None:
                 progress.step()

@@ -86,7 +86,15 @@ def _shifted_pass(blocks: LayerBlocks, step: int, bar: Progress, visit) -> tuple
     return shift, sums, squares
 
 
-def _top(values: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _top(matrix: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest eigenvalues (descending) and eigenvectors of a symmetric
+    PSD matrix: Lanczos (ARPACK, to machine precision) when few are wanted of a
+    large matrix, else LAPACK's full ``eigh``."""
+    if 10 * k < len(matrix) and len(matrix) > 500:
+        from scipy.sparse.linalg import eigsh
+        values, vectors = eigsh(matrix, k, which="LA", tol=0, v0=np.ones(len(matrix)))
+    else:
+        values, vectors = np.linalg.eigh(matrix)
     order = np.argsort(values)[::-1][:k]
     return np.maximum(values[order], 0), vectors[:, order]
 
@@ -100,7 +108,7 @@ def _covariance(blocks: LayerBlocks, k: int, budget: int, bar: Progress) -> tupl
     shift, sums, squares = _shifted_pass(blocks, blocks.row_step(int(budget * READ_SHARE)), bar, visit)
     cov -= np.outer(sums, sums) / n
     cov /= n - 1
-    values, vectors = _top(*np.linalg.eigh(cov), k)
+    values, vectors = _top(cov, k)
     total = float((squares - sums * sums / n).sum() / (n - 1))
     return vectors.T, values, shift + sums / n, total
 
@@ -115,7 +123,7 @@ def _gram(blocks: LayerBlocks, k: int, budget: int, bar: Progress) -> tuple:
         total += float(np.einsum("ij,ij->", block, block))
         gram += block @ block.T
     bar.passes += 1
-    values, vectors = _top(*np.linalg.eigh(gram), k)
+    values, vectors = _top(gram, k)
     scale = np.where(values > 0, 1 / np.sqrt(np.maximum(values, 1e-300)), 0.0)
     parts = []
     for block, mean in zip(blocks.columns(units, bar), means):
@@ -186,7 +194,7 @@ def _choose(method: str, n: int, p: int, budget: int) -> str:
 
 
 def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, write_to: Any = None,
-        max_memory: int | str = "2GB", method: str = "auto", power_iterations: int = 4, seed: int = 0,
+        max_memory: int | str = "2GB", method: str = "auto", power_iterations: int | None = None, seed: int = 0,
         scores: bool = False, progress: bool = False) -> PCAResult:
     """Principal components of a layer's flattened rows.
 
@@ -199,7 +207,8 @@ def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, 
             every written row go, as layer ``<layer>.pca<k>``, with provenance.
         max_memory: budget, e.g. ``"2GB"``.
         method: ``auto``, ``covariance``, ``gram`` or ``randomized`` (see the module).
-        power_iterations, seed: of the randomized method.
+        power_iterations, seed: of the randomized method; default as scikit-learn's
+            ``n_iter="auto"``: 7 when k < 0.1·min(rows, units), else 4 (2q + 2 passes).
         scores: also return the scores of the fitted rows (``result.scores``;
             one more pass unless ``write_to`` projects the rows anyway).
         progress: show a progress bar.
@@ -221,6 +230,8 @@ def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, 
         elif chosen_method == "gram":
             parts = _gram(blocks, n_components, budget, bar)
         else:
+            if power_iterations is None:
+                power_iterations = 7 if n_components < 0.1 * min(blocks.n, blocks.units) else 4
             parts = _randomized(blocks, n_components, budget, bar, power_iterations, seed)
         result = _result(st, blocks, chosen, chosen_method, bar, *parts)
         if scores or write_to is not None:
