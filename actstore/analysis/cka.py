@@ -136,11 +136,12 @@ def _gram_stats(layers: list[LayerBlocks], budget: int, bar: Progress, backend: 
         stop, kept = min(n, start + tile), {}
         for k, b in enumerate(layers):
             gram = backend.zeros((stop - start, n))
+            whole = start == 0 and stop == n
             for block in b.columns(units, bar):
                 block -= block.mean(axis=0)
                 device_block = backend.put(block)
-                backend.add_product(gram, device_block[start:stop], device_block)
-            gram = backend.numpy(gram)
+                backend.add_product(gram, device_block if whole else device_block[start:stop], device_block)
+            gram = backend.numpy(backend.symmetric(gram) if whole else gram)
             rowsum[k, start:stop], diag[k, start:stop] = gram.sum(axis=1), gram[np.arange(stop - start), np.arange(start, stop)]
             _tile_traces(tr, k, gram, kept)
         bar.passes += 1

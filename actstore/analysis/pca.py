@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import BadOptionError
 from ..store import Store
-from .blocks import (READ_SHARE, LayerBlocks, Progress, column_units, opened, parse_memory, select_rows)
+from .blocks import (READ_SHARE, Backend, LayerBlocks, Progress, column_units, opened, parse_memory, select_rows)
 from .scores import project, write_scores
 
 if TYPE_CHECKING:
@@ -115,13 +115,14 @@ def _covariance(blocks: LayerBlocks, k: int, budget: int, bar: Progress) -> tupl
 
 def _gram(blocks: LayerBlocks, k: int, budget: int, bar: Progress) -> tuple:
     n = blocks.n
-    gram, means, total = np.zeros((n, n)), [], 0.0
+    gram, means, total, backend = np.zeros((n, n)), [], 0.0, Backend()
     units = column_units(n, int(budget * READ_SHARE))
     for block in blocks.columns(units, bar):
         means.append(block.mean(axis=0))
         block -= means[-1]
         total += float(np.einsum("ij,ij->", block, block))
-        gram += block @ block.T
+        backend.add_product(gram, block, block)
+    backend.symmetric(gram)
     bar.passes += 1
     values, vectors = _top(gram, k)
     scale = np.where(values > 0, 1 / np.sqrt(np.maximum(values, 1e-300)), 0.0)

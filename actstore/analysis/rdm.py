@@ -161,9 +161,10 @@ def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, 
             sums[1] += block.sum(axis=1)
             sums[2] += np.einsum("ij,ij->i", block, block)
         device_block = backend.put(block)
-        backend.add_product(gram, device_block[start:stop], device_block)
+        whole = start == 0 and stop == plan.m
+        backend.add_product(gram, device_block if whole else device_block[start:stop], device_block)
     bar.passes += 1
-    return backend.numpy(gram)
+    return backend.numpy(backend.symmetric(gram) if start == 0 and stop == plan.m else gram)
 
 
 def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: int, out: Any) -> _Plan:
