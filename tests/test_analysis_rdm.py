@@ -12,6 +12,7 @@ from actstore.errors import (IncompleteStoreError, LayerNotFoundError, MemoryBud
 from actstore.store import reopen_writer
 
 from synthetic import CLASSES, SUFFIXES, write_store
+from test_s3 import s3_env  # noqa: F401  (the moto S3 server fixture)
 
 xr = pytest.importorskip("xarray")
 METRICS = ("correlation", "cosine", "euclidean")
@@ -197,3 +198,32 @@ def test_compare_rdms_with_permutations_gives_p_value_and_interval():
     assert unrelated.p_value > 0.01
     with pytest.raises(UserError, match="differ in shape"):
         compare_rdms(a, b[:9, :9])
+
+
+# --------------------------------------------------------------------------- every kind of store
+
+
+@pytest.mark.slow
+def test_a_store_written_by_shards_of_a_run(tmp_path, image_dir, weights_file):
+    from actstore import extract
+    common = dict(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["classifier.4"],
+                  in_path=image_dir, out_path=tmp_path / "sharded.zarr", batch_size=4, chunk_images=4,
+                  num_workers=0, quiet=True)
+    extract(shard="0/2", **common)
+    extract(shard="1/2", **common)
+    with open_store(tmp_path / "sharded.zarr") as store:
+        assert store.complete
+        values = store["classifier.4"][:]
+        result = rdm(store, "classifier.4", metric="cosine")
+    np.testing.assert_allclose(result.values, reference(values, "cosine"), atol=1e-6)
+
+
+def test_a_store_on_s3(tmp_path, request):
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from test_s3 import BUCKET
+    request.getfixturevalue("s3_env")
+    url = f"s3://{BUCKET}/analysis/store.zarr"
+    values = write_store(url, "zarr", n=24)
+    result = rdm(url, "features.0", metric="euclidean")
+    np.testing.assert_allclose(result.values, reference(values["features.0"], "euclidean"), atol=1e-6)
