@@ -2,6 +2,8 @@
 and every input they refuse."""
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -151,11 +153,24 @@ def test_fewer_than_two_rows_and_bad_options_are_refused(stored):
         rdm(path, "features.0", max_memory="lots")
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 def test_the_torch_code_path_gives_the_same_rdm(stored):
-    pytest.importorskip("torch")
     path, values = stored
     result = rdm(path, "features.0", metric="euclidean", device="torch:cpu")
     np.testing.assert_allclose(result.values, reference(values["features.0"], "euclidean"), atol=1e-6)
+
+
+@pytest.mark.cuda
+def test_the_gram_blocks_on_a_gpu_give_the_same_rdm_and_cka(stored):
+    from actstore.analysis import cka
+    path, values = stored
+    try:
+        result = rdm(path, "features.0", device="cuda")
+    except (RuntimeError, AssertionError, UserError) as error:   # torch without CUDA, or no torch
+        pytest.skip(f"no CUDA device here ({error})")
+    np.testing.assert_allclose(result.values, reference(values["features.0"], "correlation"), atol=1e-6)
+    on_gpu = cka(path, "features.0", layer_b="classifier.4", device="cuda")
+    assert float(on_gpu) == pytest.approx(float(cka(path, "features.0", layer_b="classifier.4")), abs=1e-9)
 
 
 # --------------------------------------------------------------------------- RSA

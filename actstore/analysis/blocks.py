@@ -298,7 +298,12 @@ class Backend:
             except ImportError as error:
                 raise BadOptionError(f"device={device!r} needs torch: pip install torch") from error
             self.torch = torch
-            self.target = torch.device(self.device.removeprefix("torch:"))
+            try:
+                self.target = torch.device(self.device.removeprefix("torch:"))
+            except RuntimeError as error:
+                raise BadOptionError(f"device={device!r} is not a device: use cpu, cuda or cuda:N") from error
+            if self.target.type == "cuda" and not torch.cuda.is_available():
+                raise BadOptionError(f"device={device!r}, but torch finds no CUDA GPU here: use device='cpu'")
 
     def zeros(self, shape: tuple[int, ...]) -> Any:
         if self.torch is None:
