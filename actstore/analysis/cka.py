@@ -128,7 +128,7 @@ def _pair_from_features(acc: dict, a: int, b: int) -> dict[str, float]:
 def _gram_stats(layers: list[LayerBlocks], budget: int, bar: Progress, backend: Backend) -> dict:
     """Tiles of rows of every layer's centred Gram matrix, one pass per tile."""
     n, count = layers[0].n, len(layers)
-    tile = tile_rows(n, budget, 8 * n * (count + 1))
+    tile = tile_rows(n, budget, 8 * n * count)   # the tile of every layer's Gram matrix
     units = column_units(n, int(budget * READ_SHARE))
     tr = {pair: 0.0 for pair in _pairs(count)}
     rowsum, diag = np.zeros((count, n)), np.zeros((count, n))
