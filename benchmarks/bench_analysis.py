@@ -37,7 +37,8 @@ def write_synthetic(path: Path, fmt: str, n: int, units: dict[str, int], chunk_r
     remove(path)
     rng = np.random.default_rng(seed)
     targets = np.arange(n) * CLASSES // n
-    specs = tuple(LayerSpec(name, (p,), (p,), "float32", (chunk_rows, min(p, chunk_units))) for name, p in units.items())
+    specs = tuple(LayerSpec(name, (p,), (p,), "float32", (chunk_rows, min(p, chunk_units)))
+                  for name, p in units.items())
     writer = create_writer(path, fmt, Layout(n_rows=n, layers=specs, chunk_images=chunk_rows, compression="zstd"),
                            [f"c{t:02d}/img_{i:05d}.jpg" for i, t in enumerate(targets)], targets,
                            [f"c{c:02d}" for c in range(CLASSES)], {"format": FORMAT_NAME, "status": "complete"})

@@ -142,7 +142,8 @@ def _gram_stats(layers: list[LayerBlocks], budget: int, bar: Progress, backend: 
                 device_block = backend.put(block)
                 backend.add_product(gram, device_block if whole else device_block[start:stop], device_block)
             gram = backend.numpy(backend.symmetric(gram) if whole else gram)
-            rowsum[k, start:stop], diag[k, start:stop] = gram.sum(axis=1), gram[np.arange(stop - start), np.arange(start, stop)]
+            rowsum[k, start:stop] = gram.sum(axis=1)
+            diag[k, start:stop] = gram[np.arange(stop - start), np.arange(start, stop)]
             _tile_traces(tr, k, gram, kept)
         bar.passes += 1
     return {pair: _pair_from_gram(tr[pair], rowsum, diag, *pair) for pair in _pairs(count)}

@@ -171,7 +171,8 @@ def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: i
     index, labels, _ = _conditions(blocks.store, rows, by)
     m = len(labels)
     if m < 2:
-        raise TooFewRowsError(f"an RDM needs at least 2 {'classes' if by == 'class' else 'images'}; the rows selected hold {m}")
+        what = "classes" if by == "class" else "images"
+        raise TooFewRowsError(f"an RDM needs at least 2 {what}; the rows selected hold {m}")
     counts = None if index is None else np.bincount(index, minlength=m)
     tile = tile_rows(m, budget, 8 * m)
     if tile < m and out is None:
