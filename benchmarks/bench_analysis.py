@@ -249,9 +249,9 @@ def main() -> None:
             flush=True)
     if "speed" in sections:
         rows, what = speed(args.small)
-        print(f"\n## Speed\n\n{what}; best of 2; references: THINGSvision for rdm, scikit-learn for pca\n\n" + table(rows, ["call", "seconds", "time / the reference's",
-                                                                           "layer read"]))
-
+        header = ["call", "seconds", "time / the reference's", "layer read"]
+        print(f"\n## Speed\n\n{what}; best of 2; references: THINGSvision for rdm, scikit-learn for pca\n\n"
+              + table(rows, header))
 
 if __name__ == "__main__":
     main()
