@@ -242,3 +242,17 @@ def test_a_store_on_s3(tmp_path, request):
     values = write_store(url, "zarr", n=24)
     result = rdm(url, "features.0", metric="euclidean")
     np.testing.assert_allclose(result.values, reference(values["features.0"], "euclidean"), atol=1e-6)
+
+
+def test_analysis_never_imports_torch_on_the_cpu(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    path = tmp_path / "s.h5"
+    write_store(path, "hdf5")
+    code = (f"import sys; from actstore.analysis import rdm, cka, pca; rdm({str(path)!r}, 'features.0'); "
+            f"cka({str(path)!r}, 'features.0', layer_b='classifier.4'); pca({str(path)!r}, 'classifier.4', 2); "
+            "print('torch' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True)
+    assert out.stdout.strip() == "False"

@@ -94,14 +94,10 @@ def select_rows(store: Store, rows: Any = None, minimum: int = 2) -> np.ndarray:
     """The rows an analysis reads, in the order given: default every row not
     skipped as an unreadable image. Unwritten rows are refused, naming them."""
     everything = np.arange(len(store))
-    if rows is None:
-        chosen = everything[~store.skipped]
-    else:
-        chosen = np.atleast_1d(everything[rows]) if not isinstance(rows, np.ndarray) or rows.dtype == bool \
-            else np.asarray(rows, dtype=np.int64)
-        if chosen.size and (chosen.min() < -len(store) or chosen.max() >= len(store)):
-            raise BadOptionError(f"rows= holds rows outside 0..{len(store) - 1}")
-        chosen = chosen % max(len(store), 1)
+    try:
+        chosen = everything[~store.skipped] if rows is None else np.atleast_1d(everything[rows])
+    except IndexError as error:
+        raise BadOptionError(f"rows= does not select rows of {store.path} ({len(store)} rows): {error}") from None
     missing = chosen[~store.written[chosen]]
     if missing.size:
         what = "the store is incomplete" if rows is None else "some rows asked for are not written"
