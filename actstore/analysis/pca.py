@@ -114,22 +114,29 @@ def _covariance(blocks: LayerBlocks, k: int, budget: int, bar: Progress) -> tupl
 
 
 def _gram(blocks: LayerBlocks, k: int, budget: int, bar: Progress) -> tuple:
+    """``XcXcᵀ`` over unit blocks, its top eigenvectors ``U``, then ``V = XcᵀU/s``:
+    a second pass, unless the centred layer fits the read budget and is kept."""
     n = blocks.n
     gram, means, total, backend = np.zeros((n, n)), [], 0.0, Backend()
-    units = column_units(n, int(budget * READ_SHARE))
+    read_bytes = int(budget * READ_SHARE)
+    units = column_units(n, read_bytes)
+    kept: list[np.ndarray] | None = [] if 8 * n * blocks.units <= read_bytes else None
     for block in blocks.columns(units, bar):
         means.append(block.mean(axis=0))
         block -= means[-1]
         total += float(np.einsum("ij,ij->", block, block))
         backend.add_product(gram, block, block)
+        if kept is not None:
+            kept.append(block)
     backend.symmetric(gram)
     bar.passes += 1
     values, vectors = _top(gram, k)
-    scale = np.where(values > 0, 1 / np.sqrt(np.maximum(values, 1e-300)), 0.0)
-    parts = []
-    for block, mean in zip(blocks.columns(units, bar), means):
-        parts.append((vectors * scale).T @ (block - mean))
-    bar.passes += 1
+    del gram
+    weights = (vectors * np.where(values > 0, 1 / np.sqrt(np.maximum(values, 1e-300)), 0.0)).T
+    if kept is None:
+        kept = (block - mean for block, mean in zip(blocks.columns(units, bar), means))
+        bar.passes += 1
+    parts = [weights @ block for block in kept]
     return np.hstack(parts), values / (n - 1), np.concatenate(means), total / (n - 1)
 
 
