@@ -234,8 +234,9 @@ class LayerBlocks:
                 progress.step()
             yield positions, block
 
-    def columns(self, max_units: int, progress: Progress | None = None) -> Iterator[np.ndarray]:
-        """One pass: float64 ``(n, units)`` blocks over every unit, rows in ``self.rows`` order."""
+    def columns(self, max_units: int, progress: Progress | None = None, check: bool = True) -> Iterator[np.ndarray]:
+        """One pass: float64 ``(n, units)`` blocks over every unit, rows in ``self.rows`` order.
+        ``check=False`` leaves the NaN check to the caller (:meth:`check_sums`)."""
         slices = self.unit_slices(max_units)
         step = max(1, (64 * 2**20) // max(1, 4 * self.units // len(slices)))
         step = max(self.array.chunks[0], step // self.array.chunks[0] * self.array.chunks[0])
@@ -251,10 +252,15 @@ class LayerBlocks:
                     out[start:start + len(part)] = part
                 else:
                     out[self.order[start:start + step]] = part
-            self._check(np.arange(self.n), out)
+            if check:
+                self._check(np.arange(self.n), out)
             if progress is not None:
                 progress.step()
             yield out
+
+    def check_sums(self, sums: np.ndarray) -> None:
+        """Refuse NaN rows found from each row's sum over every unit (NaN or inf there)."""
+        self._check(np.arange(self.n), sums[:, None])
 
 
 def column_units(n: int, read_bytes: int, layers: int = 1, extra: int = 0) -> int:

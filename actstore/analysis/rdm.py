@@ -150,21 +150,27 @@ def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, 
     (``sums`` empty) also fixes the shift and sums every row and its squares."""
     stop = min(start + plan.tile, plan.m)
     gram = backend.zeros((stop - start, plan.m))
-    first = not sums
-    for block in blocks.columns(plan.units, bar):
+    first, whole = not sums, start == 0 and stop == plan.m
+    for block in blocks.columns(plan.units, bar, check=plan.index is not None):
         if plan.index is not None:
             block = _class_block(block, plan.index, plan.counts)
         if not sums:
-            sums.extend([float(block.mean()) if plan.metric != "cosine" else 0.0, np.zeros(plan.m), np.zeros(plan.m)])
+            sums.extend([float(np.nanmean(block)) if plan.metric != "cosine" else 0.0,
+                         np.zeros(plan.m), np.zeros(plan.m)])
         block -= sums[0]
         if first:
             sums[1] += block.sum(axis=1)
-            sums[2] += np.einsum("ij,ij->i", block, block)
+            if not whole:   # else the diagonal of the Gram matrix
+                sums[2] += np.einsum("ij,ij->i", block, block)
         device_block = backend.put(block)
-        whole = start == 0 and stop == plan.m
         backend.add_product(gram, device_block if whole else device_block[start:stop], device_block)
     bar.passes += 1
-    return backend.numpy(backend.symmetric(gram) if start == 0 and stop == plan.m else gram)
+    if first and plan.index is None:
+        blocks.check_sums(sums[1])
+    gram = backend.numpy(backend.symmetric(gram) if whole else gram)
+    if first and whole:
+        sums[2][:] = np.diag(gram)
+    return gram
 
 
 def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: int, out: Any) -> _Plan:
