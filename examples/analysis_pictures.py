@@ -42,7 +42,8 @@ def demo_store(path: Path, per_class: int = 25, seed: int = 0) -> None:
         signal = share * latent + (1 - share) * 2 * pixels
         mixed = signal @ rng.standard_normal((32, units)) + noise * rng.standard_normal((n, units))
         values[name] = (np.maximum(mixed, 0) if len(shape) > 1 else mixed).reshape(n, *shape).astype("float32")
-    specs = tuple(LayerSpec(name, v.shape[1:], v.shape[1:], "float32", (16, *v.shape[1:])) for name, v in values.items())
+    specs = tuple(LayerSpec(name, v.shape[1:], v.shape[1:], "float32", (16, *v.shape[1:]))
+                  for name, v in values.items())
     names = [f"{CLASSES[t]}/{CLASSES[t]}_{i:03d}.jpg" for i, t in enumerate(targets)]
     writer = create_writer(path, "zarr", Layout(n_rows=n, layers=specs, chunk_images=16), names, targets, CLASSES,
                            {"format": FORMAT_NAME, "status": "complete", "model_name": "synthetic"})
