@@ -70,6 +70,8 @@ def test_scores_are_written_into_the_same_store_with_provenance(stored):
         derived = store.derived("features.0.pca5")
         np.testing.assert_allclose(derived["components"], result.flat_components)
         assert derived["mean"].shape == (240,)
+    with pytest.raises(UserError, match="already holds a layer 'features.0.pca5'"):
+        pca(path, "features.0", K, write_to=path)
 
 
 def test_scores_go_to_a_new_store_keeping_names_and_targets(stored, tmp_path):

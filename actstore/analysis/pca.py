@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import BadOptionError
 from ..store import Store
 from .blocks import (READ_SHARE, Backend, LayerBlocks, Progress, column_units, opened, parse_memory, select_rows)
-from .scores import project, write_scores
+from .scores import check_target, project, write_scores
 
 if TYPE_CHECKING:
     import xarray
@@ -231,6 +231,8 @@ def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, 
         if not 1 <= n_components <= min(blocks.n, blocks.units):
             raise BadOptionError(f"n_components={n_components}: give 1 to {min(blocks.n, blocks.units)} "
                                  f"({blocks.n} rows, {blocks.units} units)")
+        if write_to is not None:
+            check_target(st, write_to, blocks.layer, n_components)
         chosen_method = _choose(method, blocks.n, blocks.units, budget)
         bar = Progress(description=f"pca {blocks.layer}", enabled=progress)
         if chosen_method == "covariance":

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import StoresDifferError
+from ..errors import StoreConflictError, StoresDifferError
 from ..store import (FORMAT_NAME, LayerSpec, Layout, Store, create_writer, detect_format, is_store, reopen_writer,
                      writer_class)
 from ..store.location import identity, location
@@ -49,6 +49,21 @@ def provenance(store: Store, result: "PCAResult") -> dict[str, Any]:
             "explained_variance_ratio": [float(v) for v in result.explained_variance_ratio.values],
             "total_variance": float(result.total_variance),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
+def check_target(store: Store, write_to: Any, layer: str, k: int) -> None:
+    """Refuse, before any pass, a target store that already holds ``<layer>.pca<k>``."""
+    name, path = f"{layer}.pca{k}", location(write_to)
+    if identity(path) == identity(store.path):
+        held = store.layers
+    elif is_store(path):
+        from ..store import open_store
+        with open_store(path) as other:
+            held = other.layers
+    else:
+        return
+    if name in held:
+        raise StoreConflictError(f"{path} already holds a layer {name!r}: write the scores to another store")
 
 
 def _target(store: Store, path: Any, spec: LayerSpec, chunk_rows: int):
