@@ -223,7 +223,7 @@ def _align(a: Store, b: Store | None, rows: Any) -> tuple[np.ndarray, np.ndarray
         only_b = len(set(b.file_names) - set(a.file_names[candidates])) if rows is None else 0
         if only_a or only_b:
             raise StoresDifferError(f"{a.path} and {b.path} hold different images: {only_a} file name(s) only "
-                                    f"in the first, {only_b} only in the second; pass rows='common' to use "
+                                    f"in the first, {only_b} only in the second; pass rows='common' (--common) to use "
                                     "the images they share")
     rows_a = select_rows(a, candidates)
     return rows_a, select_rows(b, np.array([row_of[name] for name in a.file_names[rows_a]], dtype=np.int64))
