@@ -90,3 +90,19 @@ class LayerNotFoundError(UserError, KeyError):
 
 class LegacyFilesError(UserError, ValueError):
     """Files of the original txt/npy layout that cannot be read as it wrote them."""
+
+
+class NanRowsError(UserError, ValueError):
+    """Rows that hold NaN (unwritten or corrupt) where an analysis needs values."""
+
+
+class TooFewRowsError(UserError, ValueError):
+    """An analysis that needs at least two rows (images or classes) got fewer."""
+
+
+class StoresDifferError(UserError, ValueError):
+    """Two stores compared row by row do not hold the same images."""
+
+
+class MemoryBudgetError(UserError, ValueError):
+    """A result or a block cannot be computed within the memory budget given."""

@@ -3,7 +3,7 @@
 :mod:`.app` holds the typer app, the one-line error handling and the options
 commands share; each other module registers its commands on it.
 """
-from . import extract, store  # noqa: F401  (their commands register on the app)
+from . import analysis, extract, store  # noqa: F401  (their commands register on the app)
 from .app import app, main
 from .extract import extract_command
 

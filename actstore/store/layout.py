@@ -25,6 +25,7 @@ from .codecs import CodecSpec
 FORMAT_NAME = "actstore"
 FORMAT_VERSION = 1
 ACTIVATIONS = "activations"
+DERIVED = "derived"   # arrays that belong to a derived layer (derived/<layer>/<name>)
 DTYPES = ("float32", "float16")
 
 

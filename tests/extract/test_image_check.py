@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import make_images
 from PIL import Image
 
 from actstore import images as images_module
 from actstore.image_headers import sound_size
 from actstore.images import ImageSet, _problem
-
-from conftest import make_images
 
 
 def _bad_files(root: Path) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from ..io.location import Location
-from ..layout import Layout
+from ..layout import LayerSpec, Layout
 
 
 class StoreWriter(ABC):
@@ -84,6 +84,18 @@ class StoreWriter(ABC):
         processes recording at once never overwrite each other."""
         stored = list(self.root_attrs().get("skipped_images") or [])
         self.update_attrs({"skipped_images": stored + [dict(r) for r in records]})
+
+    def add_layer(self, spec: LayerSpec) -> None:
+        """Add a layer with no row written (NaN until written), chunked and
+        compressed as the store's first layer. Its rows are then written with
+        :meth:`write_rows` (whose marks stay set)."""
+        raise NotImplementedError(f"{self.format_name} stores cannot take new layers")
+
+    def describe_layer(self, name: str, attrs: Mapping[str, Any],
+                       derived: Mapping[str, np.ndarray] | None = None) -> None:
+        """Add ``attrs`` to a layer's attributes, and store ``derived`` arrays
+        (a projection's components) at ``derived/<layer>/<name>``."""
+        raise NotImplementedError(f"{self.format_name} stores cannot describe layers")
 
     @abstractmethod
     def claims(self) -> dict[str, dict[str, Any]]:
@@ -159,6 +171,10 @@ class StoreReader(ABC):
         """Files (or objects) holding one array's chunks: shards, chunks, or
         one file for a format that keeps everything in one."""
         return 1
+
+    def derived(self, layer: str) -> dict[str, np.ndarray]:
+        """The arrays stored with a derived layer (``derived/<layer>/``); empty if none."""
+        return {}
 
     @abstractmethod
     def block_rows(self, name: str) -> int:

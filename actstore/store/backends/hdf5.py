@@ -35,7 +35,7 @@ import numpy as np
 from ...errors import OutOfSpaceError, is_disk_full
 from ..codecs import BLOSC, ChunkCompressor, CodecSpec, whole_chunks
 from ..io.location import Location, free_space, is_url
-from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
+from ..layout import ACTIVATIONS, DERIVED, FORMAT_NAME, LayerSpec, Layout, layer_order, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
 from .base import StoreReader, StoreWriter
 from .hdf5_files import LIBVER, open_for_write, open_rw, while_locked
@@ -223,13 +223,45 @@ class Hdf5Writer(StoreWriter):
             return
         except (OSError, RuntimeError, KeyError):
             pass
-        self._file.close()
-        with while_locked(self.path, lambda: h5py.File(self.path, "r+", libver=LIBVER)) as file:
+        with self._without_swmr() as file:
             _set_attrs(file, attrs)
-        self._attach(open_rw(self.path))
 
     def root_attrs(self) -> dict[str, Any]:
         return _get_attrs(self._file, NULLABLE)
+
+    def add_layer(self, spec: LayerSpec) -> None:
+        pipeline = next(iter(self._layers.values())).id.get_create_plist().copy()   # the same filters
+        layers = [*(self.root_attrs().get("layers") or []), spec.module_name]
+        with self._without_swmr() as file:
+            acts, n = file[ACTIVATIONS], file["written"].shape[0]
+            dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
+                                       chunks=(min(spec.chunks[0], n), *spec.chunks[1:]), fillvalue=np.nan,
+                                       dcpl=pipeline)
+            _set_attrs(dset, spec.attrs())
+            dims = stored_dim_names(spec.module_name, spec.dims)[1:]
+            _attach(dset, file["image"], *(_dimension(acts, dim, size) for dim, size in zip(dims, spec.shape)))
+            _set_attrs(file, {"layers": layers})
+
+    def describe_layer(self, name: str, attrs: Mapping[str, Any],
+                       derived: Mapping[str, np.ndarray] | None = None) -> None:
+        with self._without_swmr() as file:
+            _set_attrs(file[f"{ACTIVATIONS}/{name}"], attrs)
+            group = file.require_group(DERIVED).require_group(name)
+            for key, value in (derived or {}).items():
+                if key in group:
+                    del group[key]
+                group.create_dataset(key, data=value)
+
+    @contextlib.contextmanager
+    def _without_swmr(self):
+        """The file opened outside SWMR (which can neither create datasets nor
+        add attributes) for a moment, as :meth:`update_attrs` does."""
+        self._file.close()
+        try:
+            with while_locked(self.path, lambda: h5py.File(self.path, "r+", libver=LIBVER)) as file:
+                yield file
+        finally:
+            self._attach(open_rw(self.path))
 
     def claims(self) -> dict[str, dict[str, Any]]:
         return dict(_get_attrs(self._file).get("claims") or {})
@@ -296,6 +328,10 @@ class Hdf5Reader(StoreReader):
             parts = [_read_h5(dset, (slice(int(r[0]), int(r[-1]) + 1),) + rest) for r in runs]
             return np.concatenate(parts, axis=0)
         return _read_h5(dset, selection)
+
+    def derived(self, layer: str) -> dict[str, np.ndarray]:
+        group = self._file.get(f"{DERIVED}/{layer}")
+        return {} if group is None else {name: np.asarray(dset[()]) for name, dset in group.items()}
 
     def chunk_stats(self, name: str) -> tuple[int, int]:
         dset = self._file[name]

@@ -34,7 +34,7 @@ from zarr.storage import LocalStore
 from ...errors import IncompleteStoreError
 from ..codecs import ChunkCompressor, CodecSpec, Encode, whole_chunks
 from ..io.location import STORAGE_OPTIONS, Location, filesystem, is_url, join, location
-from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
+from ..layout import ACTIVATIONS, DERIVED, FORMAT_NAME, LayerSpec, Layout, layer_order, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
 from .base import StoreReader, StoreWriter
 from .shard_stream import ShardRows, ShardStream, open_shard_stream
@@ -231,6 +231,27 @@ class ZarrWriter(StoreWriter):
             self._write(self._layers[name], start, data)
         self._write(self._written, start, np.ones(stop - start, dtype=np.uint8))
 
+    def add_layer(self, spec: LayerSpec) -> None:
+        template = next(iter(self._layers.values()))
+        n = self._written.shape[0]
+        shards = shard_shape((n, *spec.shape), spec.chunks, template.shards[0]) if template.shards else None
+        arr = self._group[ACTIVATIONS].create_array(
+            spec.module_name, shape=(n, *spec.shape), chunks=spec.chunks, shards=shards, dtype=spec.dtype,
+            fill_value=np.nan, compressors=template.compressors, config={"write_empty_chunks": True},
+            dimension_names=list(stored_dim_names(spec.module_name, spec.dims)))
+        arr.attrs.update(encode(spec.attrs())[0])
+        self.update_attrs({"layers": [*(self.root_attrs().get("layers") or []), spec.module_name]})
+        self._compressor.close()
+        self.__init__(self.path, self._group)   # the new layer's encoders and shard streams with the others'
+
+    def describe_layer(self, name: str, attrs: Mapping[str, Any],
+                       derived: Mapping[str, np.ndarray] | None = None) -> None:
+        self._layers[name].attrs.update(encode(attrs)[0])
+        group = self._group.require_group(DERIVED).require_group(name)
+        for key, value in (derived or {}).items():
+            group.create_array(key, shape=value.shape, dtype=value.dtype, chunks=value.shape,
+                               fill_value=0, overwrite=True)[...] = value
+
     def _write(self, arr: zarr.Array, start: int, data: np.ndarray) -> None:
         stop, encode = start + len(data), self._encoders[arr.path]
         if encode and whole_chunks(start, stop, arr.chunks[0], arr.shape[0]):
@@ -357,6 +378,11 @@ class ZarrReader(StoreReader):
         if name not in self._cache:
             self._cache[name] = self._group[name]
         return self._cache[name]
+
+    def derived(self, layer: str) -> dict[str, np.ndarray]:
+        if DERIVED not in self._group or layer not in self._group[DERIVED]:
+            return {}
+        return {name: np.asarray(arr[...]) for name, arr in self._group[DERIVED][layer].arrays()}
 
     def read(self, name: str, selection: tuple) -> np.ndarray:
         if name not in self._shard_readers:

@@ -94,6 +94,11 @@ class Store:
         """The layer's attributes as stored."""
         return self._reader.layer_attrs(self._layer_name(layer))
 
+    def derived(self, layer: str) -> dict[str, np.ndarray]:
+        """Arrays stored with a derived layer (a PCA layer's ``components`` and
+        ``mean``); its provenance is in :meth:`layer_attrs`."""
+        return self._reader.derived(self._layer_name(layer))
+
     def __getitem__(self, layer: str) -> LazyArray:
         name = self._layer_name(layer)
         return LazyArray(self._reader, name, self.written, self._specs[name])

@@ -1,0 +1,348 @@
+"""Class means and representational dissimilarity matrices straight from a
+store, in bounded memory, and RSA between two RDMs.
+
+An RDM is built from the Gram matrix ``G = X Xᵀ`` of the flattened rows,
+accumulated in float64 over blocks of units (so any number of units works),
+with the row sums ``s = X·1`` and squared norms ``q = diag(G)``:
+
+- correlation: ``1 − (G_ij − s_i s_j / p) / sqrt((q_i − s_i²/p)(q_j − s_j²/p))``;
+- cosine: ``1 − G_ij / sqrt(q_i q_j)``;
+- euclidean: ``sqrt(max(q_i + q_j − 2 G_ij, 0))``.
+
+Every row is first shifted by one common constant (the mean of the first
+block), which none of correlation or euclidean distance sees, so large
+means do not cancel digits. When the n×n result does not fit the budget it
+is computed in tiles of rows, one pass over the store per tile, and written
+to ``out`` (a Zarr path) and returned lazily. RSA follows Kriegeskorte et al.
+(2008); Kendall's tau-a as in Nili et al. (2014).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import BadOptionError, MemoryBudgetError, TooFewRowsError
+from ..store import Store
+from .blocks import (
+    READ_SHARE,
+    Backend,
+    LayerBlocks,
+    Progress,
+    column_units,
+    human,
+    opened,
+    parse_memory,
+    select_rows,
+    tile_rows,
+)
+from .stats import correlate, upper
+
+if TYPE_CHECKING:
+    import xarray
+
+METRICS = ("correlation", "cosine", "euclidean")
+BY = ("image", "class")
+
+
+def _require_classes(store: Store) -> None:
+    if not store.classes:
+        raise BadOptionError(f"{store.path} has no classes (its images were one flat folder): use by='image'")
+
+
+def class_means(store: Store | Any, layer: str, *, rows: Any = None, max_memory: int | str = "2GB",
+                progress: bool = False) -> "xarray.DataArray":
+    """The mean activation of each class, ``mean_c = (1/|c|) Σ_{i∈c} x_i``, in one pass.
+
+    Args:
+        store: an open store or its path.
+        layer: a layer name.
+        rows: rows to average (default every row); classes without rows are left out.
+        max_memory: budget for read blocks, e.g. ``"2GB"``.
+        progress: show a progress bar.
+
+    Returns:
+        A DataArray with dims ``class`` plus the layer's unit dims, class names as coordinates.
+    """
+    import xarray as xr
+    budget = parse_memory(max_memory)
+    with opened(store) as st:
+        _require_classes(st)
+        chosen = select_rows(st, rows, minimum=1)
+        blocks = LayerBlocks(st, layer, chosen)
+        present, index = np.unique(st.targets[chosen], return_inverse=True)
+        sums = np.zeros((len(present), blocks.units))
+        bar = Progress(description=f"class means {blocks.layer}", enabled=progress)
+        for positions, data in blocks.row_blocks(blocks.row_step(int(budget * READ_SHARE)), bar):
+            np.add.at(sums, index[positions], data)
+        bar.close()
+        counts = np.bincount(index, minlength=len(present))
+        means = (sums / counts[:, None]).reshape(len(present), *blocks.unit_shape)
+        names = [st.classes[t] for t in present]
+        return xr.DataArray(means, dims=("class", *st.spec(blocks.layer).dims[1:]), name=f"{blocks.layer} class means",
+                            coords={"class": names, "count": ("class", counts)},
+                            attrs={"layer": blocks.layer, "store": str(st.path), "passes": 1})
+
+
+def _conditions(store: Store, rows: np.ndarray, by: str) -> tuple[np.ndarray | None, list[str], np.ndarray]:
+    """For ``by="class"``: each row's class position; the labels; each label's class name."""
+    if by == "image":
+        return None, list(store.file_names[rows]), store.class_names[rows]
+    _require_classes(store)
+    present, index = np.unique(store.targets[rows], return_inverse=True)
+    names = [store.classes[t] for t in present]
+    return index, names, np.asarray(names)
+
+
+def _class_block(block: np.ndarray, index: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    means = np.zeros((len(counts), block.shape[1]))
+    np.add.at(means, index, block)
+    return means / counts[:, None]
+
+
+def _finish(gram: np.ndarray, s: np.ndarray, q: np.ndarray, start: int, metric: str, p: int) -> np.ndarray:
+    """Turn rows ``start:start+len(gram)`` of the Gram matrix into dissimilarities, in place."""
+    rows = slice(start, start + len(gram))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if metric == "euclidean":
+            gram *= -2
+            gram += q[rows, None]
+            gram += q[None, :]
+            np.maximum(gram, 0, out=gram)
+            np.sqrt(gram, out=gram)
+        else:
+            if metric == "correlation":
+                gram -= np.outer(s[rows] / p, s)
+                scale = np.sqrt(np.maximum(q - s * s / p, 0))
+            else:
+                scale = np.sqrt(q)
+            scale = np.where(_degenerate(q, s, p, metric), np.nan, scale)
+            gram /= scale[rows, None]
+            gram /= scale[None, :]
+            np.subtract(1, gram, out=gram)
+    local = np.arange(len(gram))
+    gram[local, local + start] = 0.0
+    return gram
+
+
+def _degenerate(q: np.ndarray, s: np.ndarray, p: int, metric: str) -> np.ndarray:
+    """Rows whose correlation (constant rows) or cosine (zero rows) is undefined."""
+    spread = q - s * s / p if metric == "correlation" else q
+    return spread <= 1e-12 * np.maximum(q, np.finfo(float).tiny)
+
+
+def _warn_degenerate(q: np.ndarray, s: np.ndarray, p: int, metric: str, labels: list[str]) -> None:
+    if metric == "euclidean":
+        return
+    bad = np.flatnonzero(_degenerate(q, s, p, metric))
+    if bad.size:
+        what = "constant" if metric == "correlation" else "all zero"
+        names = ", ".join(labels[i] for i in bad[:5]) + (f" and {bad.size - 5} more" if bad.size > 5 else "")
+        warnings.warn(f"{bad.size} row(s) are {what}, so their {metric} is undefined and their "
+                      f"dissimilarities are NaN: {names}", RuntimeWarning, stacklevel=3)
+
+
+@dataclass
+class _Plan:
+    metric: str
+    index: np.ndarray | None
+    counts: np.ndarray | None
+    m: int
+    tile: int
+    units: int
+
+
+def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, bar: Progress,
+                sums: list) -> np.ndarray:
+    """One pass: rows ``start:start+tile`` of the Gram matrix; the first pass
+    (``sums`` empty) also fixes the shift and sums every row and its squares."""
+    stop = min(start + plan.tile, plan.m)
+    gram = backend.zeros((stop - start, plan.m))
+    first, whole = not sums, start == 0 and stop == plan.m
+    for block in blocks.columns(plan.units, bar, check=plan.index is not None):
+        if plan.index is not None:
+            block = _class_block(block, plan.index, plan.counts)
+        if not sums:
+            sums.extend([float(np.nanmean(block)) if plan.metric != "cosine" else 0.0,
+                         np.zeros(plan.m), np.zeros(plan.m)])
+        block -= sums[0]
+        if first:
+            sums[1] += block.sum(axis=1)
+            if not whole:   # else the diagonal of the Gram matrix
+                sums[2] += np.einsum("ij,ij->i", block, block)
+        device_block = backend.put(block)
+        backend.add_product(gram, device_block if whole else device_block[start:stop], device_block)
+    bar.passes += 1
+    if first and plan.index is None:
+        blocks.check_sums(sums[1])
+    gram = backend.numpy(backend.symmetric(gram) if whole else gram)
+    if first and whole:
+        sums[2][:] = np.diag(gram)
+    return gram
+
+
+def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: int, out: Any) -> _Plan:
+    index, labels, _ = _conditions(blocks.store, rows, by)
+    m = len(labels)
+    if m < 2:
+        what = "classes" if by == "class" else "images"
+        raise TooFewRowsError(f"an RDM needs at least 2 {what}; the rows selected hold {m}")
+    counts = None if index is None else np.bincount(index, minlength=m)
+    tile = tile_rows(m, budget, 8 * m)
+    if tile < m and out is None:
+        raise MemoryBudgetError(f"the {m}×{m} RDM takes {human(8 * m * m)}, more than max_memory allows: "
+                                "pass out=PATH to compute it in tiles and write it there")
+    per_unit = 0 if index is None else 8 * m   # the class means of a block
+    units = column_units(blocks.n, int(budget * READ_SHARE), extra=per_unit)
+    return _Plan(metric, index, counts, m, tile, units)
+
+
+def rdm(store: Store | Any, layer: str, *, metric: str = "correlation", by: str = "image", rows: Any = None,
+        max_memory: int | str = "2GB", out: Any = None, device: str = "cpu",
+        progress: bool = False) -> "xarray.DataArray":
+    """The representational dissimilarity matrix of a layer, exact, in bounded memory.
+
+    Args:
+        store: an open store or its path.
+        layer: a layer name; each row is flattened to one vector of p units.
+        metric: ``correlation`` (1 − Pearson r), ``cosine`` (1 − cosine
+            similarity) or ``euclidean`` (‖x − y‖₂).
+        by: ``image`` (one row per image) or ``class`` (class means).
+        rows: rows to use, in this order (default every row).
+        max_memory: budget, e.g. ``"2GB"``; blocks and the result stay within it.
+        out: a Zarr path: write the result there (required when it does not
+            fit the budget) and return it lazily.
+        device: ``cpu`` (NumPy) or a torch device (``cuda``) for the Gram blocks.
+        progress: show a progress bar over the reads.
+
+    Returns:
+        A DataArray with dims ``image``/``image_`` (or ``class``/``class_``),
+        file (class) names as coordinates, ``attrs`` metric, layer, store, passes.
+    """
+    if metric not in METRICS:
+        raise BadOptionError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
+    if by not in BY:
+        raise BadOptionError(f"by {by!r}: use image or class")
+    budget, backend = parse_memory(max_memory), Backend(device)
+    with opened(store) as st:
+        chosen = select_rows(st, rows, minimum=1 if by == "class" else 2)
+        blocks = LayerBlocks(st, layer, chosen)
+        plan = _plan(blocks, metric, by, chosen, budget, out)
+        _, labels, class_names = _conditions(st, chosen, by)
+        bar = Progress(description=f"rdm {blocks.layer}", enabled=progress)
+        attrs = {"metric": metric, "layer": blocks.layer, "store": str(st.path), "by": by,
+                 "rows": len(chosen), "units": blocks.units}
+        template = _as_dataarray(None, by, labels, class_names, attrs, plan.m, plan.tile)
+        target = None if out is None else _open_out(out, template)
+        sums: list = []
+        for start in range(0, plan.m, plan.tile):
+            gram = _sweep_tile(blocks, plan, start, backend, bar, sums)
+            tile = _finish(gram, sums[1], sums[2], start, metric, blocks.units)
+            if target is None:
+                template = template.copy(data=tile)
+            else:
+                target[start:start + len(tile)] = tile
+        bar.close()
+        _warn_degenerate(sums[2], sums[1], blocks.units, metric, labels)
+        done = {"passes": bar.passes, "seconds": round(bar.seconds, 3)}
+        if target is None:
+            template.attrs.update(done)
+            return template
+        target.attrs.update(done)
+        return _reopen(out)
+
+
+def _open_out(out: Any, template: "xarray.DataArray") -> Any:
+    """Create ``out`` as a Zarr store xarray opens (the RDM and its coordinates),
+    and return the RDM's array, into which tiles are written."""
+    import zarr
+
+    from ..store import is_store
+    if is_store(out):
+        raise BadOptionError(f"out={out} is an actstore store: write the RDM to another path")
+    template.to_dataset(name="rdm").to_zarr(str(out), mode="w", compute=False, consolidated=False)
+    return zarr.open_group(str(out), mode="r+")["rdm"]
+
+
+def _reopen(out: Any) -> "xarray.DataArray":
+    import xarray as xr
+    return xr.open_zarr(str(out), consolidated=False)["rdm"]
+
+
+def _as_dataarray(values: Any, by: str, labels: list[str], class_names: np.ndarray,
+                  attrs: dict[str, Any], m: int, tile: int) -> "xarray.DataArray":
+    """The result with its coordinates; ``values`` None: a lazy placeholder
+    in chunks of whole rows (the template of a result written to ``out``)."""
+    import xarray as xr
+    if values is None:
+        import dask.array as da
+        rows = max(1, min(m, (8 * 2**20) // (8 * m)))
+        values = da.zeros((m, m), chunks=(rows, m))
+    dims = (by, f"{by}_")
+    text = [str(label) for label in labels]   # object strings: variable length in every file format
+    coords: dict[str, Any] = {dims[0]: np.asarray(text, dtype=object), dims[1]: np.asarray(text, dtype=object)}
+    if by == "image":
+        names = np.asarray([str(name) for name in class_names], dtype=object)
+        coords["class_name"], coords["class_name_"] = (dims[0], names), (dims[1], names)
+    return xr.DataArray(values, dims=dims, coords=coords, name=f"rdm {attrs['layer']}", attrs=attrs)
+
+
+@dataclass
+class RSAResult:
+    """An RSA correlation with its permutation p-value and bootstrap CI."""
+
+    r: float
+    p_value: float
+    ci: tuple[float, float]
+    method: str
+    permutations: int
+    seed: int | None
+
+    def __float__(self) -> float:
+        return float(self.r)
+
+
+def _square(rdm_value: Any, name: str) -> np.ndarray:
+    values = np.asarray(getattr(rdm_value, "values", rdm_value), dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] != values.shape[1] or values.shape[0] < 3:
+        raise BadOptionError(f"{name} must be a square RDM of at least 3×3, got shape {values.shape}")
+    return values
+
+
+def compare_rdms(a: Any, b: Any, method: str = "spearman", *, permutations: int | None = None,
+                 seed: int | None = 0, confidence: float = 0.95) -> float | RSAResult:
+    """RSA: the correlation of two RDMs' upper triangles (diagonal excluded).
+
+    Args:
+        a, b: RDMs as DataArrays or plain arrays (e.g. a brain RDM from ``.npy``), same shape.
+        method: ``spearman``, ``pearson`` or ``kendall_tau_a``.
+        permutations: if given, also a permutation p-value (conditions of ``b``
+            permuted, rows and columns together) and a bootstrap CI over conditions.
+        seed: seed of the permutations and bootstrap samples.
+        confidence: level of the percentile bootstrap interval.
+
+    Returns:
+        The correlation as a float, or an :class:`RSAResult` with permutations.
+    """
+    a, b = _square(a, "a"), _square(b, "b")
+    if a.shape != b.shape:
+        raise BadOptionError(f"the RDMs differ in shape: {a.shape} and {b.shape}")
+    r = correlate(upper(a), upper(b), method)
+    if permutations is None:
+        return r
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    null = np.array([correlate(upper(a), upper(b[np.ix_(p, p)]), method)
+                     for p in (rng.permutation(n) for _ in range(permutations))])
+    p_value = (1 + np.sum(null >= r)) / (1 + permutations)
+    boot = []
+    for _ in range(permutations):
+        pick = np.sort(rng.integers(0, n, n))
+        i, j = np.triu_indices(n, 1)
+        keep = pick[i] != pick[j]
+        boot.append(correlate(a[pick[i[keep]], pick[j[keep]]], b[pick[i[keep]], pick[j[keep]]], method))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.nanpercentile(boot, [tail, 100 - tail])
+    return RSAResult(float(r), float(p_value), (float(low), float(high)), method, permutations, seed)
