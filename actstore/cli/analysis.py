@@ -14,6 +14,7 @@ MAX_MEMORY_OPTION = typer.Option("2GB", "--max-memory", help="Memory the computa
     "layer takes more passes, never more memory.")
 ANALYSIS_OUT_OPTION = typer.Option(None, "--out", help="Save the result: .npy, .csv, .nc (netCDF) or .zarr.")
 PLOT_OPTION = typer.Option(None, "--plot", help="Save a picture of the result (.png, .pdf, .svg).")
+DEVICE_OPTION = typer.Option("cpu", "--device", help="cpu (NumPy) or cuda: where the Gram blocks are multiplied.")
 ANALYSIS_QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bar.")
 
 
@@ -56,7 +57,7 @@ def rdm_command(
     out: Optional[Path] = ANALYSIS_OUT_OPTION,
     plot: Optional[Path] = PLOT_OPTION,
     max_memory: str = MAX_MEMORY_OPTION,
-    device: str = typer.Option("cpu", "--device", help="cpu (NumPy) or cuda: where the Gram blocks are multiplied."),
+    device: str = DEVICE_OPTION,
     quiet: bool = ANALYSIS_QUIET_OPTION,
 ) -> None:
     """Representational dissimilarity matrix of a layer, exact, in bounded memory."""
@@ -88,10 +89,10 @@ def cka_command(
         "form is affordable."),
     common: bool = typer.Option(False, "--common", help="With --other: use the images both stores hold."),
     batch_size: int = typer.Option(1024, "--batch-size", help="Rows per minibatch (--method minibatch)."),
+    max_memory: str = MAX_MEMORY_OPTION,
+    device: str = DEVICE_OPTION,
     out: Optional[Path] = ANALYSIS_OUT_OPTION,
     plot: Optional[Path] = PLOT_OPTION,
-    max_memory: str = MAX_MEMORY_OPTION,
-    device: str = typer.Option("cpu", "--device", help="cpu (NumPy) or cuda: where the Gram blocks are multiplied."),
     quiet: bool = ANALYSIS_QUIET_OPTION,
 ) -> None:
     """Linear CKA between layers of one store, or of two stores of the same images."""
