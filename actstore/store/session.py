@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreConflictError
 from .backends.base import StoreWriter
-from .backends.registry import create_writer, is_store, open_reader, remove_store, reopen_writer, writer_class
+from .backends.registry import create_writer, is_store, open_reader, remove_store, reopen_writer
 from .io import lock as writer_lock
 from .io.location import Location, exists, is_url, join
 from .layout import Layout
@@ -35,7 +35,20 @@ from .metadata.provenance import completed, fingerprint_differences, skipped_row
 Explain = Callable[[str, Any, Any], "str | None"]
 
 
-class StoreSession:
+class Closing:
+    """A context manager that calls ``close()`` on the way out, whatever happens."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class StoreSession(Closing):
     """An open store being written: ``writer``, and whether it was ``resumed``.
 
     Use it as a context manager: it closes the writer and releases the writer
@@ -70,14 +83,8 @@ class StoreSession:
             if self._lock is not None:
                 self._lock.release()
 
-    def __enter__(self) -> "StoreSession":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class OutPath:
+class OutPath(Closing):
     """What is at a writing run's out path, looked at once.
 
     A real run first takes the writer lock of its ``shard`` (refusing a live
@@ -205,12 +212,6 @@ class OutPath:
                 self._lock.release()
                 self._lock = None
 
-    def __enter__(self) -> "OutPath":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def open_session(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
                  targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any], *,
@@ -267,4 +268,4 @@ def _refuse_differences(path: Location, stored: Mapping[str, Any], current: Mapp
                              "or choose another --out-path")
 
 
-__all__ = ["OutPath", "StoreSession", "open_session", "writer_class"]
+__all__ = ["Closing", "OutPath", "StoreSession", "open_session"]
