@@ -25,10 +25,9 @@ import importlib
 import time
 import zlib
 
+import numpy as np
 from _common import SCRATCH, dir_bytes, machine, median, remove, table
 from bench_writer import MODULES, activations, write_store
-
-import numpy as np
 from numcodecs import Shuffle
 
 from actstore.store import choose_chunks, deflate

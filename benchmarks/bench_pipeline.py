@@ -32,18 +32,24 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from _common import SCRATCH, dir_bytes, machine, median, remove, table
-from bench_writer import activations
-
 import numpy as np
 import torch
+from _common import SCRATCH, dir_bytes, machine, median, remove, table
+from bench_writer import activations
 
 from actstore import config
 from actstore.extract.buffers import HostBuffers
 from actstore.extract.writer_thread import BackgroundWriter
-from actstore.store import (COMPRESSIONS, CodecSpec, LayerSpec, Layout, choose_chunks, choose_shard_rows,
-                            create_writer)
-from actstore.store import deflate
+from actstore.store import (
+    COMPRESSIONS,
+    CodecSpec,
+    LayerSpec,
+    Layout,
+    choose_chunks,
+    choose_shard_rows,
+    create_writer,
+    deflate,
+)
 
 FORMATS = {"zarr sharded": ("zarr", ".zarr", None), "zarr unsharded": ("zarr", ".zarr", 0),
            "hdf5": ("hdf5", ".h5", 0)}

@@ -28,9 +28,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from _common import SCRATCH, machine, median, spread, table
-
 import numpy as np
+from _common import SCRATCH, machine, median, spread, table
 from PIL import Image
 
 from actstore import config
@@ -89,7 +88,7 @@ def _processes(check, paths: list[Path]) -> list[str]:
 def pool_start_seconds() -> float:
     """Seconds until a spawned process pool (one process per usable core) has
     run one task each: the start ``ImageSet.check`` pays for processes."""
-    from actstore import images as images_module   # what the workers import: actstore
+    from actstore import images as images_module  # what the workers import: actstore
     workers = config.usable_cores()
     started = time.perf_counter()
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:

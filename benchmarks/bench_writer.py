@@ -39,9 +39,9 @@ import torch
 from _common import SCRATCH, dir_bytes, machine, make_images, median, remove, spread, table
 
 from actstore import Extractor, load_model
-from actstore.store.codecs import BLOSC_BLOCK_BYTES
 from actstore.images import ImageSet
 from actstore.store import COMPRESSIONS, LayerSpec, Layout, choose_chunks, create_writer, writer_class
+from actstore.store.codecs import BLOSC_BLOCK_BYTES
 
 MODELS = {  # source, model, {layer: type}
     "alexnet": ("torchvision", "alexnet", {"features.1": "ReLU", "features.4": "ReLU", "classifier.4": "Linear",

@@ -117,7 +117,8 @@ def extract_command(
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same "
         "Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
     overwrite: bool = OVERWRITE_STORE_OPTION,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, and no closing line on what limited the run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, and no closing line on what "
+        "limited the run."),
     pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained "
         "weights are the default here."),
 ) -> None:

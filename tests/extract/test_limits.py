@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from actstore.cli import app
 import actstore.extract as extract_package
+from actstore.cli import app
 from actstore.extract.limits import jpeg_share, limit_hint
 
 GPU_PIL = dict(device_type="cuda", decoder="pil", jpeg_share=1.0, num_workers=8, compression="zstd",
