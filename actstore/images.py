@@ -16,6 +16,7 @@ import os
 import re
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -150,7 +151,10 @@ class ImageSet:
         truncated files, decompression-bomb-sized images. Sound JPEGs and
         PNGs are read without Pillow (:mod:`.image_headers`); a set of more
         than ``2 * CHECK_BLOCK_FILES`` is checked on ``workers`` processes
-        (default: every usable core), whose start pays off only there.
+        (default: every usable core), whose start pays off only there. They
+        are spawned, so a script that calls this needs the
+        ``if __name__ == "__main__":`` guard, as DataLoader workers do on
+        macOS and Windows; without it the files are checked here instead.
 
         Returns:
             ``(row, reason)`` for every bad image, in row order.
@@ -158,11 +162,8 @@ class ImageSet:
         paths = [str(self.path(row)) for row in range(len(self))]
         blocks = [paths[i:i + CHECK_BLOCK_FILES] for i in range(0, len(paths), CHECK_BLOCK_FILES)]
         workers = min(len(blocks), workers or config.usable_cores())
-        if workers > 1 and len(blocks) > 2:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                reasons = [r for block in pool.map(_problems, blocks, itertools.repeat(Image.MAX_IMAGE_PIXELS))
-                           for r in block]
-        else:
+        reasons = _on_processes(blocks, workers) if workers > 1 and len(blocks) > 2 else None
+        if reasons is None:
             reasons = _problems(paths, Image.MAX_IMAGE_PIXELS)
         return [(row, reason) for row, reason in enumerate(reasons) if reason]
 
@@ -180,6 +181,18 @@ class ImageSet:
         return ImageSet(root=self.root, file_names=tuple(self.file_names[i] for i in rows),
                         targets=tuple(self.targets[i] for i in rows), classes=self.classes,
                         fraction=self.fraction, rnd_seed=self.rnd_seed, layout=self.layout)
+
+
+def _on_processes(blocks: list[list[str]], workers: int) -> list[str] | None:
+    """:func:`_problems` of each block on spawned processes; None where they
+    cannot start (a script without ``if __name__ == "__main__":`` runs again
+    in each spawned process and fails there): the caller then checks here."""
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = pool.map(_problems, blocks, itertools.repeat(Image.MAX_IMAGE_PIXELS))
+            return [reason for block in done for reason in block]
+    except BrokenProcessPool:
+        return None
 
 
 def _problems(paths: Sequence[str], max_pixels: int | None) -> list[str]:

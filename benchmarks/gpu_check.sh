@@ -31,7 +31,7 @@ bench() {
 {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, torchvision, zarr, h5py; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'zarr', zarr.__version__, 'h5py', h5py.__version__)"
-timeout 240 python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tail -15
+timeout 240 python3 -m pytest -q -p no:cacheprovider -m cuda tests/extract/test_cuda.py 2>&1 | tail -15
 # The three jobs with default options, both formats, and the stage rates.
 bench --num-workers "$workers" --stages --case alexnet:features.0,classifier.4 --case resnet50:layer4 \
   --case vit_b_16:encoder.layers.encoder_layer_11

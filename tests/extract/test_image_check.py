@@ -2,6 +2,7 @@
 Pillow; every bad file is named, whether checked here or on worker processes."""
 from __future__ import annotations
 
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,20 @@ def test_check_names_every_bad_file_in_row_order(tmp_path, monkeypatch, block_fi
     assert [images.file_names[row] for row, _ in found] == sorted(reasons, key=images.file_names.index)
     for row, reason in found:
         assert reason.startswith(reasons[images.file_names[row]]), (images.file_names[row], reason)
+
+
+def test_where_processes_cannot_start_the_files_are_checked_here(tmp_path, monkeypatch):
+    """A script without the __main__ guard breaks a spawned pool: same answer, no error."""
+    root = make_images(tmp_path / "in", "classes", per_class=3)
+    reasons = _bad_files(root)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+    monkeypatch.setattr(images_module, "CHECK_BLOCK_FILES", 4)
+
+    class Broken:
+        def __init__(self, *args, **kwargs):
+            raise BrokenProcessPool("a child process terminated abruptly")
+
+    monkeypatch.setattr(images_module, "ProcessPoolExecutor", Broken)
+    images = ImageSet.scan(root)
+    assert [images.file_names[row] for row, _ in images.check(workers=2)] == \
+        sorted(reasons, key=images.file_names.index)
