@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import MissingPackageError
 
 if TYPE_CHECKING:
     import xarray
@@ -28,7 +28,7 @@ def _pyplot() -> Any:
     try:
         import matplotlib
     except ImportError as error:
-        raise UserError("matplotlib is not installed: pip install 'actstore[analysis]'") from error
+        raise MissingPackageError("matplotlib is not installed: pip install 'actstore[analysis]'") from error
     if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
         matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
