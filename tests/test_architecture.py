@@ -225,10 +225,8 @@ def test_the_store_tests_run_without_torch(tmp_path):
     (blocker / "torch.py").write_text("raise ImportError('torch is not installed here')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(PACKAGE.parent)])}
     tests = PACKAGE.parent / "tests" / "store"
-    collected = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--co", str(tests)],
-                               capture_output=True, text=True, env=env, cwd=PACKAGE.parent)
-    assert collected.returncode == 0, collected.stdout[-2000:]
-    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          str(tests / "test_backends.py")], capture_output=True, text=True, env=env,
-                         cwd=PACKAGE.parent)
-    assert ran.returncode == 0 and " passed" in ran.stdout, ran.stdout[-2000:]
+    # every store test module is collected (so imported); the contract's classes run
+    ran = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests),
+                          "-k", "TestZarrSharded or TestZarrUnsharded or TestHdf5"],
+                         capture_output=True, text=True, env=env, cwd=PACKAGE.parent)
+    assert ran.returncode == 0 and " passed" in ran.stdout and "error" not in ran.stdout.lower(), ran.stdout[-2000:]
