@@ -73,8 +73,10 @@ class FileSink:
             raise
 
     def abort(self) -> None:
-        self.file.close()
-        self.partial.unlink(missing_ok=True)
+        try:
+            self.file.close()   # may fail to flush (a full disk); the file goes either way
+        finally:
+            self.partial.unlink(missing_ok=True)
 
 
 class UploadSink:
@@ -239,8 +241,6 @@ class ShardStream:
         self.sink.write(payload)
         self.index[local] = (self.offset, len(payload))
         self.offset += len(payload)
-
-
 
 
 class StoredFile:
