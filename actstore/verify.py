@@ -164,7 +164,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
             dtype=attrs.get("dtype", "float32"), amp=amp, channels_last=bool(recorded.get("channels_last")),
             decoder=recorded.get("decoder") or "pil", num_workers=0, quiet=True)
         model = ready_model(options)
-        extractor, layout = hook_and_lay_out(model, options, len(images), DEFAULT_FORMAT)
+        extractor, layout = hook_and_lay_out(model, options, images, DEFAULT_FORMAT)
         writer = create_writer(options.out_location, DEFAULT_FORMAT, layout, images.file_names, images.targets,
                                images.classes, {"format": FORMAT_NAME})
         try:

@@ -94,7 +94,7 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     if options.batch_size > len(images):   # no buffers for images that are not there
         options = dataclasses.replace(options, batch_size=len(images))
     model = ready_model(options)
-    extractor, layout = hook_and_lay_out(model, options, len(images), file_format)
+    extractor, layout = hook_and_lay_out(model, options, images, file_format)
     lo, hi = rows_of(layout, options.shard)
     attrs = store_attrs(model, images, layout, options, skipped)
     # the refusals of the real run, before the space check measures anything (and so for --dry-run)

@@ -75,7 +75,10 @@ def _collate(items):
     bad = [(row, err) for _x, row, err in items if err]
     # Pillow-decoded images stack into a batch; the torchvision decoder's
     # items (JPEG bytes, tensors of other sizes) stay a list.
-    if good and isinstance(good[0][0], torch.Tensor) and good[0][0].is_floating_point():
+    # A transform without one output size gives a list here, which the batch
+    # loop refuses naming the file, rather than a raw error from torch.stack.
+    if good and isinstance(good[0][0], torch.Tensor) and good[0][0].is_floating_point() \
+            and len({x.shape for x, _ in good}) == 1:
         batch = torch.stack([x for x, _ in good])
     else:
         batch = [x for x, _ in good] if good else None
@@ -137,7 +140,9 @@ def decode_batch(items: list, transform: Callable,
     if not good:
         return None, failed
     try:
-        return torch.stack([transform(image) for image in good]), failed
+        transformed = [transform(image) for image in good]
     except (TypeError, AttributeError) as error:
         raise UserError("--decoder torchvision needs a transform that takes image tensors "
                         f"(torchvision's weights transforms do): {error}") from error
+    # of one shape, else a list that the batch loop refuses naming the file
+    return (torch.stack(transformed) if len({x.shape for x in transformed}) == 1 else transformed), failed

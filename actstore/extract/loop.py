@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .. import defaults
 from ..capture import Extractor
-from ..errors import BadImagesError, Interrupted, OutOfSpaceError, is_disk_full
+from ..errors import BadImagesError, InputSizeError, Interrupted, OutOfSpaceError, is_disk_full
 from ..images import ImageSet
 from ..models import Model
 from ..store import Layout, StoreWriter, formats_that, suffixes_of
@@ -67,6 +67,7 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
                 background.call(lambda records=records: writer.add_skipped(records))
             if not len(rows):
                 continue
+            _check_input(batch, rows, images, extractor.input_shape)
             out = host.take()
             with clock("forward"):
                 _forward(extractor, model, images, batch, rows, out, host, options)
@@ -147,6 +148,18 @@ def _unreadable(bad: list[tuple[int, str]], images: ImageSet, writer: StoreWrite
                              "the store), or fix them and run again")
     warnings.warn(f"skipped {len(bad)} unreadable image(s), recorded in skipped_images: {names}", stacklevel=2)
     return [{"file_name": images.file_names[r], "reason": error[:200], "row": int(r)} for r, error in bad]
+
+
+def _check_input(batch, rows: np.ndarray, images: ImageSet, expected: tuple[int, ...] | None) -> None:
+    """Refuse a batch whose images are not the shape the layout was probed with,
+    before any of it is written (a transform without one output size)."""
+    shapes = [tuple(x.shape) for x in batch] if isinstance(batch, list) else [tuple(batch.shape[1:])] * len(rows)
+    odd = [i for i, shape in enumerate(shapes) if expected is not None and shape != expected]
+    if odd:
+        size = "x".join(map(str, shapes[odd[0]]))
+        raise InputSizeError(f"{images.file_names[rows[odd[0]]]} comes out of the transform as {size}, not the "
+                             f"{'x'.join(map(str, expected))} the store was laid out for: end the transform with "
+                             "a fixed crop, e.g. T.CenterCrop(224); the rows written before it are kept")
 
 
 def _forward(extractor: Extractor, model: Model, images: ImageSet, batch, rows: np.ndarray, out,

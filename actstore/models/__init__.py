@@ -23,7 +23,6 @@ from ._common import (DOWNLOAD_TIMEOUT_S, Model, Tap, apply_state_dict, describe
                       input_size_of, load_state_dict, suggest)
 from .outputs import PROBE_BATCH, batch_axis, channels_last, parse_layer, part_labels, select
 from .torchvision import ORIGINAL_MODELS, available_models
-from .torchvision import input_size as torchvision_input_size
 
 SOURCES = ("torchvision", "timm", "open_clip", "hf")
 EMBEDDING = "embedding"   # the layer name of a model's pooled image embedding
@@ -116,8 +115,18 @@ def from_module(module: torch.nn.Module, transform: Callable, *, name: str | Non
     how to give a model of any source one fixed transform: build it with
     :func:`load_model` and wrap its ``module`` with your own transform.
 
-    ``embedding`` optionally names the module (with an optional part, as in
-    ``"pool[0]"``) that the layer name ``embedding`` stores.
+    The transform must give every image one size (end it with a fixed crop);
+    an extraction measures that size on a real image of the set, and refuses
+    a transform whose output size depends on the image, or a size the model
+    refuses, before anything is written.
+
+    Args:
+        input_size: the (height, width) that :func:`module_tree` (``actstore
+            layers``) feeds the model; default: what the transform makes of a
+            blank 256x256 image (224x224 if it cannot take one). Extraction
+            does not use it.
+        embedding: optionally names the module (with an optional part, as in
+            ``"pool[0]"``) that the layer name ``embedding`` stores.
 
     Example:
         >>> vit = load_model("vit_tiny_patch16_224", source="timm", weights="none")   # doctest: +SKIP
@@ -129,7 +138,14 @@ def from_module(module: torch.nn.Module, transform: Callable, *, name: str | Non
         tap = parse_layer(embedding)
     return Model(module=module, transform=transform, name=name or type(module).__name__,
                  weights="user-module", source="user-module", embedding=tap,
-                 input_size=input_size or torchvision_input_size(transform))
+                 input_size=input_size or _measured_input_size(transform))
+
+
+def _measured_input_size(transform: Callable) -> tuple[int, int]:
+    try:
+        return input_size_of(transform)
+    except Exception:  # a transform for tensors only, or of its own kind: the tree's old default
+        return (224, 224)
 
 
 @dataclass(frozen=True)

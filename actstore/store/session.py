@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import StoreConflictError
+from ..errors import OutPathError, StoreConflictError
 from . import lock as writer_lock
 from .base import Layout, StoreWriter
 from .location import Location, exists, join
@@ -130,8 +130,10 @@ def _open_writer(path: Location, file_format: str, layout: Layout, file_names: S
 def check_no_writer(path: Location, shard: tuple[int, int] = (0, 1)) -> None:
     """Raise :class:`~actstore.errors.StoreBusyError` when another live process
     writes ``shard`` of the store at ``path``, changing nothing: a run checks
-    this before its model loads, so a second writer is refused at once."""
+    this before its model loads, so a second writer is refused at once; and
+    one that could not write there (:func:`.lock.check_writable`)."""
     writer_lock.check_free(path, shard)
+    writer_lock.check_writable(path)
 
 
 def check_out_path(path: Location, file_format: str, layout: Layout, attrs: Mapping[str, Any], *,
@@ -142,6 +144,9 @@ def check_out_path(path: Location, file_format: str, layout: Layout, attrs: Mapp
     :func:`check_no_writer`, which a run calls first)."""
     backend = writer_class(file_format)
     if not backend.supports_resume:
+        if isinstance(path, Path) and path.exists() and not path.is_dir():
+            raise OutPathError(f"out path {path} is a file, and the {backend.format_name} layout writes a folder "
+                               "of files there: choose another --out-path")
         if not overwrite:
             backend.make_way(Path(path), layout, attrs, overwrite=False)
         return
