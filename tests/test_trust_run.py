@@ -3,6 +3,10 @@ SIGTERM is Ctrl-C, a resume notices changed images, a full HDF5 disk reports
 its first error, bad out paths fail in one line, and the small things."""
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -14,6 +18,7 @@ from actstore.errors import InputSizeError
 from actstore.models import from_module
 
 from conftest import make_images
+from test_resume import many_images  # noqa: F401  (fixture: 150 images)
 
 FAST = dict(num_workers=0, quiet=True, chunk_images=4, batch_size=4)
 
@@ -180,3 +185,109 @@ def test_a_batch_size_that_is_not_a_number_is_refused_in_three_short_lines(tmp_p
     assert len(lines) <= 4 and all(len(line) <= 120 for line in lines), done.output
     assert "Invalid value for '--batch-size'" in lines[-1] and "Traceback" not in done.output
     assert not (tmp_path / "s.zarr").exists()
+
+
+# --- 4. SIGTERM and SIGHUP stop a run as Ctrl-C does -------------------------------------------
+
+def stop_at_random_points(tmp_path, images, weights, suffix: str, signals, expected: dict,
+                          seed: int = 0) -> list[int]:
+    """Start the extraction as a subprocess and send each of ``signals`` at a
+    random moment after a new row has landed; then resume it to the end. Checks
+    each stop (exit status 128 + signal, one line naming the kept rows, the rows
+    the store holds, an HDF5 file not left open for write) and that the finished
+    store equals ``expected`` (an uninterrupted run) bit for bit. Returns the rows
+    kept at each stop. Odd attempts decode in a worker process, which the signal
+    reaches too (as Slurm signals every process of a job step)."""
+    import random
+    import subprocess
+    import h5py
+    from test_resume import ROOT, LAYERS, assert_written_rows_are_right, command, wait_for_rows
+    from conftest import child_env
+    n_images = len(expected[LAYERS[0]])
+    out, rng, kept = tmp_path / f"stopped{suffix}", random.Random(seed), []
+    for attempt, signum in enumerate(signals):
+        proc = subprocess.Popen(command(weights, images, out, "--num-workers", str(attempt % 2)), cwd=ROOT,
+                                env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        before = kept[-1] if kept else 0
+        wait_for_rows(out, before + 1, proc)
+        time.sleep(rng.uniform(0.0, 0.3))
+        if proc.poll() is not None:
+            break   # finished first: the resume below has nothing left to do
+        os.killpg(proc.pid, signum)
+        _, err = proc.communicate(timeout=120)
+        rows = assert_written_rows_are_right(out, expected)
+        name = signal.Signals(signum).name
+        assert (proc.returncode, err) == (128 + signum, f"error: terminated by {name}: {rows} of {n_images} rows "
+                                          "are kept; run the same command again to resume\n")
+        assert rows > before
+        kept.append(rows)
+        if suffix == ".h5":
+            with h5py.File(out, "r") as plain:   # no SWMR: refused if left "open for write"
+                assert plain["written"][:].sum() == rows
+    done = subprocess.run(command(weights, images, out), cwd=ROOT, capture_output=True, text=True, env=child_env())
+    assert done.returncode == 0, done.stderr
+    with open_store(out) as store:
+        assert store.complete
+        for layer in LAYERS:
+            assert np.array_equal(store[layer][:], expected[layer])
+    return kept
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, many_images, weights_file) -> dict:
+    from test_resume import reference
+    return reference(weights_file("alexnet"), many_images, tmp_path_factory.mktemp("reference") / "ref.zarr")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix, signals", [(".zarr", [signal.SIGTERM, signal.SIGTERM]),
+                                             (".h5", [signal.SIGHUP])])
+def test_sigterm_and_sighup_keep_the_rows_and_the_resume_equals_an_uninterrupted_run(
+        tmp_path, many_images, weights_file, uninterrupted, suffix, signals):
+    kept = stop_at_random_points(tmp_path, many_images, weights_file("alexnet"), suffix, signals, uninterrupted)
+    assert len(kept) == len(signals), "the run finished before every signal was sent"
+
+
+# --- 7. HDF5 on a disk that fills mid-run --------------------------------------------------------
+
+FILL_UP = """
+set -u
+mount -t tmpfs -o size=6500k tmpfs "$MNT"
+"$@" --out-path "$MNT/s.h5" 2> "$LOG/err"; echo $? > "$LOG/rc"
+cp "$MNT/s.h5" "$LOG/partial.h5"
+"""
+
+
+def test_hdf5_on_a_disk_that_fills_mid_run_reports_the_first_error_and_the_rows_the_file_holds(tmp_path,
+                                                                                            weights_file):
+    """features.2 uncompressed: 16-row chunks of 3.0 MB; the disk holds two. The
+    second block's marks cannot be flushed, so the file keeps 16 rows, not 32."""
+    import shutil
+    import subprocess
+    import sys
+    import h5py
+    from pathlib import Path
+    from conftest import child_env
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare -rm) to mount a small tmpfs")
+    images, weights = make_images(tmp_path / "in", "classes", per_class=16), weights_file("alexnet")
+    common = dict(model_name="alexnet", model_path=weights, in_path=images, module_names=["features.2"],
+                  batch_size=16, num_workers=0, quiet=True, compression="none")
+    (tmp_path / "mnt").mkdir()
+    args = ["extract", "--model-name", "alexnet", "--model-path", weights, "--in-path", images, "--module-name",
+            "features.2", "--batch-size", "16", "--num-workers", "0", "-q", "--compression", "none", "--force"]
+    subprocess.run(["unshare", "-rm", "bash", "-c", FILL_UP, "bash", sys.executable, "-m", "actstore",
+                    *map(str, args)], env=child_env(MNT=str(tmp_path / "mnt"), LOG=str(tmp_path)),
+                   cwd=Path(__file__).resolve().parents[1], timeout=300, check=True)
+    partial = tmp_path / "partial.h5"
+    with h5py.File(partial, "r") as plain:   # any HDF5 reader opens it: not left "open for write"
+        kept = int(plain["written"][:].sum())
+    assert ((tmp_path / "rc").read_text(), (tmp_path / "err").read_text()) == (
+        "1\n", f"error: out of disk space writing {tmp_path}/mnt/s.h5 (No space left on device): {kept} of 48 "
+               "rows are kept; free space and run the same command again to resume\n")
+    assert kept == 16
+    assert extract(out_path=partial, **common).resumed   # the same command, once space is freed
+    extract(out_path=tmp_path / "ref.h5", **common)
+    with open_store(partial) as resumed, open_store(tmp_path / "ref.h5") as reference:
+        assert resumed.complete and np.array_equal(resumed["features.2"][:], reference["features.2"][:])

@@ -25,7 +25,7 @@ from ..store import (Location, default_compression, formats_that, output_format,
 from ..store.provenance import skipped_rows
 from ..store.session import check_no_writer, check_out_path, open_session
 from .loader import scan_images
-from .loop import run_batches
+from .loop import run_batches, stop_on_signals
 from .options import ExtractOptions, resolve_device
 from .prepare import hook_and_lay_out, ready_model
 from .record import explain_difference, fingerprint, store_attrs
@@ -88,6 +88,11 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     """
     started = time.perf_counter()
     options = options if options is not None else ExtractOptions(**kwargs)
+    with stop_on_signals():   # SIGTERM and SIGHUP stop the run as Ctrl-C does
+        return _extract(options, started)
+
+
+def _extract(options: ExtractOptions, started: float) -> ExtractResult:
     out_path, file_format = _output(options)
     check_no_writer(out_path, options.shard)   # before the model loads: a second writer is refused at once
     images, skipped = scan_images(options)

@@ -103,7 +103,17 @@ def image_loader(images: ImageSet, transform: Callable, batches: Sequence[Sequen
     return DataLoader(ImageRows(images, transform, options.decoder), batch_sampler=batches,
                       num_workers=workers, collate_fn=_collate,
                       pin_memory=options.torch_device.type == "cuda",
-                      persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+                      persistent_workers=workers > 0, prefetch_factor=2 if workers else None,
+                      worker_init_fn=_leave_stop_signals_to_the_main_process if workers else None)
+
+
+def _leave_stop_signals_to_the_main_process(_worker_id: int) -> None:
+    """Slurm signals every process of a job step: a worker that died of SIGTERM
+    would end the run with a raw DataLoader error before the main process could
+    keep its rows; the main process stops the workers when it is done."""
+    import signal
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def decode_batch(items: list, transform: Callable,

@@ -64,8 +64,15 @@ class StoreSession:
     def __enter__(self) -> "StoreSession":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc is None:
+            self.close()
+            return
+        # The error on its way is the one to report: a full disk, say, fails the close as well.
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 def open_session(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
