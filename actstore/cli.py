@@ -14,8 +14,8 @@ from typing import Callable, List, Optional
 
 import typer
 
-from . import defaults
-from .errors import Interrupted, Terminated, UserError
+from . import config
+from .errors import BadOptionError, Interrupted, Terminated, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Extract activations of vision models into chunked Zarr/HDF5 stores.")
@@ -30,10 +30,14 @@ WEIGHTS_HELP = ("torchvision weights name (DEFAULT, IMAGENET1K_V1), timm or Open
 
 
 # Options that extract and import-legacy share, defined once.
-COMPRESSION_OPTION = typer.Option(None, "--compression", help="zstd, lz4, gzip (deflate with shuffle) or none [default: zstd for Zarr, gzip for HDF5, which every HDF5 reader decodes without plugins].")
-CHUNK_IMAGES_OPTION = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk.")
-ZARR_SHARD_ROWS_OPTION = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of --chunk-images; 0: one file per chunk) [default: up to 4096, fewer for wide layers so one shard of every layer fits 64 MiB].")
-OVERWRITE_STORE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store).")
+COMPRESSION_OPTION = typer.Option(None, "--compression", help="zstd, lz4, gzip (deflate with shuffle) or none "
+    "[default: zstd for Zarr, gzip for HDF5, which every HDF5 reader decodes without plugins].")
+CHUNK_IMAGES_OPTION = typer.Option(config.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk.")
+ZARR_SHARD_ROWS_OPTION = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of "
+    "--chunk-images; 0: one file per chunk) [default: up to 4096, fewer for wide layers so one shard of every layer "
+    "fits 64 MiB].")
+OVERWRITE_STORE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is "
+    "not an actstore store).")
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -56,7 +60,7 @@ def command(func: Callable) -> Callable:
             raise
         except BrokenPipeError:   # `actstore info STORE | head -1`: the reader has what it wanted
             _quiet_closed_stdout()
-            raise typer.Exit(0)
+            raise typer.Exit(0) from None
         except UserError as error:
             if _state["debug"]:
                 traceback.print_exc()
@@ -109,7 +113,7 @@ def _choose_modules(model_name: Optional[str], source: str, model_path: Optional
         try:
             answer = input()
         except EOFError:   # Ctrl-D, or stdin that is not a terminal and ends; Ctrl-C exits 130
-            raise UserError("no module chosen (end of input): answer the prompt, or pass --module-name "
+            raise BadOptionError("no module chosen (end of input): answer the prompt, or pass --module-name "
                             f"(see `actstore layers {model_name}`)") from None
         chosen = [a.strip() for a in answer.replace(" ", ",").split(",") if a.strip()]
         unknown = [c for c in chosen if c.split("[")[0] not in names]
@@ -145,45 +149,67 @@ def _format_tree(tree) -> str:
 @app.command("extract")
 @command
 def extract_command(
-    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="Model as its family spells it: alexnet, vit_small_patch14_dinov2, ViT-B-32, facebook/dinov2-small (see `actstore models --source S`)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="Model as its family spells "
+        "it: alexnet, vit_small_patch14_dinov2, ViT-B-32, facebook/dinov2-small (see `actstore models --source S`)."),
     source: str = typer.Option("torchvision", "--source", help="Model family: torchvision, timm, open_clip or hf."),
-    module_names: List[str] = typer.Option([], "--module-name", "--module_name", help="Module to store, e.g. features.11; repeat for several (one forward pass)."),
-    in_path: Path = typer.Option(Path("./images/"), "--in-path", "--in_path", help="Folder of images, flat or one subfolder per class."),
-    out_path: str = typer.Option("./activations/", "--out-path", "--out_path", help="Store path: a .zarr directory or .h5/.hdf5 file. A path without those suffixes gets the original tool's txt layout <out>/<model>/<module>/ unless --file-format says otherwise."),
+    module_names: List[str] = typer.Option([], "--module-name", "--module_name", help="Module to store, e.g. "
+        "features.11; repeat for several (one forward pass)."),
+    in_path: Path = typer.Option(Path("./images/"), "--in-path", "--in_path", help="Folder of images, flat or one "
+        "subfolder per class."),
+    out_path: str = typer.Option("./activations/", "--out-path", "--out_path", help="Store path: a .zarr directory or "
+        ".h5/.hdf5 file. A path without those suffixes gets the original tool's txt layout <out>/<model>/<module>/ "
+        "unless --file-format says otherwise."),
     model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help=MODEL_PATH_HELP),
     weights: str = typer.Option("DEFAULT", "--weights", help=WEIGHTS_HELP),
-    batch_size: int = typer.Option(defaults.BATCH_SIZE, "--batch-size", "--batch_size", help="Images per forward pass."),
+    batch_size: int = typer.Option(config.BATCH_SIZE, "--batch-size", "--batch_size", help="Images per forward pass."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    flatten_acts: bool = typer.Option(False, "--flatten-acts", "--flatten_acts", help="Store (N, units) instead of the native shape."),
-    fraction: float = typer.Option(1.0, "--fraction", help="Random fraction of the images (0 < F <= 1), picked with --rnd-seed."),
-    rnd_seed: int = typer.Option(42, "--rnd-seed", "--rnd_seed", help="Seed for --fraction and for random initialisation."),
+    flatten_acts: bool = typer.Option(False, "--flatten-acts", "--flatten_acts", help="Store (N, units) instead of "
+        "the native shape."),
+    fraction: float = typer.Option(1.0, "--fraction", help="Random fraction of the images (0 < F <= 1), picked with "
+        "--rnd-seed."),
+    rnd_seed: int = typer.Option(42, "--rnd-seed", "--rnd_seed", help="Seed for --fraction and for random "
+        "initialisation."),
     things: bool = typer.Option(False, "--things", help="Order classes by the THINGS concept file (uniqueID column)."),
-    things_tsv: Optional[Path] = typer.Option(None, "--things-tsv", help="Path to things_concept.tsv [default: data/things_concept.tsv]."),
-    file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr, hdf5, or the original tool's txt/npy [default: from the out path's suffix, else zarr]."),
+    things_tsv: Optional[Path] = typer.Option(None, "--things-tsv", help="Path to things_concept.tsv [default: "
+        "data/things_concept.tsv]."),
+    file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr, hdf5, or the "
+        "original tool's txt/npy [default: from the out path's suffix, else zarr]."),
     dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 or float16."),
     compression: Optional[str] = COMPRESSION_OPTION,
-    compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the codec's own]."),
+    compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the "
+        "codec's own]."),
     chunk_images: int = CHUNK_IMAGES_OPTION,
-    chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: all, split only when a chunk would exceed 1 MiB]."),
+    chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: "
+        "all, split only when a chunk would exceed 1 MiB]."),
     zarr_shard_rows: Optional[int] = ZARR_SHARD_ROWS_OPTION,
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader processes decoding images [default: 2 on the CPU, up to 8 on a GPU]."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader processes decoding images "
+        "[default: 2 on the CPU, up to 8 on a GPU]."),
     interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
-    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in the store) instead of stopping."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print per-layer sizes, a measured estimate of the store and the free space; write nothing."),
-    force: bool = typer.Option(False, "--force", help="Start even when the estimated store size exceeds the free space."),
-    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision for the forward pass: float16 or bfloat16 (recorded; stored values then carry that precision)."),
-    decoder: str = typer.Option("pil", "--decoder", help="pil (decode in DataLoader workers), or torchvision: JPEGs decoded in batches on --device (nvJPEG on a GPU) when the decoder is the limit; values differ slightly from pil."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels_last memory format (can be faster on GPUs)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in "
+        "the store) instead of stopping."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print per-layer sizes, a measured estimate of the store "
+        "and the free space; write nothing."),
+    force: bool = typer.Option(False, "--force", help="Start even when the estimated store size exceeds the free "
+        "space."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision for the forward pass: float16 or bfloat16 "
+        "(recorded; stored values then carry that precision)."),
+    decoder: str = typer.Option("pil", "--decoder", help="pil (decode in DataLoader workers), or torchvision: JPEGs "
+        "decoded in batches on --device (nvJPEG on a GPU) when the decoder is the limit; values differ slightly from "
+        "pil."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels_last memory "
+        "format (can be faster on GPUs)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same "
+        "Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
     overwrite: bool = OVERWRITE_STORE_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained weights are the default here."),
+    pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained "
+        "weights are the default here."),
 ) -> None:
     """Extract activations of MODEL at the given modules for every image into one store."""
     from .extract import ExtractOptions, extract
     if interactive:
         if not model_name and model_path is None:
-            raise UserError("--interactive needs --model-name")
+            raise BadOptionError("--interactive needs --model-name")
         module_names = _choose_modules(model_name, source, model_path)
     flags = {k: v for k, v in locals().items() if k in ExtractOptions.__dataclass_fields__}
     result = extract(ExtractOptions(**flags, command_line=shlex.join(["actstore", *sys.argv[1:]])))
@@ -199,15 +225,16 @@ def extract_command(
         state += f" ({result.rows_skipped} unreadable image(s) skipped; see skipped_images)"
     state = f"{result.output} {state}"
     verb = "resumed" if result.resumed else "wrote"
-    if result.shard:
-        verb = f"shard {result.shard[0]}/{result.shard[1]} (rows {result.shard_rows[0]}-{result.shard_rows[1] - 1}): {verb}"
+    if result.part:
+        first, stop = result.part_rows
+        verb = f"shard {result.part[0]}/{result.part[1]} (rows {first}-{stop - 1}): {verb}"
     typer.echo(f"{verb} {result.rows_this_run} rows of {len(result.layers)} layer(s) to {result.path} "
                f"[{result.file_format}] in {result.seconds:.1f} s ({rate:.1f} img/s); {state}",
                err=quiet)
 
 
 def _format_plan(plan, file_format: str) -> str:
-    from .plan import human_size as _size
+    from .extract.plan import human_size as _size
     rows = [("layer", "shape per image", "bytes/image", "raw total", f"estimated {file_format}")]
     for layer in plan.layers:
         rows.append((layer.module_name, "x".join(map(str, layer.shape)), f"{layer.bytes_per_image:,}",
@@ -216,7 +243,8 @@ def _format_plan(plan, file_format: str) -> str:
     lines = _table(rows)
     files = f"; {plan.files:,} file(s)" if plan.files is not None else ""
     lines.append(f"{plan.rows} images; estimate from {plan.sample_images} sampled images; free space: "
-                 f"{_size(plan.free_bytes)}{files}" + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
+                 f"{_size(plan.free_bytes)}{files}"
+                 + ("" if plan.fits else "  -- DOES NOT FIT (use --force to start anyway)"))
     return "\n".join(lines)
 
 
@@ -224,10 +252,12 @@ def _format_plan(plan, file_format: str) -> str:
 @command
 def layers(
     model: Optional[str] = typer.Argument(None, metavar="[MODEL]", help="Model name, as --model-name."),
-    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="Model name (or give it as MODEL)."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="Model name (or give it as "
+        "MODEL)."),
     source: str = typer.Option("torchvision", "--source", help="Model family: torchvision, timm, open_clip or hf."),
     model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help=MODEL_PATH_HELP),
-    weights: str = typer.Option("DEFAULT", "--weights", help=WEIGHTS_HELP + " Used only with --model-path: the tree needs no trained weights."),
+    weights: str = typer.Option("DEFAULT", "--weights", help=WEIGHTS_HELP + " Used only with --model-path: the tree "
+                                "needs no trained weights."),
 ) -> None:
     """Print MODEL's module tree: each module's output shape per image and bytes per image;
     for tuple outputs each part and its layer name (MODULE[1], MODULE[pooler_output])."""
@@ -238,7 +268,8 @@ def layers(
 @command
 def models(
     source: str = typer.Option("torchvision", "--source", help="Model family: torchvision, timm, open_clip or hf."),
-    pattern: Optional[str] = typer.Argument(None, help="Only names matching this (shell wildcards, or a part of the name)."),
+    pattern: Optional[str] = typer.Argument(None, help="Only names matching this (shell wildcards, or a part of the "
+        "name)."),
 ) -> None:
     """List a family's models (torchvision: * the original tool's nine; hf: the local cache)."""
     from .models import ORIGINAL_MODELS, list_models
@@ -253,7 +284,8 @@ def models(
 @app.command()
 @command
 def info(
-    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or an .h5 file."),
+    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as "
+        "s3://bucket/x.zarr) or an .h5 file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Show a store at a glance: model, layers, shapes, chunking, compression, status, provenance."""
@@ -290,12 +322,17 @@ def info(
 @app.command("rechunk")
 @command
 def rechunk_command(
-    store_path: str = typer.Argument(..., metavar="STORE", help="A complete .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or .h5 file."),
+    store_path: str = typer.Argument(..., metavar="STORE", help="A complete .zarr directory (or fsspec URL such as "
+        "s3://bucket/x.zarr) or .h5 file."),
     out_path: str = typer.Argument(..., metavar="OUT", help="The new store (.zarr, .h5, or a .zarr URL)."),
-    layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per chunk) or image-major (as extract writes)."),
-    chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as --max-memory-mb allows; image-major: 16]."),
-    chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: chunks up to 1 MiB]."),
-    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of the chunk rows; 0: one file per chunk) [default: as extract chooses]."),
+    layout: str = typer.Option("unit-major", "--layout", help="unit-major (one channel/unit over many images per "
+        "chunk) or image-major (as extract writes)."),
+    chunk_images: Optional[int] = typer.Option(None, "--chunk-images", help="Rows per chunk [unit-major: as many as "
+        "--max-memory-mb allows; image-major: 16]."),
+    chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: "
+        "chunks up to 1 MiB]."),
+    zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a "
+        "multiple of the chunk rows; 0: one file per chunk) [default: as extract chooses]."),
     max_memory_mb: int = typer.Option(1024, "--max-memory-mb", help="Memory the copy may hold, in MiB."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at OUT."),
 ) -> None:
@@ -314,16 +351,24 @@ def rechunk_command(
 @app.command("export")
 @command
 def export_command(
-    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or an .h5 file."),
-    module_name: str = typer.Option(..., "--module-name", "--module_name", help="The layer to export, e.g. features.11."),
-    file_format: str = typer.Option("txt", "--file-format", "--file_format", help="txt or npy (also .txt/.npy). npy is exact and keeps the stored shape in one array; txt of a 3+-D layer uses the original slices with %-7.5f: LOSSY (5 decimals)."),
-    out_path: Path = typer.Option(..., "--out-path", "--out_path", help="Root folder: files go to OUT/<model>/<module>/."),
-    n_splits: int = typer.Option(1, "--split", help="Write activations_01 ... activations_NN: exactly N files (the original wrote N-1)."),
-    decimals: int = typer.Option(5, "--decimals", help="Decimals of text slices (the original's 5 is lossy; more digits keep more)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace this layout's own files there (activations.txt, activations_NN.npy, targets, file_names.txt; nothing else), once the export has finished."),
+    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as "
+        "s3://bucket/x.zarr) or an .h5 file."),
+    module_name: str = typer.Option(..., "--module-name", "--module_name", help="The layer to export, e.g. "
+        "features.11."),
+    file_format: str = typer.Option("txt", "--file-format", "--file_format", help="txt or npy (also .txt/.npy). npy "
+        "is exact and keeps the stored shape in one array; txt of a 3+-D layer uses the original slices with %-7.5f: "
+        "LOSSY (5 decimals)."),
+    out_path: Path = typer.Option(..., "--out-path", "--out_path", help="Root folder: files go to "
+        "OUT/<model>/<module>/."),
+    n_splits: int = typer.Option(1, "--split", help="Write activations_01 ... activations_NN: exactly N files (the "
+        "original wrote N-1)."),
+    decimals: int = typer.Option(5, "--decimals", help="Decimals of text slices (the original's 5 is lossy; more "
+        "digits keep more)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace this layout's own files there "
+        "(activations.txt, activations_NN.npy, targets, file_names.txt; nothing else), once the export has finished."),
 ) -> None:
     """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
-    from .legacy_io import export_layer
+    from .legacy.convert import export_layer
     result = export_layer(store_path, module_name, out_path, file_format, n_splits=n_splits,
                           decimals=decimals, overwrite=overwrite)
     typer.echo(f"exported {module_name} {result.shape} to {result.folder}: "
@@ -333,16 +378,19 @@ def export_command(
 @app.command("import-legacy")
 @command
 def import_legacy_command(
-    source: Path = typer.Argument(..., metavar="DIR", help="An original output folder <out>/<model>/<module>/ (or <out>/<model>/)."),
-    out_path: str = typer.Option(..., "--out-path", "--out_path", help="The new store (.zarr directory, .h5 file, or a .zarr URL such as s3://bucket/x.zarr)."),
-    file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr or hdf5 [default: from the out path's suffix, else zarr]."),
+    source: Path = typer.Argument(..., metavar="DIR", help="An original output folder <out>/<model>/<module>/ (or "
+        "<out>/<model>/)."),
+    out_path: str = typer.Option(..., "--out-path", "--out_path", help="The new store (.zarr directory, .h5 file, or "
+        "a .zarr URL such as s3://bucket/x.zarr)."),
+    file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr or hdf5 [default: "
+        "from the out path's suffix, else zarr]."),
     chunk_images: int = CHUNK_IMAGES_OPTION,
     compression: Optional[str] = COMPRESSION_OPTION,
     zarr_shard_rows: Optional[int] = ZARR_SHARD_ROWS_OPTION,
     overwrite: bool = OVERWRITE_STORE_OPTION,
 ) -> None:
     """Bring an original txt/npy output folder (single or split files) into a store, streaming."""
-    from .legacy_io import import_legacy
+    from .legacy.convert import import_legacy
     result = import_legacy(source, out_path, file_format=file_format, overwrite=overwrite, chunk_images=chunk_images,
                            compression=compression, zarr_shard_rows=zarr_shard_rows,
                            command_line=shlex.join(["actstore", *sys.argv[1:]]))
@@ -353,12 +401,16 @@ def import_legacy_command(
 @app.command("verify")
 @command
 def verify_command(
-    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as s3://bucket/x.zarr) or an .h5 file."),
+    store_path: str = typer.Argument(..., metavar="STORE", help="A .zarr directory (or fsspec URL such as "
+        "s3://bucket/x.zarr) or an .h5 file."),
     recompute: int = typer.Option(0, "--recompute", help="Recompute K random images through the model and compare."),
-    model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="The weights file the store was made with (for --recompute)."),
-    in_path: Optional[Path] = typer.Option(None, "--in-path", "--in_path", help="The image folder, if it moved (for --recompute)."),
+    model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help="The weights file the store "
+        "was made with (for --recompute)."),
+    in_path: Optional[Path] = typer.Option(None, "--in-path", "--in_path", help="The image folder, if it moved (for "
+        "--recompute)."),
     device: str = typer.Option("cpu", "--device", help="Device for --recompute."),
-    repair: bool = typer.Option(False, "--repair", help="First clear the 'open for write' flag a killed HDF5 writer leaves (as h5clear -s; no data changes), so every HDF5 reader opens the file."),
+    repair: bool = typer.Option(False, "--repair", help="First clear the 'open for write' flag a killed HDF5 writer "
+        "leaves (as h5clear -s; no data changes), so every HDF5 reader opens the file."),
 ) -> None:
     """Check a store: schema, every chunk decodes, every row written, finite values, unique names."""
     from .verify import verify

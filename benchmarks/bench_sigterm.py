@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _common import REPO, machine
 
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "extract")]
 
 from conftest import make_images, save_random_weights   # noqa: E402
 from test_resume import reference   # noqa: E402

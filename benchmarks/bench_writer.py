@@ -34,16 +34,14 @@ import shutil
 import time
 import warnings
 
-from _common import (SCRATCH, dir_bytes, machine, make_images, median, remove, spread, table)
-
 import numpy as np
 import torch
+from _common import SCRATCH, dir_bytes, machine, make_images, median, remove, spread, table
 
 from actstore import Extractor, load_model
+from actstore.config import BLOSC_BLOCK_BYTES
 from actstore.images import ImageSet
-from actstore.defaults import BLOSC_BLOCK_BYTES
-from actstore.store import writer_class
-from actstore.store import COMPRESSIONS, LayerSpec, Layout, choose_chunks, create_writer
+from actstore.store import COMPRESSIONS, LayerSpec, Layout, choose_chunks, create_writer, writer_class
 
 MODELS = {  # source, model, {layer: type}
     "alexnet": ("torchvision", "alexnet", {"features.1": "ReLU", "features.4": "ReLU", "classifier.4": "Linear",

@@ -10,8 +10,9 @@ from ..capture import Extractor
 from ..errors import BadImagesError, InputSizeError, UserError
 from ..images import ImageSet
 from ..models import Model, load_model
-from ..store import LayerSpec, Layout, choose_chunks, choose_shard_rows
+from ..store import LayerSpec, Layout, choose_chunks
 from .options import ExtractOptions
+from .target import Target
 
 PROBE_ATTEMPTS = 16   # rows tried for a first image that decodes (a broken one may pass the pre-check)
 
@@ -29,10 +30,11 @@ def ready_model(options: ExtractOptions) -> Model:
 
 
 def hook_and_lay_out(model: Model, options: ExtractOptions, images: ImageSet,
-                     file_format: str) -> tuple[Extractor, Layout]:
+                     target: Target) -> tuple[Extractor, Layout]:
     """The Extractor for the run's modules, and the Layout of their stored outputs
-    in ``file_format``, from a probe forward pass of a real image of the set as
-    the transform makes it (so a 160-px transform gives 5x5 maps, not 224's 7x7).
+    at ``target`` (its codec and shards), from a probe forward pass of a real
+    image of the set as the transform makes it (so a 160-px transform gives
+    5x5 maps, not 224's 7x7).
 
     Raises:
         InputSizeError: the transform gives images of different shapes, or a
@@ -56,9 +58,8 @@ def hook_and_lay_out(model: Model, options: ExtractOptions, images: ImageSet,
                                                     options.chunk_channels),
                                module_layout="NHWC" if name in extractor.channels_last else None))
     layout = Layout(n_rows=len(images), layers=tuple(specs), chunk_images=options.chunk_images,
-                    compression=options.compression, compression_level=options.compression_level,
-                    shard_rows=choose_shard_rows(file_format, specs, len(images), options.chunk_images,
-                                                 options.zarr_shard_rows))
+                    compression=target.compression, compression_level=options.compression_level,
+                    shard_rows=target.shard_rows(specs, len(images)))
     return extractor, layout
 
 
