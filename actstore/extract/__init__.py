@@ -26,7 +26,7 @@ from .options import ExtractOptions, resolve_device
 from .parts import claim, part_rows
 from .plan import Plan
 from .prepare import hook_and_lay_out, ready_model
-from .record import fingerprint, store_attrs
+from .record import fingerprint, store_attrs, this_run
 from .space import check_space
 from .target import Target
 
@@ -47,6 +47,8 @@ class ExtractResult:
     output: str = "store"
     # rows of images found unreadable mid-run (skip_bad_images): never written
     rows_skipped: int = 0
+    # images the cheap pre-check left out (skip_bad_images): no row at all
+    images_left_out: int = 0
     # this process's part (--shard I/N) and its rows [start, stop)
     part: tuple[int, int] | None = None
     part_rows: tuple[int, int] | None = None
@@ -99,10 +101,11 @@ def _extract(options: ExtractOptions, started: float) -> ExtractResult:
         model = ready_model(options)
         extractor, layout = hook_and_lay_out(model, options, images, target)
         attrs = store_attrs(model, images, layout, options, skipped)
-        target.refuse(layout, attrs)   # the real run's refusals, before the space check (and so for --dry-run)
+        target.refuse(layout, attrs, images.file_names)   # the real run's refusals, before the space check (and so for --dry-run)
         lo, hi = target.part_rows(layout)
         plan = check_space(extractor, model, images, layout, target, hi - lo, options)
         result = ExtractResult(path=target.path, file_format=target.file_format, n_images=len(images),
+                               images_left_out=len(skipped),
                                rows_written=0, rows_this_run=0, seconds=0.0, plan=plan, part_rows=(lo, hi),
                                layers={s.module_name: s.shape for s in layout.layers},
                                part=options.shard if options.shard[1] > 1 else None, output=target.backend.noun)
@@ -112,6 +115,9 @@ def _extract(options: ExtractOptions, started: float) -> ExtractResult:
         with target.open(layout, images, attrs) as session:
             if session.writer.resumable:
                 claim(session.writer, target.path, options.shard, lo, hi)
+            if session.resumed and options.shard[1] == 1:   # one writer: the root attributes are its own
+                session.writer.update_attrs({"runs": [*session.writer.root_attrs().get("runs", []),
+                                                      this_run(images, options)]})
             done = session.written() | session.skipped()
             todo = np.flatnonzero(~done[lo:hi]) + lo
             result.stages["setup"] = time.perf_counter() - started

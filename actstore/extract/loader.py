@@ -6,6 +6,7 @@ JPEGs in batches on the model's device (nvJPEG on a GPU) from the files' bytes.
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,6 +41,9 @@ def scan_images(options: ExtractOptions) -> tuple[ImageSet, list[dict]]:
         images = images.without([row for row, _ in bad])
         if not len(images):
             raise BadImagesError(f"every image under {options.in_path} is bad; nothing to extract")
+        listed = "; ".join(f"{s['file_name']}: {s['reason']}" for s in skipped[:3])
+        warnings.warn(f"left out {len(bad)} bad image(s) (recorded in skipped_images): {listed}"
+                      f"{' ...' if len(bad) > 3 else ''}", stacklevel=2)
     return images, skipped
 
 

@@ -34,7 +34,7 @@ from ..store.io.lock import check_writable
 from ..store.session import OutPath, StoreSession
 from .options import ExtractOptions
 from .parts import part_rows
-from .record import explain_difference
+from .record import explain_difference, refuse_changed_images
 
 
 class FilesSession:
@@ -123,12 +123,15 @@ class Target:
         """This process's rows ``[start, stop)`` (``--shard I/N``): whole write blocks."""
         return part_rows(layout.n_rows, self.block_rows(layout), *self.options.shard)
 
-    def refuse(self, layout: Layout, attrs: Mapping[str, Any]) -> None:
-        """Raise what opening would refuse, changing nothing (so ``--dry-run`` does too)."""
+    def refuse(self, layout: Layout, attrs: Mapping[str, Any], file_names: Sequence[str] = ()) -> None:
+        """Raise what opening would refuse, changing nothing (so ``--dry-run`` does too);
+        a resume whose images differ in content names the first few."""
         if self.legacy:
             if not self.options.overwrite:
                 LegacyFiles.refuse_existing(Path(self.path), str(attrs["model_name"]), layout, overwrite=False)
             return
+        if self.out.state == "store" and not self.options.overwrite:
+            refuse_changed_images(self.path, self.out.attrs, attrs, file_names)
         self.out.refuse_another_run(attrs["fingerprint"], overwrite=self.options.overwrite,
                                     explain=explain_difference)
 

@@ -193,8 +193,8 @@ class ModuleInfo:
             return "x".join(map(str, shape)) if shape is not None else "(not a tensor)"
         if self.calls == 0:
             return "(does not run)"
-        if self.parts:
-            text = "  ".join(f"{label} {size(shape)}" for label, shape in self.parts)
+        if self.parts:   # each part as its suffix: [1] is the layer name MODULE[1]
+            text = "  ".join(f"{label.removeprefix(self.name) or label} {size(shape)}" for label, shape in self.parts)
         else:
             text = size(self.shape)
         return text + (f"  runs {self.calls}x" if self.calls > 1 else "")

@@ -32,6 +32,9 @@ from .io.location import Location, exists, is_url, join
 from .layout import Layout
 from .metadata.provenance import completed, fingerprint_differences, skipped_rows
 
+# (key, stored, now) -> the refusal for a fingerprint that differs at key (naming the
+# flag to change), None when no one flag explains it, or "" for a key that only
+# follows from another difference (chunks follow --dtype).
 Explain = Callable[[str, Any, Any], "str | None"]
 
 
@@ -267,8 +270,9 @@ def _refuse_differences(path: Location, stored: Mapping[str, Any], current: Mapp
     # one flag's value to change, when that is all that differs; else the whole difference
     keys = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
     messages = [explain(k, stored.get(k), current.get(k)) for k in keys] if explain else [None]
-    if all(messages):
-        raise StoreConflictError(f"out path {path}: {messages[0]}")
+    causes = [m for m in messages if m != ""]
+    if causes and all(causes):
+        raise StoreConflictError(f"out path {path}: {causes[0]}")
     keys = ", ".join(d.split(" ")[0] for d in differences)
     raise StoreConflictError(f"out path {path} holds a store from a different run ({keys} "
                              f"differ: {differences[0]}); pass --overwrite to replace it "

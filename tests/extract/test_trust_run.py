@@ -291,3 +291,114 @@ def test_hdf5_on_a_disk_that_fills_mid_run_reports_the_first_error_and_the_rows_
     extract(out_path=tmp_path / "ref.h5", **common)
     with open_store(partial) as resumed, open_store(tmp_path / "ref.h5") as reference:
         assert resumed.complete and np.array_equal(resumed["features.2"][:], reference["features.2"][:])
+
+
+# --- 5. a resume notices changed images; every run is recorded -----------------------------------
+
+def interrupted_after_first_batch(monkeypatch, **options):
+    """Run ``extract(**options)`` and stop it with Ctrl-C after its first batch."""
+    from actstore.errors import Interrupted
+    from actstore.extract import loop
+    original, calls = loop._forward, []
+
+    def forward_then_stop(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_forward", forward_then_stop)
+        with pytest.raises(Interrupted):
+            extract(**options)
+
+
+def test_a_resume_from_a_copy_with_replaced_images_is_refused_naming_them_and_each_run_is_recorded(
+        tmp_path, weights_file, monkeypatch):
+    import shutil
+    from PIL import Image
+    from actstore.errors import ChangedImagesError
+    first = make_images(tmp_path / "first", "classes")
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    out = tmp_path / "s.zarr"
+    common = dict(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["classifier.6"],
+                  out_path=out, **FAST)
+    interrupted_after_first_batch(monkeypatch, in_path=first, **common)
+    for name in ("cat/cat_img2.png", "zebra/zebra_img3.png"):   # same names, other pixels
+        with Image.open(copy / name) as image:
+            image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(copy / name)
+    with pytest.raises(ChangedImagesError) as refused:
+        extract(in_path=copy, **common)
+    assert str(refused.value) == (f"out path {out}: 2 image(s) differ in content from those the store was started "
+                                  "with: cat/cat_img2.png, zebra/zebra_img3.png; point --in-path at the images the "
+                                  "store was started with, or pass --overwrite to start again")
+    with pytest.raises(ChangedImagesError):
+        extract(in_path=copy, dry_run=True, **common)
+    shutil.copy(first / "cat/cat_img2.png", copy / "cat/cat_img2.png")
+    shutil.copy(first / "zebra/zebra_img3.png", copy / "zebra/zebra_img3.png")
+    assert extract(in_path=copy, command_line="actstore extract --second", **common).resumed
+    with open_store(out) as store:
+        runs = store.attrs["runs"]
+        assert [run["in_path"] for run in runs] == [str(first.resolve()), str(copy.resolve())]
+        assert runs[1]["command_line"] == "actstore extract --second" and runs[0]["time"] < runs[1]["time"]
+        assert store.complete
+
+
+# --- 9. the small things -------------------------------------------------------------------------
+
+def test_a_download_error_is_cut_between_words_never_inside_a_url(monkeypatch):
+    from huggingface_hub import constants
+    from actstore.errors import UserError
+    from actstore.models._common import download_guard
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)   # no probe of the hub
+    url = "https://huggingface.co/timm/vit_small_patch14_dinov2.lvd142m/resolve/main/model.safetensors"
+    said = ("We couldn't connect to the hub to load this file, couldn't find it in the cached files and it looks "
+            f"like the model is not the path to a directory containing a file named model.safetensors: {url} "
+            "Check your internet connection or see how to run the library in offline mode")
+    with pytest.raises(UserError) as refused:
+        with download_guard("timm weights for vit_small_patch14_dinov2"):
+            raise OSError(said)
+    message = str(refused.value)
+    assert f"model.safetensors: {url} ..." in message and "Check your" not in message
+    assert message.endswith("; on a machine without internet, pass --model-path with a local copy, or --weights none")
+
+
+def test_a_resume_refusal_names_dtype_and_an_unused_seed_or_a_renamed_weights_file_do_not_block_it(
+        tmp_path, image_dir, weights_file, monkeypatch):
+    import shutil
+    from actstore.errors import StoreConflictError
+    out = tmp_path / "s.zarr"
+    common = dict(model_name="alexnet", module_names=["features.4"], in_path=image_dir, out_path=out, **FAST)
+    interrupted_after_first_batch(monkeypatch, model_path=weights_file("alexnet"), **common)
+    with pytest.raises(StoreConflictError) as refused:   # float16 also splits features.4 into other chunks
+        extract(model_path=weights_file("alexnet"), dtype="float16", **common)
+    assert str(refused.value) == (f"out path {out}: --dtype float16 differs from the store's float32: rerun with "
+                                  "--dtype float32 to resume, or pass --overwrite to replace it")
+    renamed = shutil.copy(weights_file("alexnet"), tmp_path / "same-weights-other-name.pth")
+    result = extract(model_path=renamed, rnd_seed=7, **common)   # the seed picks nothing: all images, a file
+    assert result.resumed and result.complete
+
+
+def test_bad_images_left_out_at_the_pre_check_are_warned_about_and_counted_on_the_last_line(tmp_path,
+                                                                                          weights_file):
+    from typer.testing import CliRunner
+    from actstore.cli import app
+    images = make_images(tmp_path / "in", "flat", per_class=1)
+    (images / "img2.png").write_bytes(b"")   # empty: the pre-check leaves it out
+    done = CliRunner().invoke(app, alexnet_args(weights_file("alexnet"), images, "--skip-bad-images",
+                                                "--out-path", tmp_path / "s.zarr"))
+    assert done.exit_code == 0, done.output
+    lines = done.output.splitlines()
+    assert lines[0] == ("warning: left out 1 bad image(s) (recorded in skipped_images): img2.png: empty file "
+                        "(0 bytes)")
+    assert lines[-1].endswith("store complete (1 bad image(s) skipped; see skipped_images)")
+
+
+def test_empty_class_folders_are_warned_about(tmp_path):
+    from actstore.images import ImageSet
+    images = make_images(tmp_path / "in", "classes", per_class=1)
+    (images / "aardvark").mkdir()
+    with pytest.warns(UserWarning, match=r"^1 class folder\(s\) under .* hold no images and are left out "
+                                         r"\(aardvark\): targets number the other folders$"):
+        scanned = ImageSet.scan(images)
+    assert scanned.classes == ("cat", "dog", "zebra") and scanned.targets == (0, 1, 2)

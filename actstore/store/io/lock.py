@@ -184,9 +184,14 @@ class FileLock(WriterLock):
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(self.owner()).encode())
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self.owner()).encode())
+            os.fsync(fd)
+        except OSError:   # a full disk: give the lock back, leaving no empty lock file behind
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            raise
         self._fd = fd
 
     def holder(self) -> dict | None:
