@@ -324,6 +324,9 @@ def test_a_resume_from_a_copy_with_replaced_images_is_refused_naming_them_and_ea
     common = dict(model_name="alexnet", model_path=weights_file("alexnet"), module_names=["classifier.6"],
                   out_path=out, **FAST)
     interrupted_after_first_batch(monkeypatch, in_path=first, **common)
+    import zarr
+    stopped = zarr.open_group(out, mode="r")   # targets are whole from creation: no unwritten row reads -1
+    assert stopped["written"][:].sum() == 4 and stopped["targets"][:].tolist() == [0] * 4 + [1] * 4 + [2] * 4
     for name in ("cat/cat_img2.png", "zebra/zebra_img3.png"):   # same names, other pixels
         with Image.open(copy / name) as image:
             image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(copy / name)
