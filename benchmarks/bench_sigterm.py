@@ -24,9 +24,9 @@ from _common import REPO, machine
 
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "extract")]
 
-from conftest import make_images, save_random_weights   # noqa: E402
-from test_resume import reference   # noqa: E402
-from test_trust_run import stop_at_random_points   # noqa: E402
+from conftest import make_images, save_random_weights  # noqa: E402
+from test_resume import reference  # noqa: E402
+from test_trust_run import stop_at_random_points  # noqa: E402
 
 
 def main() -> None:

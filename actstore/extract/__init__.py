@@ -101,7 +101,8 @@ def _extract(options: ExtractOptions, started: float) -> ExtractResult:
         model = ready_model(options)
         extractor, layout = hook_and_lay_out(model, options, images, target)
         attrs = store_attrs(model, images, layout, options, skipped)
-        target.refuse(layout, attrs, images.file_names)   # the real run's refusals, before the space check (and so for --dry-run)
+        # the real run's refusals, before the space check (and so for --dry-run)
+        target.refuse(layout, attrs, images.file_names)
         lo, hi = target.part_rows(layout)
         plan = check_space(extractor, model, images, layout, target, hi - lo, options)
         result = ExtractResult(path=target.path, file_format=target.file_format, n_images=len(images),

@@ -98,7 +98,7 @@ def explain_difference(key: str, stored: Any, now: Any) -> str | None:
         'rerun with --batch-size 8 to resume, or pass --overwrite to replace it'
     """
     if key == "images_content_sha256":
-        return (f"the images' contents differ from those the store was started with: point --in-path at "
+        return ("the images' contents differ from those the store was started with: point --in-path at "
                 "them, or pass --overwrite to start again" if stored is not None else
                 "the store was made by actstore 0.2, which did not record the images' contents, so a resume "
                 "cannot check them: pass --overwrite to extract it again")

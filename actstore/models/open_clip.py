@@ -21,8 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UnknownModelError, WeightsError
-from ._common import (Model, Tap, download_guard, file_sha256, input_size_of, load_state_dict, require, shorten,
-                      suggest)
+from ._common import Model, Tap, download_guard, file_sha256, input_size_of, load_state_dict, require, shorten, suggest
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import make_images
+from test_resume import many_images  # noqa: F401, F811  (fixture: 150 images)
 from torchvision import transforms as T
 
 from actstore import extract, open_store
 from actstore.errors import InputSizeError
 from actstore.models import from_module
-
-from conftest import make_images
-from test_resume import many_images  # noqa: F401  (fixture: 150 images)
 
 FAST = dict(num_workers=0, quiet=True, chunk_images=4, batch_size=4)
 
@@ -157,6 +156,7 @@ def test_a_read_only_or_full_out_folder_is_refused_in_one_line_by_the_run_and_by
     import shutil
     import subprocess
     from pathlib import Path
+
     from conftest import child_env
     if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
         pytest.skip("needs a private mount namespace (unshare -rm) to mount a read-only folder and a small tmpfs")
@@ -177,6 +177,7 @@ def test_a_read_only_or_full_out_folder_is_refused_in_one_line_by_the_run_and_by
 
 def test_a_batch_size_that_is_not_a_number_is_refused_in_three_short_lines(tmp_path, image_dir, weights_file):
     from typer.testing import CliRunner
+
     from actstore.cli import app
     done = CliRunner().invoke(app, alexnet_args(weights_file("alexnet"), image_dir, "--batch-size", "abc",
                                                 "--out-path", tmp_path / "s.zarr"))
@@ -200,9 +201,10 @@ def stop_at_random_points(tmp_path, images, weights, suffix: str, signals, expec
     reaches too (as Slurm signals every process of a job step)."""
     import random
     import subprocess
+
     import h5py
-    from test_resume import ROOT, LAYERS, assert_written_rows_are_right, command, wait_for_rows
     from conftest import child_env
+    from test_resume import LAYERS, ROOT, assert_written_rows_are_right, command, wait_for_rows
     n_images = len(expected[LAYERS[0]])
     out, rng, kept = tmp_path / f"stopped{suffix}", random.Random(seed), []
     for attempt, signum in enumerate(signals):
@@ -235,7 +237,7 @@ def stop_at_random_points(tmp_path, images, weights, suffix: str, signals, expec
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, many_images, weights_file) -> dict:
+def uninterrupted(tmp_path_factory, many_images, weights_file) -> dict:  # noqa: F811
     from test_resume import reference
     return reference(weights_file("alexnet"), many_images, tmp_path_factory.mktemp("reference") / "ref.zarr")
 
@@ -244,7 +246,7 @@ def uninterrupted(tmp_path_factory, many_images, weights_file) -> dict:
 @pytest.mark.parametrize("suffix, signals", [(".zarr", [signal.SIGTERM, signal.SIGTERM]),
                                              (".h5", [signal.SIGHUP])])
 def test_sigterm_and_sighup_keep_the_rows_and_the_resume_equals_an_uninterrupted_run(
-        tmp_path, many_images, weights_file, uninterrupted, suffix, signals):
+        tmp_path, many_images, weights_file, uninterrupted, suffix, signals):  # noqa: F811
     kept = stop_at_random_points(tmp_path, many_images, weights_file("alexnet"), suffix, signals, uninterrupted)
     assert len(kept) == len(signals), "the run finished before every signal was sent"
 
@@ -266,8 +268,9 @@ def test_hdf5_on_a_disk_that_fills_mid_run_reports_the_first_error_and_the_rows_
     import shutil
     import subprocess
     import sys
-    import h5py
     from pathlib import Path
+
+    import h5py
     from conftest import child_env
     if not shutil.which("unshare") or subprocess.run(["unshare", "-rm", "true"]).returncode != 0:
         pytest.skip("needs a private mount namespace (unshare -rm) to mount a small tmpfs")
@@ -315,7 +318,9 @@ def interrupted_after_first_batch(monkeypatch, **options):
 def test_a_resume_from_a_copy_with_replaced_images_is_refused_naming_them_and_each_run_is_recorded(
         tmp_path, weights_file, monkeypatch):
     import shutil
+
     from PIL import Image
+
     from actstore.errors import ChangedImagesError
     first = make_images(tmp_path / "first", "classes")
     copy = tmp_path / "copy"
@@ -351,6 +356,7 @@ def test_a_resume_from_a_copy_with_replaced_images_is_refused_naming_them_and_ea
 
 def test_a_download_error_is_cut_between_words_never_inside_a_url(monkeypatch):
     from huggingface_hub import constants
+
     from actstore.errors import UserError
     from actstore.models._common import download_guard
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)   # no probe of the hub
@@ -369,6 +375,7 @@ def test_a_download_error_is_cut_between_words_never_inside_a_url(monkeypatch):
 def test_a_resume_refusal_names_dtype_and_an_unused_seed_or_a_renamed_weights_file_do_not_block_it(
         tmp_path, image_dir, weights_file, monkeypatch):
     import shutil
+
     from actstore.errors import StoreConflictError
     out = tmp_path / "s.zarr"
     common = dict(model_name="alexnet", module_names=["features.4"], in_path=image_dir, out_path=out, **FAST)
@@ -385,6 +392,7 @@ def test_a_resume_refusal_names_dtype_and_an_unused_seed_or_a_renamed_weights_fi
 def test_bad_images_left_out_at_the_pre_check_are_warned_about_and_counted_on_the_last_line(tmp_path,
                                                                                           weights_file):
     from typer.testing import CliRunner
+
     from actstore.cli import app
     images = make_images(tmp_path / "in", "flat", per_class=1)
     (images / "img2.png").write_bytes(b"")   # empty: the pre-check leaves it out

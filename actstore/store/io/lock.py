@@ -105,7 +105,8 @@ def unwritable(store: Path, error: OSError, folder: Path | None = None) -> UserE
         return OutPathError(f"out path {store}: {blocking} is a file, not a folder: choose an --out-path "
                             "inside a folder")
     if is_disk_full(error):
-        return OutOfSpaceError(f"out of disk space at {folder or store.parent} ({os.strerror(error.errno or errno.ENOSPC)}) "
+        reason = os.strerror(error.errno or errno.ENOSPC)
+        return OutOfSpaceError(f"out of disk space at {folder or store.parent} ({reason}) "
                                "before anything was written: free space or choose another --out-path")
     if error.errno == errno.EROFS:
         return OutPathError(f"out path {store} is on a read-only file system: choose an --out-path where you "
