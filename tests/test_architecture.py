@@ -19,7 +19,7 @@ from actstore.errors import BadImagesError, BadOptionError, StoreConflictError, 
 
 PACKAGE = Path(__file__).resolve().parents[1] / "actstore"
 # The original layout's own package speaks of its files by name.
-FORMAT_MODULES = {"store", "legacy"}
+FORMAT_MODULES = {"store", "legacy", "cli"}   # cli: help texts name the suffixes
 
 
 def _modules() -> dict[str, Path]:
@@ -77,7 +77,7 @@ def test_no_store_format_is_named_outside_the_store_package():
     found = []
     for path in PACKAGE.rglob("*.py"):
         relative = path.relative_to(PACKAGE)
-        if relative.parts[0] in FORMAT_MODULES or relative.name == "cli.py":
+        if relative.parts[0] in FORMAT_MODULES:
             continue
         tree = ast.parse(path.read_text())
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)

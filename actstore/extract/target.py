@@ -31,13 +31,13 @@ from ..store import (
     writer_class,
 )
 from ..store.io.lock import check_writable
-from ..store.session import OutPath, StoreSession
+from ..store.session import Closing, OutPath, StoreSession
 from .options import ExtractOptions
 from .parts import part_rows
 from .record import explain_difference, refuse_changed_images
 
 
-class FilesSession:
+class FilesSession(Closing):
     """The original layout's files opened for a run, shaped like a :class:`StoreSession`:
     never resumed, complete once every row is in."""
 
@@ -55,14 +55,11 @@ class FilesSession:
     def complete(self) -> bool:
         return bool(self.writer.written().all())
 
-    def __enter__(self) -> "FilesSession":
-        return self
-
-    def __exit__(self, *exc) -> None:
+    def close(self) -> None:
         self.writer.close()
 
 
-class Target:
+class Target(Closing):
     """A run's output, resolved from its options once (see the module docstring).
 
     ``legacy`` is the original layout's format (``txt``, ``npy``) when the out
@@ -170,12 +167,6 @@ class Target:
     def close(self) -> None:
         if self.out is not None:
             self.out.close()
-
-    def __enter__(self) -> "Target":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _refuse_parts(file_format: str) -> None:

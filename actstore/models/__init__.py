@@ -184,7 +184,7 @@ class ModuleInfo:
     def depth(self) -> int:
         return self.name.count(".")
 
-    def bytes_per_image(self, itemsize: int = 4) -> int | None:
+    def bytes__per_image(self, itemsize: int = 4) -> int | None:
         return None if self.shape is None else int(math.prod(self.shape)) * itemsize
 
     def describe(self) -> str:
@@ -236,16 +236,6 @@ def module_tree(model: Model, device: str | torch.device = "cpu") -> list[Module
         for handle in handles:
             handle.remove()
 
-    def per_image(value) -> tuple[int, ...] | None:
-        if not isinstance(value, torch.Tensor):
-            return None
-        axis = batch_axis(value.shape, PROBE_BATCH)
-        shape = list(value.shape)
-        if axis is None:
-            return tuple(shape)
-        del shape[axis]
-        return (shape[2], *shape[:2]) if channels_last(shape) else tuple(shape)
-
     rows = []
     if model.embedding is not None and "out" in embedded:
         try:
@@ -255,12 +245,25 @@ def module_tree(model: Model, device: str | torch.device = "cpu") -> list[Module
         where = model.embedding.module_name or "(model output)"
         rows.append(ModuleInfo(EMBEDDING, f"pooled image embedding: {'input of ' if model.embedding.of_input else ''}"
                                f"{where}{'' if model.embedding.part is None else f'[{model.embedding.part}]'}",
-                               per_image(value), 1))
+                               _per_image(value), 1))
     for n, m in named:
         output = outputs.get(n)
-        parts = tuple((f"{n}{label}", per_image(value)) for label, value in part_labels(output))
-        rows.append(ModuleInfo(n, type(m).__name__, per_image(output), calls[n], parts))
+        parts = tuple((f"{n}{label}", _per_image(value)) for label, value in part_labels(output))
+        rows.append(ModuleInfo(n, type(m).__name__, _per_image(output), calls[n], parts))
     return rows
+
+
+def _per_image(value) -> tuple[int, ...] | None:
+    """A probe output's per-image shape as the extractor stores it (image axis
+    removed, channels-last maps as C x H x W); None for what is not a tensor."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    axis = batch_axis(value.shape, PROBE_BATCH)
+    shape = list(value.shape)
+    if axis is None:
+        return tuple(shape)
+    del shape[axis]
+    return (shape[2], *shape[:2]) if channels_last(shape) else tuple(shape)
 
 
 __all__ = ["DOWNLOAD_TIMEOUT_S", "EMBEDDING", "ORIGINAL_MODELS", "SOURCES", "Model", "ModuleInfo", "Tap",

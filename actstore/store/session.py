@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreConflictError
 from .backends.base import StoreWriter
-from .backends.registry import create_writer, is_store, open_reader, remove_store, reopen_writer, writer_class
+from .backends.registry import create_writer, is_store, open_reader, remove_store, reopen_writer
 from .io import lock as writer_lock
 from .io.location import Location, exists, is_url, join
 from .layout import Layout
@@ -38,7 +38,28 @@ from .metadata.provenance import completed, fingerprint_differences, skipped_row
 Explain = Callable[[str, Any, Any], "str | None"]
 
 
-class StoreSession:
+class Closing:
+    """A context manager that calls ``close()`` on the way out, whatever happens;
+    when an error is on its way out, that error is the one reported (a full
+    disk fails the close as well, and its second error would hide the first)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception:  # the error on its way is the one to report
+            pass
+
+
+class StoreSession(Closing):
     """An open store being written: ``writer``, and whether it was ``resumed``.
 
     Use it as a context manager: it closes the writer and releases the writer
@@ -73,21 +94,8 @@ class StoreSession:
             if self._lock is not None:
                 self._lock.release()
 
-    def __enter__(self) -> "StoreSession":
-        return self
 
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc is None:
-            self.close()
-            return
-        # The error on its way is the one to report: a full disk, say, fails the close as well.
-        try:
-            self.close()
-        except Exception:
-            pass
-
-
-class OutPath:
+class OutPath(Closing):
     """What is at a writing run's out path, looked at once.
 
     A real run first takes the writer lock of its ``shard`` (refusing a live
@@ -216,12 +224,6 @@ class OutPath:
                 self._lock.release()
                 self._lock = None
 
-    def __enter__(self) -> "OutPath":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
 
 def open_session(path: Location, file_format: str, layout: Layout, file_names: Sequence[str],
                  targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any], *,
@@ -279,4 +281,4 @@ def _refuse_differences(path: Location, stored: Mapping[str, Any], current: Mapp
                              "or choose another --out-path")
 
 
-__all__ = ["OutPath", "StoreSession", "open_session", "writer_class"]
+__all__ = ["Closing", "OutPath", "StoreSession", "open_session"]

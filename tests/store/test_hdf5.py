@@ -10,7 +10,7 @@ import pytest
 
 from actstore.errors import UserError
 from actstore.store import create_writer, reopen_writer
-from actstore.store.backends import hdf5 as hdf5_backend
+from actstore.store.backends import hdf5_files
 from actstore.store.layout import LayerSpec, Layout
 
 
@@ -46,7 +46,7 @@ def test_a_writer_waits_for_a_passing_reader_and_names_a_lingering_one(tmp_path,
     layout = Layout(n_rows=4, chunk_images=4, layers=(LayerSpec("lin", (3,), (3,), "float32", (4, 3)),))
     path = tmp_path / "s.h5"
     create_writer(path, "hdf5", layout, ["a"] * 4, [0] * 4, [], {"format": "actstore"}).close()
-    monkeypatch.setattr(hdf5_backend, "LOCK_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(hdf5_files, "LOCK_WAIT_SECONDS", 0.5)
     reader = _hold_open(path, 60)
     try:
         with pytest.raises(UserError, match=r"s.h5 is open in another process .*close it there and run again"):
@@ -54,7 +54,7 @@ def test_a_writer_waits_for_a_passing_reader_and_names_a_lingering_one(tmp_path,
     finally:
         reader.kill()
         reader.wait()
-    monkeypatch.setattr(hdf5_backend, "LOCK_WAIT_SECONDS", 30)
+    monkeypatch.setattr(hdf5_files, "LOCK_WAIT_SECONDS", 30)
     reader = _hold_open(path, 1.0)        # closes after a second: the writer gets in then
     writer = reopen_writer(path)
     writer.write_rows(0, {"lin": np.ones((4, 3), np.float32)})

@@ -26,32 +26,24 @@ import contextlib
 import errno
 import itertools
 import os
-import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filter with HDF5, for reading)
 import numpy as np
 
-from ...errors import OutOfSpaceError, StoreBusyError, is_disk_full
+from ...errors import OutOfSpaceError, is_disk_full
 from ..codecs import BLOSC, ChunkCompressor, CodecSpec, whole_chunks
-from ..io import lock
 from ..io.location import Location, free_space, is_url
 from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
 from .base import StoreReader, StoreWriter
+from .hdf5_files import LIBVER, open_for_write, open_rw, while_locked
 
-# The file format's version bounds: 1.10's format (the first with SWMR, which
-# the crash safety rests on) up to 1.14's. HDF5 2.0's "latest" writes layout
-# messages that HDF5 1.x cannot read.
-LIBVER = ("v110", "v114")
 DIMENSION_SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")   # HDF5's own, not ours
 # What netCDF writes into a dimension scale that is only a dimension (no coordinate values).
 NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
-# How long a writer waits for other processes to close the file (a reader
-# polling progress holds it for moments).
-LOCK_WAIT_SECONDS = 30.0
 # The first bytes of every HDF5 file.
 SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # Chunk cache per open dataset when reading: several of the largest chunks
@@ -205,7 +197,7 @@ class Hdf5Writer(StoreWriter):
 
     @classmethod
     def reopen(cls, path: Path) -> "Hdf5Writer":
-        return cls(path, _open_rw(path))
+        return cls(path, open_rw(path))
 
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         try:
@@ -264,9 +256,9 @@ class Hdf5Writer(StoreWriter):
         except (OSError, RuntimeError, KeyError):
             pass
         self._file.close()
-        with _while_locked(self.path, lambda: h5py.File(self.path, "r+", libver=LIBVER)) as file:
+        with while_locked(self.path, lambda: h5py.File(self.path, "r+", libver=LIBVER)) as file:
             _set_attrs(file, attrs)
-        self._attach(_open_rw(self.path))
+        self._attach(open_rw(self.path))
 
     def root_attrs(self) -> dict[str, Any]:
         return _get_attrs(self._file, NULLABLE)
@@ -289,11 +281,11 @@ class Hdf5Writer(StoreWriter):
 
     @classmethod
     def repair(cls, path: Path) -> list[str]:
-        if not _open_for_write(path):
+        if not open_for_write(path):
             return []
         # Opening for writing clears the flag (and waits for, or names, a
         # process that still has the file open); closing leaves it clear.
-        _open_rw(path).close()
+        open_rw(path).close()
         return [f"cleared the 'open for write' flag of {path} (as h5clear -s); no data changed"]
 
 
@@ -364,7 +356,7 @@ class Hdf5Reader(StoreReader):
             notes.append(f"its layers use Blosc {'/'.join(sorted(codecs))}, an HDF5 filter plugin: h5py reads them "
                          "after `import hdf5plugin`; h5dump, MATLAB, R and Julia after `export HDF5_PLUGIN_PATH="
                          "$(python -c 'import hdf5plugin; print(hdf5plugin.PLUGIN_PATH)')`")
-        if _open_for_write(self._file.filename):
+        if open_for_write(self._file.filename):
             notes.append("the file is marked open for write: readers other than SWMR ones (h5dump, MATLAB, "
                          "plain h5py) refuse it; if no extract is writing it, `actstore verify --repair` "
                          "clears the mark (as h5clear -s)")
@@ -397,71 +389,3 @@ def _creation_bytes(layout: Layout, file_names: Sequence[str]) -> int:
     the object headers, twice over."""
     names = sum(len(name.encode()) + 32 for name in file_names)
     return 2 * (64 * 1024 + names + 9 * layout.n_rows + 16 * 1024 * len(layout.layers))
-
-
-def _while_locked(path, open_file: Callable[[], h5py.File]) -> h5py.File:
-    """``open_file()``, retried while another process holds the file's lock.
-
-    HDF5 refuses a writer while any other process has the file open, e.g. a
-    reader that opened it between two runs; readers that look in for a
-    moment are waited out, a long-lived one gets a message saying what to do.
-    """
-    deadline = time.monotonic() + LOCK_WAIT_SECONDS
-    while True:
-        try:
-            return open_file()
-        except OSError as error:
-            if "unable to lock file" not in str(error):
-                raise
-            if time.monotonic() > deadline:
-                raise StoreBusyError(f"{path} is open in another process (HDF5 allows no writer then): "
-                                "close it there and run again") from error
-            time.sleep(0.2)
-
-
-def _open_rw(path) -> h5py.File:
-    """Open for writing, clearing the superblock's "open for write" flag that a
-    killed SWMR writer leaves behind (what ``h5clear -s`` does), but only while
-    this process holds the store's writer lock: the lock proves that no writer
-    is alive, so the flag is a dead one's."""
-    try:
-        file = _while_locked(path, lambda: h5py.File(path, "r+", libver=LIBVER))
-    except OSError as error:
-        if "consistency flags" not in str(error) and "already open for write" not in str(error):
-            raise
-        if lock.held_here(path):
-            file = _open_clearing_flags(path)
-        else:
-            with lock.acquire(path):
-                file = _open_clearing_flags(path)
-    file.swmr_mode = True
-    return file
-
-
-def _open_clearing_flags(path) -> h5py.File:
-    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_V114)
-    _clear_status_flags_on(fapl)
-    return h5py.File(_while_locked(path, lambda: h5py.h5f.open(str(path).encode(), h5py.h5f.ACC_RDWR,
-                                                               fapl=fapl)))
-
-
-def _open_for_write(path) -> bool:
-    """Whether the superblock's "open for write" flags are set: a writer has the
-    file open, or was killed with it open. Superblocks of version 2 and 3 (the
-    1.10 format) keep the flags in byte 11."""
-    with open(path, "rb") as handle:
-        head = handle.read(12)
-    return len(head) == 12 and head[8] >= 2 and head[11] != 0
-
-
-def _clear_status_flags_on(fapl) -> None:
-    import ctypes
-    import glob
-    import os
-    libs = glob.glob(os.path.join(os.path.dirname(h5py.__file__), os.pardir, "h5py.libs", "libhdf5-*.so*"))
-    lib = ctypes.CDLL(libs[0]) if libs else ctypes.CDLL(None)
-    lib.H5Pset.argtypes = [ctypes.c_int64, ctypes.c_char_p, ctypes.c_void_p]
-    flag = ctypes.c_bool(True)
-    if lib.H5Pset(fapl.id, b"clear_status_flags", ctypes.byref(flag)) < 0:
-        raise OSError("could not clear the HDF5 status flags of a killed writer")

@@ -147,7 +147,7 @@ class ZarrWriter(StoreWriter):
         path = location(path)
         if is_url(path):
             try:
-                return cls._create(path, "w-", layout, file_names, targets, classes, attrs)
+                return cls(path, cls._create(path, "w-", layout, file_names, targets, classes, attrs))
             except (ContainsGroupError, ContainsArrayError, FileExistsError) as error:
                 raise FileExistsError(f"{path} exists") from error
         partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
@@ -161,7 +161,7 @@ class ZarrWriter(StoreWriter):
 
     @classmethod
     def _create(cls, path: Location, mode: str, layout: Layout, file_names: Sequence[str],
-                targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> "ZarrWriter":
+                targets: Sequence[int], classes: Sequence[str], attrs: Mapping[str, Any]) -> zarr.Group:
         group = _open_group(path, mode, attributes=attrs)
         n = layout.n_rows
         names = group.create_array("file_names", shape=(n,), chunks=(max(n, 1),), dtype=str,
@@ -191,7 +191,7 @@ class ZarrWriter(StoreWriter):
                                     config={"write_empty_chunks": True})
             arr.attrs.update(encode(spec.attrs())[0])
         group.create_group(CLAIMS)   # last: the layout is complete
-        return cls(path, group)
+        return group
 
     @classmethod
     def reopen(cls, path: Location) -> "ZarrWriter":
