@@ -184,7 +184,7 @@ class ModuleInfo:
     def depth(self) -> int:
         return self.name.count(".")
 
-    def bytes__per_image(self, itemsize: int = 4) -> int | None:
+    def bytes_per_image(self, itemsize: int = 4) -> int | None:
         return None if self.shape is None else int(math.prod(self.shape)) * itemsize
 
     def describe(self) -> str:
