@@ -71,6 +71,7 @@ class Extractor:
         self._modules = {n: modules[n] for n in {tap.module_name for tap in self.taps.values()}}
         self.batch_axes: dict[str, int] | None = None   # found by probe()
         self.channels_last: set[str] = set()              # layers stored (N, C, H, W) from (N, H, W, C)
+        self.input_shape: tuple[int, ...] | None = None   # per image, set by probe(): every batch must match
 
     def __call__(self, batch: torch.Tensor,
                  into: Callable[[str, torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -109,6 +110,7 @@ class Extractor:
             raise UnknownModuleError(f"layer {sorted(pending)[0]}: the image axis cannot be told apart from "
                             "another axis of the same length; choose another module")
         self.batch_axes = axes
+        self.input_shape = tuple(batch.shape[1:])
         self.channels_last = {name for name in self.module_names if channels_last(shapes[name])}
         return {name: (shapes[name][2], *shapes[name][:2]) if name in self.channels_last else shapes[name]
                 for name in self.module_names}

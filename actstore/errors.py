@@ -106,3 +106,30 @@ class StoresDifferError(UserError, ValueError):
 
 class MemoryBudgetError(UserError, ValueError):
     """A result or a block cannot be computed within the memory budget given."""
+
+
+class InputSizeError(UserError, ValueError):
+    """The transform's output does not suit the model or the store's layout:
+    a size the model refuses, or images that do not all come out one size."""
+
+
+class Terminated(Interrupted):
+    """SIGTERM or SIGHUP (Slurm's scancel and time limit): handled as Ctrl-C."""
+
+    def __init__(self, message: str, signal_number: int) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+    @property
+    def exit_status(self) -> int:
+        """128 + the signal's number, as a shell reports a process the signal ended."""
+        return 128 + self.signal_number
+
+
+class OutPathError(UserError, OSError):
+    """The out path cannot take a store: a file where a folder must be, a
+    read-only or full file system."""
+
+
+class ChangedImagesError(StoreConflictError):
+    """A resume whose image files differ in content from those the store was started with."""

@@ -104,12 +104,19 @@ class ImageSet:
             raise BadImagesError(f"in-path {root} mixes images ({top_images[0].name}) and class folders "
                             f"({class_dirs[0].name}/): use one layout")
         if class_dirs:
-            if things:
-                classes = _things_order(root, class_dirs, things_tsv)
-            else:
-                classes = sorted((d.name for d in class_dirs), key=natural_key)
+            empty = sorted((p.name for p in entries if p.is_dir() and p not in class_dirs), key=natural_key)
+            if empty and not things:
+                warnings.warn(f"{len(empty)} class folder(s) under {root} hold no images and are left out "
+                              f"({', '.join(empty[:5])}{' ...' if len(empty) > 5 else ''}): targets number "
+                              "the other folders", stacklevel=2)
+            # --things: every concept of the table, so that targets are THINGS positions
+            classes = _things_order(root, class_dirs, things_tsv) if things else \
+                sorted((d.name for d in class_dirs), key=natural_key)
+            present = {d.name for d in class_dirs}
             file_names, targets = [], []
             for index, name in enumerate(classes):
+                if name not in present:
+                    continue
                 files = sorted((p.name for p in (root / name).iterdir() if is_image(p)), key=natural_key)
                 file_names += [f"{name}/{f}" for f in files]
                 targets += [index] * len(files)
@@ -172,6 +179,14 @@ class ImageSet:
         drop = set(rows)
         return self.subset([i for i in range(len(self)) if i not in drop])
 
+    def contents(self, workers: int = 8) -> list[bytes]:
+        """Each image's content fingerprint, in row order: an 8-byte BLAKE2b of
+        its size and bytes, so that a resume notices an image replaced under
+        the same name (the files are read once more, on a thread pool; an
+        unreadable file gets the fingerprint of its error)."""
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(lambda row: _content(self.path(row)), range(len(self))))
+
     def digest(self) -> str:
         """SHA-256 of the ordered file names and targets: part of a store's fingerprint."""
         payload = json.dumps([self.file_names, self.targets, self.classes]).encode()
@@ -181,6 +196,18 @@ class ImageSet:
         return ImageSet(root=self.root, file_names=tuple(self.file_names[i] for i in rows),
                         targets=tuple(self.targets[i] for i in rows), classes=self.classes,
                         fraction=self.fraction, rnd_seed=self.rnd_seed, layout=self.layout)
+
+
+def _content(path: Path) -> bytes:
+    digest = hashlib.blake2b(digest_size=8)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        data = f"unreadable: {error.strerror}".encode()
+    digest.update(len(data).to_bytes(8, "little"))
+    digest.update(data)
+    return digest.digest()
 
 
 def _on_processes(blocks: list[list[str]], workers: int) -> list[str] | None:
@@ -295,9 +322,9 @@ def _things_order(root: Path, class_dirs: list[Path], things_tsv: str | Path | N
                         "with a file that lists them")
     present = [c for c in concepts if c in folders]
     if len(present) < len(concepts):
-        # A subset of THINGS (a pilot, a category) is a normal run: THINGS order, targets
-        # indexing the concepts present.
+        # A subset of THINGS (a pilot, a category) is a normal run: THINGS order, and
+        # targets that index the whole concept table, as every THINGS analysis expects.
         warnings.warn(f"{len(concepts) - len(present)} of the {len(concepts)} concepts in {tsv.name} "
-                      f"have no folder under {root}; extracting the {len(present)} present, in THINGS order",
-                      stacklevel=3)
-    return present
+                      f"have no folder with images under {root}; extracting the {len(present)} present, in "
+                      "THINGS order, their targets their rows of the table", stacklevel=3)
+    return concepts

@@ -166,7 +166,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
             decoder=recorded.get("decoder") or "pil", num_workers=0, quiet=True)
         model = ready_model(options)
         with Target(options) as target:
-            extractor, layout = hook_and_lay_out(model, options, len(images), target)
+            extractor, layout = hook_and_lay_out(model, options, images, target)
             with target.open(layout, images, {"format": FORMAT_NAME, "model_name": model.name,
                                               "fingerprint": {}}) as session:
                 run_batches(extractor, model, images, np.arange(len(images)), session.writer, layout, options,

@@ -8,6 +8,7 @@ defined once here.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -17,7 +18,7 @@ from typing import Callable
 import typer
 
 from .. import config
-from ..errors import Interrupted, UserError
+from ..errors import Interrupted, Terminated, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Extract activations of vision models into chunked Zarr/HDF5 stores.")
@@ -68,9 +69,12 @@ def command(func: Callable) -> Callable:
         except UserError as error:
             if _state["debug"]:
                 traceback.print_exc()
-            _fail(str(error), 130 if isinstance(error, Interrupted) else 1)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
+            _fail(str(error), error.exit_status if isinstance(error, Terminated) else
+                  130 if isinstance(error, Interrupted) else 1)
+        except KeyboardInterrupt as stop:   # Ctrl-C, or SIGTERM/SIGHUP outside the batch loop
+            signum = getattr(stop, "signum", None)
+            _fail("interrupted" if signum is None else f"terminated by {signal.Signals(signum).name}; what was "
+                  "written is kept: run the same command again to resume", 128 + (signum or 2))
         except Exception as error:  # unexpected: still one line unless --debug
             if _state["debug"]:
                 traceback.print_exc()

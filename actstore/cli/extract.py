@@ -54,12 +54,32 @@ def _tree(model_name: Optional[str], source: str, model_path: Optional[Path], we
                                       weights=weights if model_path is not None else "none"))
 
 
+# Characters of the type and output columns before their text wraps onto more
+# lines (a tuple's parts, where a pooled embedding comes from), so the table stays within 120.
+TYPE_COLUMN, OUTPUT_COLUMN = 26, 28
+
+
 def _format_tree(tree) -> str:
-    rows = [("module", "type", "output per image", "bytes/image (float32)")]
+    rows = [("module", "type", "output per image", "bytes/image")]   # bytes of float32
     for m in tree:
         size = m.bytes_per_image()
-        rows.append(("  " * m.depth + m.name, m.type, m.describe(), f"{size:,}" if size else ""))
+        kinds, outputs = _wrap(m.type, TYPE_COLUMN, " "), _wrap(m.describe(), OUTPUT_COLUMN, "  ")
+        for i in range(max(len(kinds), len(outputs))):
+            rows.append(("  " * m.depth + m.name if i == 0 else "", kinds[i] if i < len(kinds) else "",
+                         outputs[i] if i < len(outputs) else "", f"{size:,}" if size and i == 0 else ""))
     return "\n".join(_table(rows))
+
+
+def _wrap(text: str, width: int, separator: str) -> list[str]:
+    """``text``'s pieces (split at ``separator``: a tuple's parts are two spaces
+    apart) packed into lines of at most ``width`` characters, never splitting a piece."""
+    lines: list[str] = []
+    for piece in text.split(separator):
+        if lines and len(lines[-1]) + len(separator) + len(piece) <= width:
+            lines[-1] += separator + piece
+        else:
+            lines.append(piece)
+    return lines
 
 
 @app.command("extract")
@@ -138,8 +158,8 @@ def extract_command(
         return
     rate = result.rows_this_run / result.seconds if result.seconds else 0.0
     state = "complete" if result.complete else f"incomplete ({result.rows_written}/{result.n_images} rows)"
-    if result.rows_skipped:
-        state += f" ({result.rows_skipped} unreadable image(s) skipped; see skipped_images)"
+    if result.rows_skipped or result.images_left_out:   # at the pre-check or mid-run: counted on the last line
+        state += f" ({result.rows_skipped + result.images_left_out} bad image(s) skipped; see skipped_images)"
     state = f"{result.output} {state}"
     verb = "resumed" if result.resumed else "wrote"
     if result.part:

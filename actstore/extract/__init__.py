@@ -23,12 +23,12 @@ import numpy as np
 from ..errors import Interrupted
 from .limits import jpeg_share, limit_hint
 from .loader import scan_images
-from .loop import run_batches
+from .loop import run_batches, stop_on_signals
 from .options import ExtractOptions, resolve_device
 from .parts import claim, part_rows
 from .plan import Plan
 from .prepare import hook_and_lay_out, ready_model
-from .record import fingerprint, store_attrs
+from .record import fingerprint, store_attrs, this_run
 from .space import check_space
 from .target import Target
 
@@ -49,6 +49,8 @@ class ExtractResult:
     output: str = "store"
     # rows of images found unreadable mid-run (skip_bad_images): never written
     rows_skipped: int = 0
+    # images the cheap pre-check left out (skip_bad_images): no row at all
+    images_left_out: int = 0
     # this process's part (--shard I/N) and its rows [start, stop)
     part: tuple[int, int] | None = None
     part_rows: tuple[int, int] | None = None
@@ -89,17 +91,24 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     """
     started = time.perf_counter()
     options = options if options is not None else ExtractOptions(**kwargs)
+    with stop_on_signals():   # SIGTERM and SIGHUP stop the run as Ctrl-C does
+        return _extract(options, started)
+
+
+def _extract(options: ExtractOptions, started: float) -> ExtractResult:
     with Target(options) as target:   # the writer lock and one look at the out path, before the model loads
         images, skipped = scan_images(options)
         if options.batch_size > len(images):   # no buffers for images that are not there
             options = dataclasses.replace(options, batch_size=len(images))
         model = ready_model(options)
-        extractor, layout = hook_and_lay_out(model, options, len(images), target)
+        extractor, layout = hook_and_lay_out(model, options, images, target)
         attrs = store_attrs(model, images, layout, options, skipped)
-        target.refuse(layout, attrs)   # the real run's refusals, before the space check (and so for --dry-run)
+        # the real run's refusals, before the space check (and so for --dry-run)
+        target.refuse(layout, attrs, images.file_names)
         lo, hi = target.part_rows(layout)
         plan = check_space(extractor, model, images, layout, target, hi - lo, options)
         result = ExtractResult(path=target.path, file_format=target.file_format, n_images=len(images),
+                               images_left_out=len(skipped),
                                rows_written=0, rows_this_run=0, seconds=0.0, plan=plan, part_rows=(lo, hi),
                                layers={s.module_name: s.shape for s in layout.layers},
                                part=options.shard if options.shard[1] > 1 else None, output=target.backend.noun)
@@ -109,6 +118,9 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
         with target.open(layout, images, attrs) as session:
             if session.writer.resumable:
                 claim(session.writer, target.path, options.shard, lo, hi)
+            if session.resumed and options.shard[1] == 1:   # one writer: the root attributes are its own
+                session.writer.update_attrs({"runs": [*session.writer.root_attrs().get("runs", []),
+                                                      this_run(images, options)]})
             done = session.written() | session.skipped()
             todo = np.flatnonzero(~done[lo:hi]) + lo
             result.stages["setup"] = time.perf_counter() - started

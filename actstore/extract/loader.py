@@ -6,6 +6,7 @@ JPEGs in batches on the model's device (nvJPEG on a GPU) from the files' bytes.
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,6 +41,9 @@ def scan_images(options: ExtractOptions) -> tuple[ImageSet, list[dict]]:
         images = images.without([row for row, _ in bad])
         if not len(images):
             raise BadImagesError(f"every image under {options.in_path} is bad; nothing to extract")
+        listed = "; ".join(f"{s['file_name']}: {s['reason']}" for s in skipped[:3])
+        warnings.warn(f"left out {len(bad)} bad image(s) (recorded in skipped_images): {listed}"
+                      f"{' ...' if len(bad) > 3 else ''}", stacklevel=2)
     return images, skipped
 
 
@@ -75,7 +79,10 @@ def _collate(items):
     bad = [(row, err) for _x, row, err in items if err]
     # Pillow-decoded images stack into a batch; the torchvision decoder's
     # items (JPEG bytes, tensors of other sizes) stay a list.
-    if good and isinstance(good[0][0], torch.Tensor) and good[0][0].is_floating_point():
+    # A transform without one output size gives a list here, which the batch
+    # loop refuses naming the file, rather than a raw error from torch.stack.
+    if good and isinstance(good[0][0], torch.Tensor) and good[0][0].is_floating_point() \
+            and len({x.shape for x, _ in good}) == 1:
         batch = torch.stack([x for x, _ in good])
     else:
         batch = [x for x, _ in good] if good else None
@@ -100,7 +107,17 @@ def image_loader(images: ImageSet, transform: Callable, batches: Sequence[Sequen
     return DataLoader(ImageRows(images, transform, options.decoder), batch_sampler=batches,
                       num_workers=workers, collate_fn=_collate,
                       pin_memory=options.torch_device.type == "cuda",
-                      persistent_workers=workers > 0, prefetch_factor=2 if workers else None)
+                      persistent_workers=workers > 0, prefetch_factor=2 if workers else None,
+                      worker_init_fn=_leave_stop_signals_to_the_main_process if workers else None)
+
+
+def _leave_stop_signals_to_the_main_process(_worker_id: int) -> None:
+    """Slurm signals every process of a job step: a worker that died of SIGTERM
+    would end the run with a raw DataLoader error before the main process could
+    keep its rows; the main process stops the workers when it is done."""
+    import signal
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
 
 
 def decode_batch(items: list, transform: Callable,
@@ -137,7 +154,9 @@ def decode_batch(items: list, transform: Callable,
     if not good:
         return None, failed
     try:
-        return torch.stack([transform(image) for image in good]), failed
+        transformed = [transform(image) for image in good]
     except (TypeError, AttributeError) as error:
         raise BadOptionError("--decoder torchvision needs a transform that takes image tensors "
                         f"(torchvision's weights transforms do): {error}") from error
+    # of one shape, else a list that the batch loop refuses naming the file
+    return (torch.stack(transformed) if len({x.shape for x in transformed}) == 1 else transformed), failed

@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .. import config
 from ..capture import Extractor
-from ..errors import BadImagesError, Interrupted, OutOfSpaceError, is_disk_full
+from ..errors import BadImagesError, InputSizeError, Interrupted, OutOfSpaceError, Terminated, is_disk_full
 from ..images import ImageSet
 from ..models import Model
 from ..store import STORE_FORMATS, Layout, StoreWriter, suffixes_of
@@ -68,6 +70,7 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
                 background.call(lambda records=records: writer.add_skipped(records))
             if not len(rows):
                 continue
+            _check_input(batch, rows, images, extractor.input_shape)
             out = host.take()
             with clock("forward"):
                 _forward(extractor, model, images, batch, rows, out, host, options)
@@ -75,13 +78,15 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
                 background.put(rows, pending[rows], out)
         with clock("write"):
             background.finish()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:   # Ctrl-C, or SIGTERM/SIGHUP (see stop_on_signals)
         background.finish()
+        what, signum = ("interrupted", None) if not isinstance(stop, Signalled) else \
+            (f"terminated by {signal.Signals(stop.signum).name}", stop.signum)
         if not writer.resumable:
-            raise Interrupted(f"interrupted: nothing was kept ({writer.format_name} files cannot resume); "
-                              f"use a {suffixes_of(STORE_FORMATS)} out path for resumable runs") from None
-        raise Interrupted(f"interrupted: {done_before + background.rows_written} of {total} "
-                          "rows are kept; run the same command again to resume") from None
+            raise _stopped(f"{what}: nothing was kept ({writer.format_name} files cannot resume); use a "
+                           f"{suffixes_of(STORE_FORMATS)} out path for resumable runs", signum) from None
+        raise _stopped(f"{what}: {done_before + background.rows_written} of {total} rows are kept; run the "
+                       "same command again to resume", signum) from None
     except OSError as error:
         background.finish(raise_error=False)
         if not is_disk_full(error):
@@ -98,6 +103,49 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
         progress.close()
         stages["writer_busy"] = background.busy_seconds
     return background.rows_written
+
+
+class Signalled(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread where Ctrl-C's KeyboardInterrupt
+    would be, so that every path that keeps a Ctrl-C'd run's rows keeps these too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)   # Slurm's scancel and time limit; a closed terminal
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Handle SIGTERM and SIGHUP as Ctrl-C while a run holds its store: the
+    batch being written finishes, the store is closed cleanly, and the run
+    ends with a one-line message. Only the first signal counts (later ones
+    are ignored, so the cleanup completes before Slurm's SIGKILL); only the
+    main thread can take signals, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        for number in STOP_SIGNALS:
+            signal.signal(number, signal.SIG_IGN)
+        raise Signalled(signum)
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def _stopped(message: str, signum: int | None) -> Interrupted:
+    return Interrupted(message) if signum is None else Terminated(message, signum)
 
 
 class StageClock:
@@ -148,6 +196,18 @@ def _unreadable(bad: list[tuple[int, str]], images: ImageSet, writer: StoreWrite
                              "the store), or fix them and run again")
     warnings.warn(f"skipped {len(bad)} unreadable image(s), recorded in skipped_images: {names}", stacklevel=2)
     return [{"file_name": images.file_names[r], "reason": error[:200], "row": int(r)} for r, error in bad]
+
+
+def _check_input(batch, rows: np.ndarray, images: ImageSet, expected: tuple[int, ...] | None) -> None:
+    """Refuse a batch whose images are not the shape the layout was probed with,
+    before any of it is written (a transform without one output size)."""
+    shapes = [tuple(x.shape) for x in batch] if isinstance(batch, list) else [tuple(batch.shape[1:])] * len(rows)
+    odd = [i for i, shape in enumerate(shapes) if expected is not None and shape != expected]
+    if odd:
+        size = "x".join(map(str, shapes[odd[0]]))
+        raise InputSizeError(f"{images.file_names[rows[odd[0]]]} comes out of the transform as {size}, not the "
+                             f"{'x'.join(map(str, expected))} the store was laid out for: end the transform with "
+                             "a fixed crop, e.g. T.CenterCrop(224); the rows written before it are kept")
 
 
 def _forward(extractor: Extractor, model: Model, images: ImageSet, batch, rows: np.ndarray, out,

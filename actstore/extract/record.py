@@ -1,24 +1,39 @@
 """What an extraction records in its store: the fingerprint a rerun must match, and its provenance."""
 from __future__ import annotations
 
+import base64
+import hashlib
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 import torchvision
 
+from ..errors import ChangedImagesError
 from ..images import ImageSet
 from ..models import Model
 from ..store import FORMAT_VERSION, Layout
-from ..store.metadata.provenance import root_attrs
+from ..store.metadata.provenance import now, root_attrs
 from .options import ExtractOptions
 
+CHECK_BYTES = 4   # of each image's content fingerprint kept in the store, to name changed files
 
-def fingerprint(model: Model, images: ImageSet, layout: Layout, options: ExtractOptions) -> dict[str, Any]:
-    """Everything that determines a store's contents. A rerun must match it to resume."""
+
+def fingerprint(model: Model, images: ImageSet, layout: Layout, options: ExtractOptions,
+                contents: Sequence[bytes] | None = None) -> dict[str, Any]:
+    """Everything that determines a store's contents. A rerun must match it to resume.
+
+    ``contents`` are the images' content fingerprints (:meth:`ImageSet.contents`,
+    read from the files when not given). A weights file counts by its SHA-256,
+    not its name; the seed only where it picks images or initialises weights.
+    """
+    contents = images.contents() if contents is None else contents
+    seeded = images.fraction < 1 or model.weights == "none"
     return {
         "format_version": FORMAT_VERSION,
-        "model_name": model.name, "weights": model.weights, "weights_sha256": model.weights_sha256,
+        "model_name": model.name, "weights_sha256": model.weights_sha256,
+        "weights": model.weights.split("@")[0] if model.weights_sha256 else model.weights,
         "preprocessing": model.preprocessing,
         # only for the new sources, so that stores made before them still resume
         **({"source": model.source} if model.source != "torchvision" else {}),
@@ -31,8 +46,34 @@ def fingerprint(model: Model, images: ImageSet, layout: Layout, options: Extract
         # the batch shapes the kernels CPU/GPU libraries pick, so the last bits too
         "batch_size": options.batch_size,
         "images_sha256": images.digest(), "n_images": len(images),
-        "rnd_seed": images.rnd_seed, "fraction": images.fraction,
+        "images_content_sha256": hashlib.sha256(b"".join(contents)).hexdigest(),
+        "rnd_seed": images.rnd_seed if seeded else None, "fraction": images.fraction,
     }
+
+
+def refuse_changed_images(path, stored: Mapping[str, Any], attrs: Mapping[str, Any],
+                          file_names: Sequence[str]) -> None:
+    """Raise :class:`ChangedImagesError` naming the first few files whose
+    content differs from the store's record, when the names are the same."""
+    then, now = stored.get("fingerprint") or {}, attrs["fingerprint"]
+    if not stored.get("image_checks") or then.get("images_sha256") != now["images_sha256"] \
+            or then.get("images_content_sha256") == now["images_content_sha256"]:
+        return
+    old, new = (base64.b64decode(a["image_checks"]) for a in (stored, attrs))
+    changed = [name for row, name in enumerate(file_names)
+               if old[row * CHECK_BYTES:(row + 1) * CHECK_BYTES] != new[row * CHECK_BYTES:(row + 1) * CHECK_BYTES]]
+    if changed:
+        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise ChangedImagesError(f"out path {path}: {len(changed)} image(s) differ in content from those the "
+                                 f"store was started with: {', '.join(changed[:3])}{more}; point --in-path at "
+                                 "the images the store was started with, or pass --overwrite to start again")
+
+
+def image_checks(contents: Sequence[bytes]) -> str:
+    """The first 4 bytes of each image's content fingerprint, in row order, as
+    base64 (4 bytes an image: 140 KB of text for THINGS' 26,107 images): what
+    names the files that differ when a resume's images do."""
+    return base64.b64encode(b"".join(c[:CHECK_BYTES] for c in contents)).decode()
 
 
 # Fingerprint keys a user sets with one flag: a resume that differs there is
@@ -43,6 +84,11 @@ _FLAGS = {"batch_size": "--batch-size", "amp": "--amp", "decoder": "--decoder", 
           "channels_last": "--channels-last"}
 
 
+# Keys that follow from others (the chunk split from --dtype, shapes from
+# --flatten-acts): the other key names the flag.
+_DERIVED = ("chunks", "shapes")
+
+
 def explain_difference(key: str, stored: Any, now: Any) -> str | None:
     """The one-line refusal for a resume whose fingerprint differs at ``key``
     (a flag's value), or None when no single flag sets it.
@@ -51,6 +97,13 @@ def explain_difference(key: str, stored: Any, now: Any) -> str | None:
         >>> explain_difference("batch_size", 8, 5).split(": ")[1]
         'rerun with --batch-size 8 to resume, or pass --overwrite to replace it'
     """
+    if key == "images_content_sha256":
+        return ("the images' contents differ from those the store was started with: point --in-path at "
+                "them, or pass --overwrite to start again" if stored is not None else
+                "the store was made by actstore 0.2, which did not record the images' contents, so a resume "
+                "cannot check them: pass --overwrite to extract it again")
+    if key in _DERIVED or (key == "rnd_seed" and None in (stored, now)):
+        return ""   # follows from another difference; a seed that picks nothing is no difference
     flag = _FLAGS.get(key)
     if flag is None or (stored is None and key not in ("amp", "compression_level")):
         return None   # not a flag, or a store from before the key was recorded
@@ -72,7 +125,10 @@ def explain_difference(key: str, stored: Any, now: Any) -> str | None:
 
 def store_attrs(model: Model, images: ImageSet, layout: Layout, options: ExtractOptions,
                 skipped: list[dict]) -> dict[str, Any]:
-    """The new store's root attributes: model, images, codec, machine, and the fingerprint."""
+    """The new store's root attributes: model, images, codec, machine, the
+    fingerprint, and this run (``runs``: time, in-path, command line; a resume
+    adds its own, see :func:`this_run`)."""
+    contents = images.contents()
     fields = {
         **model.provenance(),
         "dtype": layout.layers[0].dtype, "compression": layout.compression,
@@ -83,5 +139,13 @@ def store_attrs(model: Model, images: ImageSet, layout: Layout, options: Extract
         "rnd_seed": images.rnd_seed, "fraction": images.fraction,
         "in_path": str(Path(images.root).resolve()), "image_layout": images.layout,
         "things": options.things, "n_images": len(images), "skipped_images": skipped,
+        "image_checks": image_checks(contents), "runs": [this_run(images, options)],
     }
-    return root_attrs(fields, fingerprint(model, images, layout, options), command_line=options.command_line)
+    return root_attrs(fields, fingerprint(model, images, layout, options, contents),
+                      command_line=options.command_line)
+
+
+def this_run(images: ImageSet, options: ExtractOptions) -> dict[str, str]:
+    """One entry of the store's ``runs``: when, from which folder, with which command."""
+    return {"time": now(), "in_path": str(Path(images.root).resolve()),
+            "command_line": options.command_line or " ".join(sys.argv)}

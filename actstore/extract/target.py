@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BadOptionError
+from ..errors import BadOptionError, OutPathError
 from ..images import ImageSet
 from ..legacy.files import LegacyFiles, legacy_format_of
 from ..store import (
@@ -30,10 +30,11 @@ from ..store import (
     suffixes_of,
     writer_class,
 )
+from ..store.io.lock import check_writable
 from ..store.session import Closing, OutPath, StoreSession
 from .options import ExtractOptions
 from .parts import part_rows
-from .record import explain_difference
+from .record import explain_difference, refuse_changed_images
 
 
 class FilesSession(Closing):
@@ -74,6 +75,10 @@ class Target(Closing):
             self.file_format = self.legacy
             if options.shard[1] > 1:
                 _refuse_parts(self.legacy)
+            if isinstance(self.path, Path) and self.path.exists() and not self.path.is_dir():
+                raise OutPathError(f"out path {self.path} is a file, and the {self.legacy} layout writes a folder "
+                                   "of files there: choose another --out-path")
+            check_writable(self.path)   # a file above it, a read-only or full file system
             return
         self.file_format = detect_format(self.path, options.file_format)
         if options.shard[1] > 1 and not writer_class(self.file_format).supports_concurrent_writers:
@@ -115,12 +120,15 @@ class Target(Closing):
         """This process's rows ``[start, stop)`` (``--shard I/N``): whole write blocks."""
         return part_rows(layout.n_rows, self.block_rows(layout), *self.options.shard)
 
-    def refuse(self, layout: Layout, attrs: Mapping[str, Any]) -> None:
-        """Raise what opening would refuse, changing nothing (so ``--dry-run`` does too)."""
+    def refuse(self, layout: Layout, attrs: Mapping[str, Any], file_names: Sequence[str] = ()) -> None:
+        """Raise what opening would refuse, changing nothing (so ``--dry-run`` does too);
+        a resume whose images differ in content names the first few."""
         if self.legacy:
             if not self.options.overwrite:
                 LegacyFiles.refuse_existing(Path(self.path), str(attrs["model_name"]), layout, overwrite=False)
             return
+        if self.out.state == "store" and not self.options.overwrite:
+            refuse_changed_images(self.path, self.out.attrs, attrs, file_names)
         self.out.refuse_another_run(attrs["fingerprint"], overwrite=self.options.overwrite,
                                     explain=explain_difference)
 

@@ -32,7 +32,6 @@ from ._common import (
 )
 from .outputs import PROBE_BATCH, batch_axis, channels_last, parse_layer, part_labels, select
 from .torchvision import ORIGINAL_MODELS, available_models
-from .torchvision import input_size as torchvision_input_size
 
 # Each source is one module of this package with the same three functions:
 # ``load(model_name, *, weights, model_path, seed) -> Model``, ``available_models()``
@@ -132,8 +131,18 @@ def from_module(module: torch.nn.Module, transform: Callable, *, name: str | Non
     how to give a model of any source one fixed transform: build it with
     :func:`load_model` and wrap its ``module`` with your own transform.
 
-    ``embedding`` optionally names the module (with an optional part, as in
-    ``"pool[0]"``) that the layer name ``embedding`` stores.
+    The transform must give every image one size (end it with a fixed crop);
+    an extraction measures that size on a real image of the set, and refuses
+    a transform whose output size depends on the image, or a size the model
+    refuses, before anything is written.
+
+    Args:
+        input_size: the (height, width) that :func:`module_tree` (``actstore
+            layers``) feeds the model; default: what the transform makes of a
+            blank 256x256 image (224x224 if it cannot take one). Extraction
+            does not use it.
+        embedding: optionally names the module (with an optional part, as in
+            ``"pool[0]"``) that the layer name ``embedding`` stores.
 
     Example:
         >>> vit = load_model("vit_tiny_patch16_224", source="timm", weights="none")   # doctest: +SKIP
@@ -145,7 +154,14 @@ def from_module(module: torch.nn.Module, transform: Callable, *, name: str | Non
         tap = parse_layer(embedding)
     return Model(module=module, transform=transform, name=name or type(module).__name__,
                  weights="user-module", source="user-module", embedding=tap,
-                 input_size=input_size or torchvision_input_size(transform))
+                 input_size=input_size or _measured_input_size(transform))
+
+
+def _measured_input_size(transform: Callable) -> tuple[int, int]:
+    try:
+        return input_size_of(transform)
+    except Exception:  # a transform for tensors only, or of its own kind: the tree's old default
+        return (224, 224)
 
 
 @dataclass(frozen=True)
@@ -177,8 +193,8 @@ class ModuleInfo:
             return "x".join(map(str, shape)) if shape is not None else "(not a tensor)"
         if self.calls == 0:
             return "(does not run)"
-        if self.parts:
-            text = "  ".join(f"{label} {size(shape)}" for label, shape in self.parts)
+        if self.parts:   # each part as its suffix: [1] is the layer name MODULE[1]
+            text = "  ".join(f"{label.removeprefix(self.name) or label} {size(shape)}" for label, shape in self.parts)
         else:
             text = size(self.shape)
         return text + (f"  runs {self.calls}x" if self.calls > 1 else "")

@@ -150,6 +150,26 @@ def load_state_dict(file: Path) -> tuple[dict, str]:
     return state, sha
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, cut after about ``limit`` characters at a word
+    boundary, never inside a word or a URL (a URL that starts before the limit
+    is kept whole), with " ..." where it was cut.
+
+    Example:
+        >>> shorten("cannot reach https://huggingface.co/timm/x/resolve/main/model.safetensors now", 20)
+        'cannot reach https://huggingface.co/timm/x/resolve/main/model.safetensors ...'
+    """
+    kept: list[str] = []
+    words = text.split()
+    for word in words:
+        if kept and len(" ".join(kept)) + 1 + len(word) > limit and "://" not in word:
+            return " ".join(kept) + " ..."
+        kept.append(word)
+        if len(" ".join(kept)) >= limit and len(kept) < len(words):
+            return " ".join(kept) + " ..."
+    return " ".join(kept)
+
+
 def _why_refused(error: Exception, limit: int = 160) -> str:
     """The telling line of torch's refusal (which global the pickle wanted),
     shortened at a word boundary."""
@@ -200,7 +220,7 @@ def download_guard(what: str) -> Iterator[None]:
     except UserError:
         raise
     except Exception as error:  # hub, HTTP, socket and file errors all end here
-        message = " ".join(str(error).split())[:200]
+        message = shorten(str(error), 200)
         hint = f"; {OFFLINE_HINT}" if _is_download_error(error) else ""
         raise WeightsError(f"could not load {what} ({type(error).__name__}: {message}){hint}") from error
     finally:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UnknownModelError, WeightsError
-from ._common import Model, Tap, download_guard, file_sha256, input_size_of, load_state_dict, require, suggest
+from ._common import Model, Tap, download_guard, file_sha256, input_size_of, load_state_dict, require, shorten, suggest
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -89,7 +89,7 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
                 raise
             first = str(error).splitlines()[1:2] or [str(error)]
             raise WeightsError(f"weights file {model_path} does not fit OpenCLIP {name}: "
-                            f"{first[0].strip()[:200]}") from error
+                            f"{shorten(first[0], 200)}") from error
         finally:
             logging.disable(logging.NOTSET)
     module = ImageTower(clip.visual).eval()

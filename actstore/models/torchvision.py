@@ -15,7 +15,7 @@ import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
 from ..errors import UnknownModelError, WeightsError
-from ._common import DOWNLOAD_TIMEOUT_S, Model, apply_state_dict, load_state_dict, suggest
+from ._common import DOWNLOAD_TIMEOUT_S, Model, apply_state_dict, load_state_dict, shorten, suggest
 
 # The nine models of the original THINGSvision extract.py.
 ORIGINAL_MODELS = ("alexnet", "resnet50", "resnet101", "vgg13", "vgg13_bn", "vgg16",
@@ -119,7 +119,7 @@ def _download(weights, model_name: str) -> dict:
         return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as error:  # urllib, socket, hash and HTTP errors all end here
         raise WeightsError(f"could not download {weights} for {model_name} ({type(error).__name__}: "
-                        f"{str(error)[:120]}); on a machine without internet, pass "
+                        f"{shorten(str(error), 160)}); on a machine without internet, pass "
                         f"--model-path with the checkpoint file, or --weights none") from error
     finally:
         socket.setdefaulttimeout(previous)

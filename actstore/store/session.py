@@ -32,11 +32,16 @@ from .io.location import Location, exists, is_url, join
 from .layout import Layout
 from .metadata.provenance import completed, fingerprint_differences, skipped_rows
 
+# (key, stored, now) -> the refusal for a fingerprint that differs at key (naming the
+# flag to change), None when no one flag explains it, or "" for a key that only
+# follows from another difference (chunks follow --dtype).
 Explain = Callable[[str, Any, Any], "str | None"]
 
 
 class Closing:
-    """A context manager that calls ``close()`` on the way out, whatever happens."""
+    """A context manager that calls ``close()`` on the way out, whatever happens;
+    when an error is on its way out, that error is the one reported (a full
+    disk fails the close as well, and its second error would hide the first)."""
 
     def close(self) -> None:
         raise NotImplementedError
@@ -44,8 +49,14 @@ class Closing:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except Exception:  # the error on its way is the one to report
+            pass
 
 
 class StoreSession(Closing):
@@ -107,6 +118,7 @@ class OutPath(Closing):
         self.block_rows: int | None = None
         if dry_run or not _parent_exists(path):   # nothing to lock yet: the run locks when it creates
             writer_lock.check_free(path, shard)
+            writer_lock.check_writable(path)   # what taking the lock would refuse: a file in the way, a full disk
         else:
             self._lock = writer_lock.acquire(path, shard)
         try:
@@ -260,8 +272,9 @@ def _refuse_differences(path: Location, stored: Mapping[str, Any], current: Mapp
     # one flag's value to change, when that is all that differs; else the whole difference
     keys = [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
     messages = [explain(k, stored.get(k), current.get(k)) for k in keys] if explain else [None]
-    if all(messages):
-        raise StoreConflictError(f"out path {path}: {messages[0]}")
+    causes = [m for m in messages if m != ""]
+    if causes and all(causes):
+        raise StoreConflictError(f"out path {path}: {causes[0]}")
     keys = ", ".join(d.split(" ")[0] for d in differences)
     raise StoreConflictError(f"out path {path} holds a store from a different run ({keys} "
                              f"differ: {differences[0]}); pass --overwrite to replace it "

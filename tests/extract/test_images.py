@@ -103,11 +103,11 @@ def test_things_subset_keeps_things_order_and_warns(tmp_path):
     _touch_images(tmp_path / "in", ["zebra/z1.png", "aardvark/a1.png"])
     tsv = tmp_path / "t.tsv"
     tsv.write_text("uniqueID\nzebra\nmouse\naardvark\ncat\n")
-    with pytest.warns(UserWarning, match="2 of the 4 concepts in t.tsv have no folder"):
+    with pytest.warns(UserWarning, match="2 of the 4 concepts in t.tsv have no folder with images"):
         images = ImageSet.scan(tmp_path / "in", things=True, things_tsv=tsv)
-    assert images.classes == ("zebra", "aardvark")
+    assert images.classes == ("zebra", "mouse", "aardvark", "cat")   # the table: targets are its rows
     assert images.file_names == ("zebra/z1.png", "aardvark/a1.png")
-    assert images.targets == (0, 1)
+    assert images.targets == (0, 2)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "RGB"])

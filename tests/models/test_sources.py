@@ -421,8 +421,12 @@ def test_layers_shows_token_shapes_and_tuple_parts(saved):
     assert any(line.split()[:3] == ["blocks.5", "Block", "197x192"] for line in vit.splitlines())
     assert vit.splitlines()[1].split()[:2] == ["embedding", "pooled"]
     dino = invoke("layers", "--source", "hf", "--model-path", saved["dinov2"]).output
-    assert "encoder.layer.0.attention[0] 17x32  encoder.layer.0.attention[1] (not a tensor)" in dino
-    assert "encoder[last_hidden_state] 17x32" in dino
+    lines = dino.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.split()[:1] == ["encoder.layer.0.attention"])
+    # the layers MODULE[0] and MODULE[1], the second wrapped onto a line of its own
+    assert [lines[row].split(maxsplit=2)[2].strip(), lines[row + 1].strip()] == ["[0] 17x32", "[1] (not a tensor)"]
+    assert "[last_hidden_state] 17x32" in dino
+    assert max(len(line) for line in dino.splitlines()) <= 120, max(dino.splitlines(), key=len)   # parts wrap
 
 
 def test_models_lists_a_family_by_pattern():

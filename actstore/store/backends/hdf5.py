@@ -23,6 +23,7 @@ from h5dump, MATLAB, R and other HDF5 tools.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 from pathlib import Path
@@ -128,6 +129,8 @@ class Hdf5Writer(StoreWriter):
     def __init__(self, path: Path, file: h5py.File) -> None:
         self.path = Path(path)
         self._compressor = ChunkCompressor()
+        self._failed = False   # a write ran out of space: the file is let go (see _give_up)
+        self._kept: np.ndarray | None = None
         self._attach(file)
 
     def _attach(self, file: h5py.File) -> None:
@@ -197,6 +200,33 @@ class Hdf5Writer(StoreWriter):
         return cls(path, open_rw(path))
 
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        try:
+            self._write_rows(start, arrays)
+        except (OSError, RuntimeError) as error:
+            if not is_disk_full(error):
+                raise
+            self._give_up()
+            # HDF5's own text names the temporary file the store was created as
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {self.path}") from error
+
+    def _give_up(self) -> None:
+        """After a full disk: stop using the file, and take the rows it holds
+        from the file on disk, which resuming will find, not from HDF5's cache
+        (marks set but never flushed are not kept). The handle is not closed:
+        the close cannot flush either, would raise a second error over the first,
+        and a half-failed close leaves h5py objects that crash the interpreter
+        as they are collected; the process's exit lets go of the file."""
+        self._failed = True
+        with contextlib.suppress(Exception):   # the marks of flushed blocks may still fit (a chunk did not)
+            self._file.flush()
+        try:
+            # a file object: HDF5 opens it apart from the failed handle, so it reads what is on disk
+            with open(self.path, "rb") as raw, h5py.File(raw, "r") as on_disk:
+                self._kept = on_disk["written"][:].astype(bool)
+        except Exception:  # unreadable now: claim nothing rather than too much
+            self._kept = np.zeros(self._written.shape, dtype=bool)
+
+    def _write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         stop = start + len(next(iter(arrays.values())))
         for name, data in arrays.items():
             dset, encode = self._layers[name], self._encoders[name]
@@ -212,6 +242,8 @@ class Hdf5Writer(StoreWriter):
         self._written[start:stop] = 1
 
     def written(self) -> np.ndarray:
+        if self._failed:
+            return self._kept.copy()
         return self._written[:].astype(bool)
 
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
@@ -275,7 +307,7 @@ class Hdf5Writer(StoreWriter):
 
     def close(self) -> None:
         self._compressor.close()
-        if self._file.id.valid:
+        if not self._failed and self._file.id.valid:
             self._file.flush()
             self._file.close()
 

@@ -17,6 +17,7 @@ processes claiming the same shard (or two unsharded runs, ``0-of-1``) are not.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -27,7 +28,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ...errors import StoreBusyError
+from ...errors import OutOfSpaceError, OutPathError, StoreBusyError, UserError, is_disk_full
 from ..metadata.provenance import now
 from .location import Location, filesystem, identity, is_url
 
@@ -68,6 +69,52 @@ def check_free(path: Location, shard: tuple[int, int] = (0, 1)) -> None:
     owner = lock.holder()
     if owner is not None:
         raise lock.refuse(owner)
+
+
+def check_writable(path: Location) -> None:
+    """Raise a one-line :class:`OutPathError` (:class:`OutOfSpaceError` for a
+    full disk) when no store can be written at the local ``path``: a file
+    where a folder must be, a read-only file system, no permission. Writes and
+    removes a small probe file beside the store (what its lock file needs),
+    creating no folder, so that ``--dry-run`` refuses what the run would."""
+    if is_url(path):
+        return
+    store = Path(path)
+    folder = store.parent
+    while not folder.exists() and folder != folder.parent:   # the folders a run would create
+        folder = folder.parent
+    probe = folder / f".{store.name}.probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": now()}).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+    except OSError as error:
+        raise unwritable(store, error, folder) from error
+
+
+def unwritable(store: Path, error: OSError, folder: Path | None = None) -> UserError:
+    """The one line for an OS error that keeps a store from being written at
+    ``store`` (in ``folder``, the nearest one that exists)."""
+    where = Path(error.filename) if error.filename else store
+    if error.errno == errno.ENOTDIR or (where.exists() and not where.is_dir() and where != store):
+        blocking = next((p for p in [store, *store.parents] if p.exists() and not p.is_dir()), where)
+        return OutPathError(f"out path {store}: {blocking} is a file, not a folder: choose an --out-path "
+                            "inside a folder")
+    if is_disk_full(error):
+        reason = os.strerror(error.errno or errno.ENOSPC)
+        return OutOfSpaceError(f"out of disk space at {folder or store.parent} ({reason}) "
+                               "before anything was written: free space or choose another --out-path")
+    if error.errno == errno.EROFS:
+        return OutPathError(f"out path {store} is on a read-only file system: choose an --out-path where you "
+                            "can write")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return OutPathError(f"no permission to write in {where.parent if where == store else where} for out "
+                            f"path {store}: choose an --out-path where you can write")
+    return OutPathError(f"cannot write at out path {store} ({error.strerror or error}): choose another --out-path")
 
 
 class WriterLock:
@@ -112,6 +159,14 @@ class WriterLock:
 
 class FileLock(WriterLock):
     def take(self) -> None:
+        try:
+            self._take()
+        except StoreBusyError:
+            raise
+        except OSError as error:   # a file in the way, a read-only or full file system
+            raise unwritable(Path(self.path), error) from error
+
+    def _take(self) -> None:
         path = Path(self.lock_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         while True:
@@ -130,9 +185,14 @@ class FileLock(WriterLock):
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(self.owner()).encode())
-        os.fsync(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(self.owner()).encode())
+            os.fsync(fd)
+        except OSError:   # a full disk: give the lock back, leaving no empty lock file behind
+            path.unlink(missing_ok=True)
+            os.close(fd)
+            raise
         self._fd = fd
 
     def holder(self) -> dict | None:
@@ -140,7 +200,7 @@ class FileLock(WriterLock):
             return None   # this process: not another writer
         try:
             fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):   # no lock; check_writable names a file in the way
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
