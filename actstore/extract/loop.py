@@ -61,10 +61,7 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
         for batch, rows, bad in clock.timed(loader, "decode"):
             if options.decoder == "torchvision" and batch is not None:
                 with clock("forward"):
-                    batch, failed = decode_batch(batch, model.transform, options.torch_device)
-                if failed:
-                    bad = bad + [(int(rows[i]), error) for i, error in failed]
-                    rows = np.delete(rows, [i for i, _ in failed])
+                    batch, rows, bad = _decode_on_device(batch, rows, bad, model, options)
             if bad:
                 records = _unreadable(bad, images, writer, options)
                 background.call(lambda records=records: writer.add_skipped(records))
@@ -80,22 +77,12 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
             background.finish()
     except KeyboardInterrupt as stop:   # Ctrl-C, or SIGTERM/SIGHUP (see stop_on_signals)
         background.finish()
-        what, signum = ("interrupted", None) if not isinstance(stop, Signalled) else \
-            (f"terminated by {signal.Signals(stop.signum).name}", stop.signum)
-        if not writer.resumable:
-            raise _stopped(f"{what}: nothing was kept ({writer.format_name} files cannot resume); use a "
-                           f"{suffixes_of(STORE_FORMATS)} out path for resumable runs", signum) from None
-        raise _stopped(f"{what}: {done_before + background.rows_written} of {total} rows are kept; run the "
-                       "same command again to resume", signum) from None
+        raise _interrupted(stop, writer, done_before + background.rows_written, total) from None
     except OSError as error:
         background.finish(raise_error=False)
         if not is_disk_full(error):
             raise
-        kept = int(writer.written().sum()) if writer.resumable else 0
-        reason = os.strerror(error.errno or errno.ENOSPC)
-        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({reason}): "
-                              f"{kept} of {len(images)} rows are kept; free space and run the same "
-                              "command again to resume") from error
+        raise _out_of_space(error, writer, options, len(images)) from error
     except BaseException:
         background.finish(raise_error=False)
         raise
@@ -103,6 +90,34 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
         progress.close()
         stages["writer_busy"] = background.busy_seconds
     return background.rows_written
+
+
+def _decode_on_device(batch, rows: np.ndarray, bad: list, model: Model, options: ExtractOptions):
+    """The torchvision decoder's batch decoded on the device; images neither
+    decoder could read join ``bad`` and leave ``rows``."""
+    batch, failed = decode_batch(batch, model.transform, options.torch_device)
+    if failed:
+        bad = bad + [(int(rows[i]), error) for i, error in failed]
+        rows = np.delete(rows, [i for i, _ in failed])
+    return batch, rows, bad
+
+
+def _interrupted(stop: KeyboardInterrupt, writer: StoreWriter, kept: int, total: int):
+    """The one-line error of a run stopped by Ctrl-C, SIGTERM or SIGHUP."""
+    what, signum = ("interrupted", None) if not isinstance(stop, Signalled) else \
+        (f"terminated by {signal.Signals(stop.signum).name}", stop.signum)
+    if not writer.resumable:
+        return _stopped(f"{what}: nothing was kept ({writer.format_name} files cannot resume); use a "
+                        f"{suffixes_of(STORE_FORMATS)} out path for resumable runs", signum)
+    return _stopped(f"{what}: {kept} of {total} rows are kept; run the same command again to resume", signum)
+
+
+def _out_of_space(error: OSError, writer: StoreWriter, options: ExtractOptions, n_images: int) -> OutOfSpaceError:
+    """The one-line error of a run that filled the disk, counting the rows the store holds."""
+    kept = int(writer.written().sum()) if writer.resumable else 0
+    reason = os.strerror(error.errno or errno.ENOSPC)
+    return OutOfSpaceError(f"out of disk space writing {options.out_location} ({reason}): {kept} of {n_images} "
+                           "rows are kept; free space and run the same command again to resume")
 
 
 class Signalled(KeyboardInterrupt):
