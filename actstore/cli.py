@@ -171,6 +171,7 @@ def extract_command(
     channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels_last memory format (can be faster on GPUs)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
     overwrite: bool = OVERWRITE_STORE_OPTION,
+    repair: bool = typer.Option(False, "--repair", help="Also decode every stored chunk first and recompute the rows whose chunks fail their checksum (a plain rerun recomputes rows whose files are gone)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained weights are the default here."),
 ) -> None:
@@ -261,6 +262,10 @@ def info(
     attrs = summary["attrs"]
     typer.echo(f"{summary['path']}  [{summary['format']}]  status: {summary['status']}  "
                f"rows: {summary['rows_written']}/{summary['rows']}  classes: {summary['classes']}")
+    for name, runs in summary["damaged"].items():
+        rows = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs[:5]) + (" ..." if len(runs) > 5 else "")
+        typer.echo(f"  damaged: {name} rows {rows} are written but their data is gone; run the extract "
+                   "command again to recompute them")
     typer.echo(f"model: {attrs.get('model_name')}  weights: {attrs.get('weights')}  "
                f"dtype: {attrs.get('dtype')}  compression: {attrs.get('compression')}")
     for name, layer in summary["layers"].items():
@@ -354,11 +359,12 @@ def verify_command(
     in_path: Optional[Path] = typer.Option(None, "--in-path", "--in_path", help="The image folder, if it moved (for --recompute)."),
     device: str = typer.Option("cpu", "--device", help="Device for --recompute."),
     repair: bool = typer.Option(False, "--repair", help="First clear the 'open for write' flag a killed HDF5 writer leaves (as h5clear -s; no data changes), so every HDF5 reader opens the file."),
+    quick: bool = typer.Option(False, "--quick", help="Check that every chunk of every written row is present, without decoding (no checksums, no values)."),
 ) -> None:
-    """Check a store: schema, every chunk decodes, every row written, finite values, unique names."""
+    """Check a store: schema, every row written, every chunk present, decoding and matching its checksum, finite values, unique names."""
     from .verify import verify
     report = verify(store_path, recompute=recompute, model_path=model_path, in_path=in_path,
-                    device=device, repair=repair)
+                    device=device, repair=repair, quick=quick)
     for check in report.checks:
         colour = typer.colors.YELLOW if check.skipped else typer.colors.GREEN if check.ok else typer.colors.RED
         label = "skip" if check.skipped else "ok  " if check.ok else "FAIL"

@@ -56,3 +56,8 @@ class Interrupted(UserError):
 
 class StoreBusyError(StoreConflictError):
     """Another live process is writing the store (or the same shard of it)."""
+
+
+class CorruptStoreError(UserError, OSError):
+    """Rows the store records as written whose data is gone or fails its
+    checksum: the message names the layer, the rows and the file."""

@@ -22,6 +22,7 @@ from ..errors import BadOptionError, Interrupted
 from ..plan import Plan
 from ..store import (Location, default_compression, formats_that, output_format, suffixes_of,
                      writer_class)
+from ..store.integrity import rows_to_recompute
 from ..store.provenance import skipped_rows
 from ..store.session import check_no_writer, check_out_path, open_session
 from .loader import scan_images
@@ -57,9 +58,8 @@ class ExtractResult:
     # stage limits the run (docs/benchmarks.md, "GPU").
     stages: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def complete(self) -> bool:
-        return self.rows_written + self.rows_skipped == self.n_images
+    # every row written or skipped (store.provenance.is_complete, as the session decides)
+    complete: bool = False
 
 
 def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult:
@@ -117,12 +117,14 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
         if session.writer.supports_resume:
             claim(session.writer, out_path, options.shard, lo, hi)
         done = session.written() | skipped_rows(session.writer.root_attrs(), len(images))
+        if session.resumed and session.writer.readable:   # rows whose data is gone (--repair: or corrupt)
+            done &= ~rows_to_recompute(out_path, block_rows, decode=options.repair)
         todo = np.flatnonzero(~done[lo:hi]) + lo
         result.stages["setup"] = time.perf_counter() - started
         result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,
                                            done_before=(hi - lo) - len(todo), total=hi - lo,
                                            block_rows=block_rows, stages=result.stages)
-        session.complete()
+        result.complete = session.complete()
         result.rows_written, result.resumed = int(session.written().sum()), session.resumed
         result.rows_skipped = int(skipped_rows(session.writer.root_attrs(), len(images)).sum())
         result.shard_rows = (lo, hi)

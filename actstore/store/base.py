@@ -324,10 +324,11 @@ class StoreReader(ABC):
         are stored in shards (the unit a lost file or object takes with it)."""
 
     @abstractmethod
-    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> dict[int, list[str]]:
         """Those of ``row_blocks`` (indices along the image axis, in blocks of
-        :meth:`block_rows`) for which some stored block is absent: rows that
-        would read the fill value instead of their data."""
+        :meth:`block_rows`) for which some stored block is absent (rows that
+        would read the fill value instead of their data), each with what is
+        gone (files, objects or chunks), for messages."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -41,6 +41,7 @@ from . import lock
 from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
 from .chunks import ChunkCompressor, whole_chunks
+from .integrity import corrupt, first_bad_block, with_fletcher32
 from .location import free_space
 
 # The file format's version bounds: 1.10's format (the first with SWMR, which
@@ -56,12 +57,14 @@ LOCK_WAIT_SECONDS = 30.0
 
 
 def _filters(compression: str, level: int | None) -> dict[str, Any]:
+    """A layer's filters; Fletcher-32 after any but deflate, which carries its own Adler-32."""
     level = defaults.COMPRESSION_LEVELS.get(compression) if level is None else level
     if compression in ("zstd", "lz4"):
-        return dict(hdf5plugin.Blosc(cname=compression, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE))
+        blosc = hdf5plugin.Blosc(cname=compression, clevel=level, shuffle=hdf5plugin.Blosc.SHUFFLE)
+        return {**blosc, "fletcher32": True}
     if compression == "gzip":
         return {"compression": "gzip", "compression_opts": level, "shuffle": True}
-    return {}
+    return {"fletcher32": True}
 
 
 def _set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
@@ -117,8 +120,8 @@ class _ChunkEncoder:
     and those datasets are written through h5py as usual.
     """
 
-    def __init__(self, kind: str, level: int = 0) -> None:
-        self.kind, self.level = kind, level
+    def __init__(self, kind: str, level: int = 0, checksum: bool = False) -> None:
+        self.kind, self.level, self.checksum = kind, level, checksum   # checksum: Fletcher-32
         if kind in BLOSC_CODECS.values():
             self._blosc = numcodecs.Blosc(cname=kind, clevel=level, shuffle=numcodecs.Blosc.SHUFFLE,
                                           blocksize=defaults.BLOSC_BLOCK_BYTES)
@@ -126,17 +129,21 @@ class _ChunkEncoder:
     @classmethod
     def for_dataset(cls, dset: h5py.Dataset) -> "_ChunkEncoder | None":
         filters = dict(dset._filters)
+        checksum = filters.pop("fletcher32", False) is not False   # last in the pipeline, as h5py puts it
         if not filters:
-            return cls("none")
+            return cls("none", checksum=checksum)
         if set(filters) == {"shuffle", "gzip"}:
-            return cls("gzip", int(filters["gzip"]))
+            return cls("gzip", int(filters["gzip"]), checksum)
         if set(filters) == {BLOSC_FILTER}:
             values = filters[BLOSC_FILTER]
             if len(values) >= 7 and values[5] == 1 and values[6] in BLOSC_CODECS:
-                return cls(BLOSC_CODECS[values[6]], int(values[4]))
+                return cls(BLOSC_CODECS[values[6]], int(values[4]), checksum)
         return None
 
     def __call__(self, chunk: np.ndarray) -> bytes:
+        return with_fletcher32(self._compress(chunk)) if self.checksum else self._compress(chunk)
+
+    def _compress(self, chunk: np.ndarray) -> bytes:
         if self.kind == "none":
             return chunk.tobytes()
         if self.kind == "gzip":   # HDF5's pipeline: byte shuffle, then deflate
@@ -309,7 +316,6 @@ class Hdf5Reader(StoreReader):
         return dset.asstr() if h5py.check_string_dtype(dset.dtype) else dset
 
     def read(self, name: str, selection: tuple) -> np.ndarray:
-        dset = self.array(name)
         # h5py takes one index list per read; read contiguous runs of the
         # first list as slices and let h5py handle the rest.
         first, rest = selection[0], selection[1:]
@@ -319,9 +325,20 @@ class Hdf5Reader(StoreReader):
                 return np.empty(shape, dtype=self._file[name].dtype)
             breaks = np.flatnonzero(np.diff(first) != 1) + 1
             runs = np.split(first, breaks)
-            parts = [_read_h5(dset, (slice(int(r[0]), int(r[-1]) + 1),) + rest) for r in runs]
-            return np.concatenate(parts, axis=0)
-        return _read_h5(dset, selection)
+            return np.concatenate([self._read(name, (slice(int(r[0]), int(r[-1]) + 1),) + rest) for r in runs])
+        return self._read(name, selection)
+
+    def _read(self, name: str, selection: tuple) -> np.ndarray:
+        dset = self.array(name)
+        try:
+            return _read_h5(dset, selection)
+        except OSError as error:   # a Fletcher-32 or Adler-32 mismatch, a codec refusing damaged bytes
+            rows = np.atleast_1d(np.arange(dset.shape[0])[selection[0]])
+            found = first_bad_block(lambda part: _read_h5(dset, (slice(int(part[0]), int(part[-1]) + 1),
+                                                                *selection[1:])), rows, dset.chunks[0])
+            if found is None:
+                raise
+            raise corrupt(name.rsplit("/", 1)[-1], found[0], f"file {self._file.filename}", found[1]) from error
 
     def chunk_stats(self, name: str) -> tuple[int, int]:
         dset = self._file[name]
@@ -333,14 +350,16 @@ class Hdf5Reader(StoreReader):
         dset = self._file[name]
         return int(dset.chunks[0]) if dset.chunks else int(dset.shape[0])
 
-    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> dict[int, list[str]]:
         dset = self._file[name]
         if dset.chunks is None:
-            return []
+            return {}
         stored = {tuple(dset.id.get_chunk_info(i).chunk_offset) for i in range(dset.id.get_num_chunks())}
         across = list(itertools.product(*(range(0, s, c) for s, c in zip(dset.shape[1:], dset.chunks[1:]))))
         rows = dset.chunks[0]
-        return [int(b) for b in row_blocks if any((int(b) * rows, *rest) not in stored for rest in across)]
+        gone = {int(b): [f"{self._file.filename} chunk {(int(b) * rows, *rest)}" for rest in across
+                         if (int(b) * rows, *rest) not in stored] for b in row_blocks}
+        return {block: chunks for block, chunks in gone.items() if chunks}
 
     def notes(self) -> list[str]:
         notes = []

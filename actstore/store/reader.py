@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import UserError
 from .base import ACTIVATIONS, LayerSpec, StoreReader
 from .location import location
-from .provenance import skipped_rows
+from .integrity import lost, row_runs
+from .provenance import is_complete, skipped_rows
 from .selection import RowsNotWrittenError, check_written  # noqa: F401  (callers catch it from here)
 from .selection import axis_index as _axis_index
 
@@ -80,7 +81,21 @@ class LazyArray:
         selection, post = _normalise(key, self.shape)
         check_written(self._written, selection[0], self.name)
         data = self._reader.read(self._key, selection)
+        if data.dtype.kind == "f" and data.size and np.isnan(data.min()):   # the fill value, or data that is NaN
+            self._refuse_lost(selection[0])
         return post(data)
+
+    def _refuse_lost(self, rows_key: Any) -> None:
+        """Raise :class:`~actstore.errors.CorruptStoreError` when a stored
+        chunk or shard of these written rows is gone: they would read the
+        fill value (NaN), not their data."""
+        rows = np.atleast_1d(np.arange(self.shape[0])[rows_key])
+        step = self._reader.block_rows(self._key)
+        gone = self._reader.missing_blocks(self._key, np.unique(rows // step).tolist())
+        if gone:
+            files = sorted({path for paths in gone.values() for path in paths})
+            raise lost(self.name, rows[np.isin(rows // step, list(gone))],
+                       ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else ""))
 
 
 def _normalise(key: Any, shape: tuple[int, ...]):
@@ -219,7 +234,7 @@ class Store:
 
     @property
     def complete(self) -> bool:
-        return self.status == "complete" and bool((self.written | self.skipped).all())
+        return self.status == "complete" and is_complete(self.written, self.skipped)
 
     @property
     def written_rows(self) -> np.ndarray:
@@ -238,14 +253,10 @@ class Store:
         key = f"{ACTIVATIONS}/{self._layer_name(layer)}"
         step = self._reader.block_rows(key)
         blocks = np.unique(self.written_rows // step)
-        runs: list[tuple[int, int]] = []
+        gone = np.zeros(len(self), dtype=bool)
         for block in self._reader.missing_blocks(key, blocks.tolist()):
-            rows = np.flatnonzero(self.written[block * step:(block + 1) * step]) + block * step
-            if runs and runs[-1][1] == rows[0] - 1:
-                runs[-1] = (runs[-1][0], int(rows[-1]))
-            else:
-                runs.append((int(rows[0]), int(rows[-1])))
-        return runs
+            gone[block * step:(block + 1) * step] = True
+        return row_runs(np.flatnonzero(gone & self.written))
 
     def layer_attrs(self, layer: str) -> dict[str, Any]:
         """The layer's attributes as stored."""
@@ -404,7 +415,9 @@ class Store:
                             "files": self._reader.files_stored(f"{ACTIVATIONS}/{name}"),
                             "bytes_raw": raw, "bytes_stored": stored,
                             "compression_ratio": round(raw / stored, 2) if stored else None}
-        return {"path": str(self.path), "format": self.format, "status": self.status,
+        damaged = {name: runs for name in self.layers if (runs := self.missing_rows(name))}
+        return {"path": str(self.path), "format": self.format, "status": "damaged" if damaged else self.status,
+                "damaged": damaged,
                 "rows": len(self), "rows_written": int(self.written.sum()),
                 "classes": len(self.classes), "layers": layers, "notes": self._reader.notes(),
                 "attrs": {k: v for k, v in self.attrs.items() if k != "fingerprint"}}

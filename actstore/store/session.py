@@ -24,7 +24,7 @@ from ..errors import StoreConflictError
 from . import lock as writer_lock
 from .base import Layout, StoreWriter
 from .location import Location, exists, join
-from .provenance import completed, fingerprint_differences, skipped_rows
+from .provenance import completed, fingerprint_differences, is_complete, skipped_rows
 from .registry import create_writer, is_store, open_reader, remove_store, reopen_writer, writer_class
 
 
@@ -47,10 +47,9 @@ class StoreSession:
         return self.writer.written()
 
     def complete(self) -> bool:
-        """Mark the store complete when every row is written (or skipped as
-        an unreadable image); say whether it is."""
-        written = self.writer.written()
-        if not (written | skipped_rows(self.writer.root_attrs(), len(written))).all():
+        """Mark the store complete when every row is written or skipped as an
+        unreadable image (:func:`~.provenance.is_complete`); say whether it is."""
+        if not _rows_complete(self.writer):
             return False
         self.writer.update_attrs(completed())
         return True
@@ -160,6 +159,11 @@ def check_out_path(path: Location, file_format: str, layout: Layout, attrs: Mapp
         _refuse_another_run(path, stored, attrs["fingerprint"], explain)
 
 
+def _rows_complete(writer: StoreWriter) -> bool:
+    written = writer.written()
+    return is_complete(written, skipped_rows(writer.root_attrs(), len(written)))
+
+
 def _not_a_store(path: Location) -> StoreConflictError:
     if isinstance(path, Path) and not path.is_dir():   # a file: suggest a sibling, not a path inside it
         suggestion = path.with_name(f"{path.stem}-activations{path.suffix or '.zarr'}")
@@ -192,7 +196,7 @@ def _reopen_same_run(path: Location, current: Mapping[str, Any], rerun_complete:
     except StoreConflictError:
         writer.close()
         raise
-    if not rerun_complete and writer.written().all():
+    if not rerun_complete and _rows_complete(writer):
         writer.close()
         raise StoreConflictError(f"out path {path} exists (a complete store of this run); nothing was "
                                  "changed: pass --overwrite to replace it or choose another --out-path")

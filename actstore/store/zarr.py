@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 import numcodecs
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BytesCodec, GzipCodec
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, ContainsGroupError
@@ -38,7 +38,9 @@ from ..errors import UserError
 from .attributes import NULLABLE, decode, encode
 from .base import ACTIVATIONS, Layout, StoreReader, StoreWriter, layer_order, stored_dim_names
 from .chunks import ChunkCompressor, Encode, whole_chunks
+from .integrity import with_crc32c
 from .sharding import ShardFormat, ShardReader, chunk_decoder, shard_shape
+from .zarr_integrity import locate_corruption, missing_objects
 from .location import STORAGE_OPTIONS, Location, is_url, location
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
@@ -54,20 +56,20 @@ CREATE_WAIT_SECONDS = 60.0
 
 
 def _compressors(compression: str, level: int | None) -> tuple:
+    """A new array's chunk compressor, then CRC-32C: damaged chunks fail to read, never decode wrong."""
     level = defaults.COMPRESSION_LEVELS.get(compression) if level is None else level
     if compression in ("zstd", "lz4"):
         return (BloscCodec(cname=compression, clevel=level, shuffle="shuffle",
-                           blocksize=defaults.BLOSC_BLOCK_BYTES),)
-    if compression == "gzip":
-        return (GzipCodec(level=level),)
-    return ()
+                           blocksize=defaults.BLOSC_BLOCK_BYTES), Crc32cCodec())
+    return (GzipCodec(level=level), Crc32cCodec()) if compression == "gzip" else (Crc32cCodec(),)
 
 
 def _chunk_encoder(codecs: Sequence) -> Encode | None:
-    """Encodes one chunk as an array's (or a shard's inner) ``codecs`` would
-    (bytes, then Blosc or gzip, or nothing), built from their stored
-    configuration; None for any other codec chain, which is then written
-    through zarr as usual."""
+    """Encodes one chunk as an array's (or a shard's inner) ``codecs`` would (bytes, Blosc, gzip
+    or none, crc32c or none); None for other chains, which zarr then writes as usual."""
+    if codecs and isinstance(codecs[-1], Crc32cCodec):
+        encode = _chunk_encoder(codecs[:-1])
+        return None if encode is None else lambda chunk: with_crc32c(encode(chunk))
     if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
         return None
     endian = codecs[0].endian
@@ -356,7 +358,11 @@ class ZarrReader(StoreReader):
             self._shard_readers[name] = ShardReader(arr, shards, decode) if decode else None
         if self._shard_readers[name] is not None:
             return self._shard_readers[name].read(selection)
-        return np.asarray(self.array(name).oindex[selection])
+        arr = self.array(name)
+        try:
+            return np.asarray(arr.oindex[selection])
+        except Exception as error:   # a checksum, or a codec refusing damaged bytes
+            raise locate_corruption(arr, selection) or error
 
     def chunk_stats(self, name: str) -> tuple[int, int]:
         arr = self.array(name)
@@ -365,20 +371,10 @@ class ZarrReader(StoreReader):
     def block_rows(self, name: str) -> int:
         return int(self.array(name).metadata.chunk_grid.chunk_shape[0])
 
-    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> dict[int, list[str]]:
         # The chunk grid of the metadata is the grid of stored objects: shards
         # where the array is sharded, chunks otherwise.
-        arr = self.array(name)
-        grid = arr.metadata.chunk_grid.chunk_shape
-        across = list(itertools.product(*(range(math.ceil(s / c)) for s, c in zip(arr.shape[1:], grid[1:]))))
-        store = arr.store_path.store
-
-        async def keys() -> set[str]:
-            return {key async for key in store.list_prefix(f"{arr.path}/")}
-        stored = sync(keys())
-        return [int(b) for b in row_blocks
-                if any(f"{arr.path}/{arr.metadata.encode_chunk_key((int(b), *rest))}" not in stored
-                       for rest in across)]
+        return missing_objects(self.array(name), row_blocks)
 
     def files_stored(self, name: str) -> int:
         return int(self.array(name)._nshards_initialized)   # shards, or chunks when unsharded
