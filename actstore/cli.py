@@ -32,6 +32,7 @@ WEIGHTS_HELP = ("torchvision weights name (DEFAULT, IMAGENET1K_V1), timm or Open
 COMPRESSION_OPTION = typer.Option(None, "--compression", help="zstd, lz4, gzip (deflate with shuffle) or none [default: zstd for Zarr, gzip for HDF5, which every HDF5 reader decodes without plugins].")
 CHUNK_IMAGES_OPTION = typer.Option(defaults.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk.")
 ZARR_SHARD_ROWS_OPTION = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of --chunk-images; 0: one file per chunk) [default: up to 4096, fewer for wide layers so one shard of every layer fits 64 MiB].")
+DROP_SKIPPED_OPTION = typer.Option(False, "--drop-skipped", help="Leave out the rows of images skipped as unreadable (their file names and targets too) instead of keeping them as NaN rows.")
 OVERWRITE_STORE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is not an actstore store).")
 
 
@@ -298,17 +299,27 @@ def rechunk_command(
     zarr_shard_rows: Optional[int] = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of the chunk rows; 0: one file per chunk) [default: as extract chooses]."),
     max_memory_mb: int = typer.Option(1024, "--max-memory-mb", help="Memory the copy may hold, in MiB."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at OUT."),
+    drop_skipped: bool = DROP_SKIPPED_OPTION,
 ) -> None:
     """Copy STORE to OUT in another chunk layout, streaming in bounded memory."""
     from .store.rechunk import rechunk
     result = rechunk(store_path, out_path, layout, chunk_images=chunk_images,
                      chunk_channels=chunk_channels, shard_rows=zarr_shard_rows,
                      max_memory=max_memory_mb * 2**20,
-                     overwrite=overwrite)
+                     overwrite=overwrite, drop_skipped=drop_skipped)
     chunks = ", ".join(f"{name} {tuple(c)}" for name, c in result.chunks.items())
     typer.echo(f"rechunked {result.rows} rows to {result.path} [{result.file_format}, {result.layout}] "
                f"in {result.seconds:.1f} s; chunks: {chunks}"
-               + (f"; shards of {result.shard_rows} rows" if result.shard_rows else ""))
+               + (f"; shards of {result.shard_rows} rows" if result.shard_rows else "")
+               + _skipped_note(result.skipped, result.dropped_skipped, "unwritten rows (NaN)"))
+
+
+def _skipped_note(skipped: int, dropped: bool, kept_as: str) -> str:
+    """What an export or a copy did with the rows of skipped (unreadable) images."""
+    if not skipped:
+        return ""
+    return (f"; {skipped} skipped image(s) dropped" if dropped else
+            f"; {skipped} skipped image(s) kept as {kept_as} (see skipped_images; --drop-skipped leaves them out)")
 
 
 @app.command("export")
@@ -321,13 +332,15 @@ def export_command(
     n_splits: int = typer.Option(1, "--split", help="Write activations_01 ... activations_NN: exactly N files (the original wrote N-1)."),
     decimals: int = typer.Option(5, "--decimals", help="Decimals of text slices (the original's 5 is lossy; more digits keep more)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace this layout's own files there (activations.txt, activations_NN.npy, targets, file_names.txt; nothing else), once the export has finished."),
+    drop_skipped: bool = DROP_SKIPPED_OPTION,
 ) -> None:
     """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
     from .legacy_io import export_layer
     result = export_layer(store_path, module_name, out_path, file_format, n_splits=n_splits,
-                          decimals=decimals, overwrite=overwrite)
+                          decimals=decimals, overwrite=overwrite, drop_skipped=drop_skipped)
     typer.echo(f"exported {module_name} {result.shape} to {result.folder}: "
-               f"{', '.join(p.name for p in result.files)}")
+               f"{', '.join(p.name for p in result.files)}"
+               + _skipped_note(result.skipped, result.dropped_skipped, "NaN rows"))
 
 
 @app.command("import-legacy")

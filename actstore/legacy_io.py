@@ -20,10 +20,10 @@ from typing import Iterator, TextIO
 import numpy as np
 
 from . import defaults
-from .errors import BadOptionError, UserError
+from .errors import BadOptionError, IncompleteStoreError, UserError
 from .store import FORMAT_VERSION, LayerSpec, Layout, Location, choose_chunks, location, open_store
 from .store import choose_shard_rows, default_compression, store_format as registry_store_format
-from .store.provenance import root_attrs
+from .store.provenance import is_complete, root_attrs
 from .store.session import open_session
 from .store.legacy_files import (SLICE_DECIMALS, LegacyFilesWriter, npy_header, split_files,
                                  text_shape)
@@ -38,16 +38,21 @@ class ExportResult:
     folder: Path
     files: list[Path]
     shape: tuple[int, ...]
+    skipped: int = 0     # rows of images skipped as unreadable: NaN rows, or dropped
+    dropped_skipped: bool = False
 
 
 def export_layer(store_path: str | Path, module_name: str, out_path: str | Path, file_format: str = "txt", *,
-                 n_splits: int = 1, decimals: int = SLICE_DECIMALS, overwrite: bool = False) -> ExportResult:
+                 n_splits: int = 1, decimals: int = SLICE_DECIMALS, overwrite: bool = False,
+                 drop_skipped: bool = False) -> ExportResult:
     """Write one layer of a store in the original layout, streaming chunk by chunk.
 
     Files go to ``<out_path>/<model_name>/<module_name>/``: the activations
     (``.npy`` keeps the stored shape in one array; text uses the original
     slices for 3+-D layers, ``%-7.5f`` by default, lossy), ``targets`` and
     ``file_names.txt``. Memory stays at a few chunks whatever the layer's size.
+    Rows of images skipped as unreadable are NaN rows, or left out (with their
+    file names and targets) with ``drop_skipped``.
 
     Args:
         store_path: a complete store.
@@ -57,6 +62,7 @@ def export_layer(store_path: str | Path, module_name: str, out_path: str | Path,
         n_splits: write ``activations_01`` ... ``activations_NN`` instead of one file.
         decimals: decimals of text slices (the original: 5).
         overwrite: replace existing ``activations*`` files in the target folder.
+        drop_skipped: leave out the rows of skipped images.
 
     Returns:
         An :class:`ExportResult` with the folder, the files and the layer's shape.
@@ -70,22 +76,35 @@ def export_layer(store_path: str | Path, module_name: str, out_path: str | Path,
     with open_store(store_path) as store:
         if module_name not in store:
             raise UserError(f"no layer {module_name!r} in {store_path}; layers: {', '.join(store.layers)}")
-        if not store.written.all():
-            raise UserError(f"{store_path} is incomplete ({int(store.written.sum())}/{len(store)} rows): "
-                            "finish it by rerunning the extraction before exporting")
+        if not is_complete(store.written, store.skipped):
+            raise IncompleteStoreError(f"{store_path} is incomplete ({int(store.written.sum())}/{len(store)} "
+                                       "rows): finish it by rerunning the extraction before exporting")
         layer, spec = store[module_name], store.spec(module_name)
-        layout = Layout(n_rows=len(store), layers=(spec,))
-        writer = LegacyFilesWriter(Path(out_path), layout, store.file_names, store.targets, file_format=file_format,
-                              model_name=str(store.attrs.get("model_name", "model")), n_splits=n_splits,
-                              decimals=decimals, nd_npy_as_text=False, overwrite=overwrite)
+        keep = np.flatnonzero(~store.skipped) if drop_skipped else np.arange(len(store))
+        layout = Layout(n_rows=len(keep), layers=(spec,))
+        writer = LegacyFilesWriter(Path(out_path), layout, store.file_names[keep], store.targets[keep],
+                                   file_format=file_format, model_name=str(store.attrs.get("model_name", "model")),
+                                   n_splits=n_splits, decimals=decimals, nd_npy_as_text=False, overwrite=overwrite)
         try:
             step = layer.chunks[0]
-            for start in range(0, len(store), step):
-                writer.write_rows(start, {module_name: layer[start:start + step]})
+            for start in range(0, len(keep), step):
+                writer.write_rows(start, {module_name: _rows_or_nan(layer, keep[start:start + step], store.written)})
         finally:
             writer.close()
         files = writer.files()[module_name]
-        return ExportResult(folder=files[0].parent, files=files, shape=layer.shape)
+        return ExportResult(folder=files[0].parent, files=files, shape=(len(keep), *layer.shape[1:]),
+                            skipped=int(store.skipped.sum()), dropped_skipped=drop_skipped)
+
+
+def _rows_or_nan(layer, rows: np.ndarray, written: np.ndarray) -> np.ndarray:
+    """``layer[rows]``, NaN in rows never written (skipped images)."""
+    if written[rows].all():
+        contiguous = rows[-1] - rows[0] == len(rows) - 1
+        return layer[slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows]
+    out = np.full((len(rows), *layer.shape[1:]), np.nan, dtype=layer.dtype)
+    if written[rows].any():
+        out[written[rows]] = layer[rows[written[rows]]]
+    return out
 
 
 def _data_lines(handle: TextIO) -> Iterator[str]:
