@@ -302,6 +302,7 @@ def rechunk_command(
     drop_skipped: bool = DROP_SKIPPED_OPTION,
 ) -> None:
     """Copy STORE to OUT in another chunk layout, streaming in bounded memory."""
+    from .store.provenance import skipped_note
     from .store.rechunk import rechunk
     result = rechunk(store_path, out_path, layout, chunk_images=chunk_images,
                      chunk_channels=chunk_channels, shard_rows=zarr_shard_rows,
@@ -311,15 +312,7 @@ def rechunk_command(
     typer.echo(f"rechunked {result.rows} rows to {result.path} [{result.file_format}, {result.layout}] "
                f"in {result.seconds:.1f} s; chunks: {chunks}"
                + (f"; shards of {result.shard_rows} rows" if result.shard_rows else "")
-               + _skipped_note(result.skipped, result.dropped_skipped, "unwritten rows (NaN)"))
-
-
-def _skipped_note(skipped: int, dropped: bool, kept_as: str) -> str:
-    """What an export or a copy did with the rows of skipped (unreadable) images."""
-    if not skipped:
-        return ""
-    return (f"; {skipped} skipped image(s) dropped" if dropped else
-            f"; {skipped} skipped image(s) kept as {kept_as} (see skipped_images; --drop-skipped leaves them out)")
+               + skipped_note(result.skipped, result.dropped_skipped, "unwritten rows (NaN)"))
 
 
 @app.command("export")
@@ -336,11 +329,12 @@ def export_command(
 ) -> None:
     """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
     from .legacy_io import export_layer
+    from .store.provenance import skipped_note
     result = export_layer(store_path, module_name, out_path, file_format, n_splits=n_splits,
                           decimals=decimals, overwrite=overwrite, drop_skipped=drop_skipped)
     typer.echo(f"exported {module_name} {result.shape} to {result.folder}: "
                f"{', '.join(p.name for p in result.files)}"
-               + _skipped_note(result.skipped, result.dropped_skipped, "NaN rows"))
+               + skipped_note(result.skipped, result.dropped_skipped, "NaN rows"))
 
 
 @app.command("import-legacy")

@@ -24,6 +24,7 @@ from .errors import BadOptionError, IncompleteStoreError, UserError
 from .store import FORMAT_VERSION, LayerSpec, Layout, Location, choose_chunks, location, open_store
 from .store import choose_shard_rows, default_compression, store_format as registry_store_format
 from .store.provenance import is_complete, root_attrs
+from .store.selection import rows_or_nan
 from .store.session import open_session
 from .store.legacy_files import (SLICE_DECIMALS, LegacyFilesWriter, npy_header, split_files,
                                  text_shape)
@@ -51,8 +52,7 @@ def export_layer(store_path: str | Path, module_name: str, out_path: str | Path,
     (``.npy`` keeps the stored shape in one array; text uses the original
     slices for 3+-D layers, ``%-7.5f`` by default, lossy), ``targets`` and
     ``file_names.txt``. Memory stays at a few chunks whatever the layer's size.
-    Rows of images skipped as unreadable are NaN rows, or left out (with their
-    file names and targets) with ``drop_skipped``.
+    Skipped (unreadable) images' rows are NaN, or dropped with ``drop_skipped``.
 
     Args:
         store_path: a complete store.
@@ -88,23 +88,12 @@ def export_layer(store_path: str | Path, module_name: str, out_path: str | Path,
         try:
             step = layer.chunks[0]
             for start in range(0, len(keep), step):
-                writer.write_rows(start, {module_name: _rows_or_nan(layer, keep[start:start + step], store.written)})
+                writer.write_rows(start, {module_name: rows_or_nan(layer, keep[start:start + step], store.written)})
         finally:
             writer.close()
         files = writer.files()[module_name]
         return ExportResult(folder=files[0].parent, files=files, shape=(len(keep), *layer.shape[1:]),
                             skipped=int(store.skipped.sum()), dropped_skipped=drop_skipped)
-
-
-def _rows_or_nan(layer, rows: np.ndarray, written: np.ndarray) -> np.ndarray:
-    """``layer[rows]``, NaN in rows never written (skipped images)."""
-    if written[rows].all():
-        contiguous = rows[-1] - rows[0] == len(rows) - 1
-        return layer[slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows]
-    out = np.full((len(rows), *layer.shape[1:]), np.nan, dtype=layer.dtype)
-    if written[rows].any():
-        out[written[rows]] = layer[rows[written[rows]]]
-    return out
 
 
 def _data_lines(handle: TextIO) -> Iterator[str]:

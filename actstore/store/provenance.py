@@ -81,3 +81,16 @@ def is_complete(written: np.ndarray, skipped: np.ndarray) -> bool:
         True
     """
     return bool((np.asarray(written, dtype=bool) | np.asarray(skipped, dtype=bool)).all())
+
+
+def skipped_note(skipped: int, dropped: bool, kept_as: str) -> str:
+    """What an export or a copy did with the rows of skipped images, for its output line.
+
+    Example:
+        >>> skipped_note(2, True, "NaN rows")
+        '; 2 skipped image(s) dropped'
+    """
+    if not skipped:
+        return ""
+    return (f"; {skipped} skipped image(s) dropped" if dropped else
+            f"; {skipped} skipped image(s) kept as {kept_as} (see skipped_images; --drop-skipped leaves them out)")
