@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 
 from ._version import __version__  # noqa: E402
-
 from .errors import UserError  # noqa: E402
 from .store import Store, open_store  # noqa: E402
 

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .errors import UserError
+from .errors import BadOptionError, UnknownModuleError
 from .models import EMBEDDING, Model, Tap, suggest
 from .models.outputs import PROBE_BATCH, batch_axis, channels_last, parse_layer, select
 
@@ -49,21 +49,21 @@ class Extractor:
         module = model.module if isinstance(model, Model) else model
         embedding = model.embedding if isinstance(model, Model) else None
         if not module_names:
-            raise UserError("no module given: pass --module-name (see `actstore layers MODEL`)")
+            raise BadOptionError("no module given: pass --module-name (see `actstore layers MODEL`)")
         if len(set(module_names)) != len(module_names):
-            raise UserError("a --module-name is given twice: name each module once")
+            raise BadOptionError("a --module-name is given twice: name each module once")
         modules = dict(module.named_modules())
         self.taps: dict[str, Tap] = {}
         for name in module_names:
             if name == EMBEDDING and embedding is not None:
                 tap = embedding
             elif name == EMBEDDING and name not in modules:
-                raise UserError("this model has no pooled embedding: name a module (see `actstore layers`)")
+                raise UnknownModuleError("this model has no pooled embedding: name a module (see `actstore layers`)")
             else:
                 tap = parse_layer(name)
             if tap.module_name not in modules or (tap.module_name == "" and tap.part is None
                                                    and tap is not embedding):
-                raise UserError(suggest(tap.module_name or name, [n for n in modules if n], "module") +
+                raise UnknownModuleError(suggest(tap.module_name or name, [n for n in modules if n], "module") +
                                 " (see `actstore layers MODEL`)")
             self.taps[name] = tap
         self.module = module
@@ -92,7 +92,7 @@ class Extractor:
             outputs, calls = self._run(batch[:1].repeat(size, *[1] * (batch.dim() - 1)), stop_early=False)
             repeated = [self.taps[n].module_name for n in self.module_names if calls[self.taps[n].module_name] > 1]
             if repeated:
-                raise UserError(f"module {repeated[0]} runs {calls[repeated[0]]} times per forward pass, "
+                raise UnknownModuleError(f"module {repeated[0]} runs {calls[repeated[0]]} times per forward pass, "
                                 "so its output is ambiguous: choose a module that runs once")
             for name in sorted(pending):
                 shape = tuple(outputs[name].shape)
@@ -101,12 +101,12 @@ class Extractor:
                     axes[name], shapes[name] = axis, shape[:axis] + shape[axis + 1:]
                     pending.discard(name)
                 elif size not in shape[:2]:
-                    raise UserError(f"layer {name}'s output {shape} for {size} images has no image "
+                    raise UnknownModuleError(f"layer {name}'s output {shape} for {size} images has no image "
                                     "axis first or second: choose another module")
             if not pending:
                 break
         else:
-            raise UserError(f"layer {sorted(pending)[0]}: the image axis cannot be told apart from "
+            raise UnknownModuleError(f"layer {sorted(pending)[0]}: the image axis cannot be told apart from "
                             "another axis of the same length; choose another module")
         self.batch_axes = axes
         self.channels_last = {name for name in self.module_names if channels_last(shapes[name])}
@@ -150,6 +150,6 @@ class Extractor:
                 handle.remove()
         missing = [name for name in self.module_names if name not in captured]
         if missing:
-            raise UserError(f"module {self.taps[missing[0]].module_name or '(model output)'} did not run "
+            raise UnknownModuleError(f"module {self.taps[missing[0]].module_name or '(model output)'} did not run "
                             "in the forward pass: choose another module")
         return captured, calls

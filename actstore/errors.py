@@ -1,6 +1,9 @@
 """Errors a user can act on. The CLI prints their message as one line, no traceback.
 
-Library callers can catch the specific kinds below; each is a :class:`UserError`.
+Library callers can catch the specific kinds below; each is a :class:`UserError`
+and, where one fits, also the matching builtin (a missing store is a
+``FileNotFoundError``, a bad option a ``ValueError``, an unknown name a
+``LookupError``), so code written against the builtins keeps working.
 """
 import errno
 
@@ -18,19 +21,19 @@ class UserError(Exception):
     """Something the user can fix: the message names the thing and what to do."""
 
 
-class BadOptionError(UserError):
+class BadOptionError(UserError, ValueError):
     """An option out of range or not one of its choices."""
 
 
-class UnknownModelError(UserError):
+class UnknownModelError(UserError, LookupError):
     """A model or weights name that no source knows."""
 
 
-class UnknownModuleError(UserError):
+class UnknownModuleError(UserError, LookupError):
     """A module name the model does not have, or one that cannot be stored."""
 
 
-class BadImagesError(UserError):
+class BadImagesError(UserError, ValueError):
     """The image folder is missing, empty, mixed, or holds unreadable images."""
 
 
@@ -38,11 +41,11 @@ class StoreConflictError(UserError):
     """The out path holds something else: another run's store, files, or other shards."""
 
 
-class StoreNotFoundError(UserError):
+class StoreNotFoundError(UserError, FileNotFoundError):
     """No store (or not an actstore store) where one is expected."""
 
 
-class IncompleteStoreError(UserError):
+class IncompleteStoreError(UserError, ValueError):
     """The store still lacks rows that this operation needs."""
 
 
@@ -56,6 +59,37 @@ class Interrupted(UserError):
 
 class StoreBusyError(StoreConflictError):
     """Another live process is writing the store (or the same shard of it)."""
+
+
+class RowsNotWrittenError(UserError, ValueError):
+    """A selection asked for rows the store does not hold (yet): pick from ``store.written_rows``."""
+
+
+class WeightsError(UserError):
+    """A weights file or download that cannot be used: missing, not plain tensors, or not fitting the model."""
+
+
+class MissingPackageError(UserError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra to install."""
+
+
+class InvalidStoreError(UserError, ValueError):
+    """A store whose attributes break the actstore schemas."""
+
+
+class SelectionError(UserError, LookupError):
+    """A selection names classes or files that a store does not hold."""
+
+
+class LayerNotFoundError(UserError, KeyError):
+    """A layer a store does not hold; the message names the close ones."""
+
+    def __str__(self) -> str:   # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class LegacyFilesError(UserError, ValueError):
+    """Files of the original txt/npy layout that cannot be read as it wrote them."""
 
 
 class CorruptStoreError(UserError, OSError):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from .errors import BadImagesError
 from .store import location, open_store, repair_store
 from .store.integrity import describe_runs, scan_layer
-from .store.schema import store_problems
+from .store.metadata.schema import store_problems
 
 
 @dataclass
@@ -139,9 +139,10 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
     from .extract.loop import run_batches
     from .extract.options import ExtractOptions
     from .extract.prepare import hook_and_lay_out, ready_model
+    from .extract.target import Target
     from .images import ImageSet
     from .models import reload
-    from .store import DEFAULT_FORMAT, FORMAT_NAME, create_writer, scratch_path
+    from .store import DEFAULT_FORMAT, FORMAT_NAME, scratch_path
 
     attrs, recorded = store.attrs, store.attrs.get("fingerprint", {})
     if "imported_from" in attrs or attrs.get("weights") == "user-module":
@@ -151,7 +152,7 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
     model = reload(attrs, model_path)
     root = Path(in_path or attrs["in_path"])
     if not root.is_dir():
-        raise UserError(f"image folder {root} not found: pass --in-path")
+        raise BadImagesError(f"image folder {root} not found: pass --in-path")
     rows = np.sort(np.random.default_rng(seed).choice(np.flatnonzero(store.written),
                                                       size=min(k, int(store.written.sum())), replace=False))
     images = ImageSet(root=root, file_names=tuple(store.file_names[rows]),
@@ -164,14 +165,12 @@ def _recompute(store, k: int, model_path, in_path, device, seed, rtol, atol) -> 
             dtype=attrs.get("dtype", "float32"), amp=amp, channels_last=bool(recorded.get("channels_last")),
             decoder=recorded.get("decoder") or "pil", num_workers=0, quiet=True)
         model = ready_model(options)
-        extractor, layout = hook_and_lay_out(model, options, len(images), DEFAULT_FORMAT)
-        writer = create_writer(options.out_location, DEFAULT_FORMAT, layout, images.file_names, images.targets,
-                               images.classes, {"format": FORMAT_NAME})
-        try:
-            run_batches(extractor, model, images, np.arange(len(images)), writer, layout, options,
-                        done_before=0, total=len(images), stages={}, block_rows=layout.block_rows)
-        finally:
-            writer.close()
+        with Target(options) as target:
+            extractor, layout = hook_and_lay_out(model, options, len(images), target)
+            with target.open(layout, images, {"format": FORMAT_NAME, "model_name": model.name,
+                                              "fingerprint": {}}) as session:
+                run_batches(extractor, model, images, np.arange(len(images)), session.writer, layout, options,
+                            done_before=0, total=len(images), stages={}, block_rows=layout.block_rows)
         with open_store(options.out_location) as recomputed:
             expected = {layer: recomputed[layer][:] for layer in store.layers}
     # Reduced precision (float16 storage, autocast) differs more between batchings.

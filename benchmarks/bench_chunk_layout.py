@@ -30,9 +30,8 @@ import os
 import time
 import warnings
 
-from _common import SCRATCH, cpu_name, dir_bytes, make_images, median, remove, table
-
 import numpy as np
+from _common import SCRATCH, cpu_name, dir_bytes, make_images, median, remove, table
 
 from actstore.store import FORMAT_NAME, LayerSpec, Layout, choose_shard_rows, create_writer, open_store
 from actstore.store.rechunk import unit_major_chunks
@@ -40,7 +39,7 @@ from actstore.store.rechunk import unit_major_chunks
 CONV, LINEAR = "features.4", "classifier.5"
 N_CLASSES = 16
 # Zarr unsharded (one file per chunk), Zarr sharded (the extract default,
-# shards of defaults.SHARD_ROWS rows), HDF5.
+# shards of config.SHARD_ROWS rows), HDF5.
 FORMATS = {"zarr": ("zarr", ".zarr", 0), "zarr sharded": ("zarr", ".zarr", None), "hdf5": ("hdf5", ".h5", 0)}
 
 

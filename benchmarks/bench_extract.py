@@ -31,10 +31,8 @@ import shutil
 import time
 import warnings
 
-from _common import (SCRATCH, GpuUtilisation, cpu_seconds, machine, make_images, mb, median,
-                     spread, table)
-
 import torch
+from _common import SCRATCH, GpuUtilisation, cpu_seconds, machine, make_images, mb, median, spread, table
 from torch.utils.data import DataLoader, Dataset
 
 from actstore import extract, load_model, open_store

@@ -30,9 +30,8 @@ import argparse
 import os
 import time
 
-from _common import SCRATCH, cpu_name, dir_bytes, remove, table
-
 import numpy as np
+from _common import SCRATCH, cpu_name, dir_bytes, remove, table
 
 from actstore.extract.writer_thread import RowBuffer
 from actstore.store import FORMAT_NAME, LayerSpec, Layout, choose_chunks, choose_shard_rows, create_writer, open_store
@@ -45,7 +44,8 @@ POOL_ROWS = 8192      # generated once and cycled (with a per-batch shift): gene
 
 
 def layout(rows: int, shard_rows: int | None) -> Layout:
-    specs = tuple(LayerSpec(name, shape, shape, "float32", choose_chunks(shape, 4, 16)) for name, shape in SHAPES.items())
+    specs = tuple(LayerSpec(name, shape, shape, "float32", choose_chunks(shape, 4, 16))
+                  for name, shape in SHAPES.items())
     return Layout(n_rows=rows, layers=specs, chunk_images=16,
                   shard_rows=choose_shard_rows("zarr", specs, rows, 16, shard_rows))
 
@@ -115,6 +115,7 @@ def files_of(path: str) -> dict[str, int]:
 def s3_server():
     """A local moto S3 server with a bucket, configured for fsspec (as tests/test_s3.py)."""
     import socket
+
     import fsspec
     from moto.server import ThreadedMotoServer
     with socket.socket() as probe:
@@ -162,7 +163,8 @@ def main() -> None:
         label = f"sharded ({lay.shard_rows} rows)" if lay.shard_rows else "unsharded (16-row chunks)"
         results.append([label, f"{files['fc']:,}", f"{files['conv']:,}", f"{total_files:,}",
                         f"{stored / 1e9:.2f} GB", f"{raw / 1e6 / seconds:,.0f}",
-                        *(f"{timing[k]:.2f}" for k in ("open_store", "100 random rows", "1 class", "1 unit, all rows"))])
+                        *(f"{timing[k]:.2f}"
+                          for k in ("open_store", "100 random rows", "1 class", "1 unit, all rows"))])
         print(" | ".join(results[-1]), flush=True)
         if not args.s3:
             remove(path)

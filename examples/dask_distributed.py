@@ -15,7 +15,7 @@ cluster's memory streams through it.
 Without ``--scheduler`` it starts a ``LocalCluster`` of ``--workers``
 processes with one thread and ``--memory-limit`` each. A worker holds its
 baseline (Python, NumPy, zarr) plus a few dask chunks of at most 64 MiB
-(``actstore.store.analysis.DASK_CHUNK_BYTES``) at a time.
+(``actstore.store.read.views.DASK_CHUNK_BYTES``) at a time.
 """
 from __future__ import annotations
 

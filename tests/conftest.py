@@ -1,5 +1,9 @@
 """Shared fixtures: tiny image folders the tests generate, random weights saved to disk,
-and an independent reference forward pass to compare stored activations against."""
+and an independent reference forward pass to compare stored activations against.
+
+torch is imported only inside the fixtures and helpers that need it (and a
+test that asks for one is skipped where torch is missing), so the store tests
+run without it."""
 from __future__ import annotations
 
 import os
@@ -7,8 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torchvision
 from PIL import Image
 
 CLASSES = ("cat", "dog", "zebra")
@@ -65,11 +67,14 @@ def _restore_environment():
 def child_env(**extra: str) -> dict[str, str]:
     """Environment for an extraction subprocess whose results are compared bit
     for bit with this process's: the same number of torch threads."""
+    import torch
     threads = str(torch.get_num_threads())
     return {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, **extra}
 
 
 def save_random_weights(model_name: str, path: Path, seed: int = 1) -> Path:
+    import torch
+    import torchvision
     torch.manual_seed(seed)
     model = torchvision.models.get_model(model_name, weights=None)
     torch.save(model.state_dict(), path)
@@ -79,6 +84,7 @@ def save_random_weights(model_name: str, path: Path, seed: int = 1) -> Path:
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory):
     """Factory: a state-dict file of random weights for a torchvision model, saved once."""
+    pytest.importorskip("torch")
     folder = tmp_path_factory.mktemp("weights")
     cache: dict[str, Path] = {}
 
@@ -93,6 +99,8 @@ def weights_file(tmp_path_factory):
 def reference_activations(model_name: str, weights: Path, root: Path, file_names, module_name: str) -> np.ndarray:
     """Activations computed without actstore: torchvision model, state dict, the
     DEFAULT weights' transforms, a plain forward hook that copies the output."""
+    import torch
+    import torchvision
     model = torchvision.models.get_model(model_name, weights=None)
     model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()

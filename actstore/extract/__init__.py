@@ -1,11 +1,12 @@
 """Extraction: images -> model -> store, one mini-batch at a time.
 
 ``extract()`` below reads top to bottom as the run goes; each step is one
-module: ``options`` (validated once), ``loader`` (images and decoding),
-``prepare`` (model, hooks, layout), ``space`` (free space, dry run),
-``shards`` (this process's rows), ``record`` (fingerprint, provenance),
-``loop`` (the batches), ``buffers`` and ``writer_thread`` (host memory and the
-background writer). The store's lifecycle is :mod:`actstore.store.session`.
+module: ``options`` (validated once), ``target`` (where it writes, resolved
+once), ``loader`` (images and decoding), ``prepare`` (model, hooks, layout),
+``space`` and ``plan`` (free space, dry run), ``parts`` (this process's rows),
+``record`` (fingerprint, provenance), ``loop`` (the batches), ``buffers`` and
+``writer_thread`` (host memory and the background writer). The store's
+lifecycle is :mod:`actstore.store.session`.
 """
 from __future__ import annotations
 
@@ -18,20 +19,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BadOptionError, Interrupted
-from ..plan import Plan
-from ..store import (Location, default_compression, formats_that, output_format, suffixes_of,
-                     writer_class)
+from ..errors import Interrupted
 from ..store.integrity import rows_to_recompute
-from ..store.provenance import skipped_rows
-from ..store.session import check_no_writer, check_out_path, open_session
 from .loader import scan_images
 from .loop import run_batches
 from .options import ExtractOptions, resolve_device
+from .parts import claim, part_rows
+from .plan import Plan
 from .prepare import hook_and_lay_out, ready_model
-from .record import explain_difference, fingerprint, store_attrs
-from .shards import claim, rows_of, shard_rows
+from .record import fingerprint, store_attrs
 from .space import check_space
+from .target import Target
 
 
 @dataclass
@@ -50,12 +48,13 @@ class ExtractResult:
     output: str = "store"
     # rows of images found unreadable mid-run (skip_bad_images): never written
     rows_skipped: int = 0
-    shard: tuple[int, int] | None = None
-    shard_rows: tuple[int, int] | None = None
+    # this process's part (--shard I/N) and its rows [start, stop)
+    part: tuple[int, int] | None = None
+    part_rows: tuple[int, int] | None = None
     plan: Plan | None = None
     # Seconds: "setup" before the first batch, then the main loop's stages
     # (decode, forward, write) and the writer thread's busy time: which
-    # stage limits the run (docs/benchmarks.md, "GPU").
+    # stage limits the run (docs/performance.md, "On a GPU").
     stages: dict[str, float] = field(default_factory=dict)
 
     # every row written or skipped (store.provenance.is_complete, as the session decides)
@@ -71,7 +70,7 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     naming each, unless ``skip_bad_images`` leaves them out (and records them in
     the store's ``skipped_images`` attribute). ``shard="I/N"`` makes this process
     extract only its share of the rows (whole chunks) into the same store.
-    ``dry_run`` writes nothing and returns the :class:`~actstore.plan.Plan` in
+    ``dry_run`` writes nothing and returns the :class:`~actstore.extract.plan.Plan` in
     ``result.plan``; a run whose measured estimate exceeds the free space
     refuses to start unless ``force``.
 
@@ -88,63 +87,39 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
     """
     started = time.perf_counter()
     options = options if options is not None else ExtractOptions(**kwargs)
-    out_path, file_format = _output(options)
-    check_no_writer(out_path, options.shard)   # before the model loads: a second writer is refused at once
-    images, skipped = scan_images(options)
-    if options.batch_size > len(images):   # no buffers for images that are not there
-        options = dataclasses.replace(options, batch_size=len(images))
-    model = ready_model(options)
-    extractor, layout = hook_and_lay_out(model, options, len(images), file_format)
-    lo, hi = rows_of(layout, options.shard)
-    attrs = store_attrs(model, images, layout, options, skipped)
-    # the refusals of the real run, before the space check measures anything (and so for --dry-run)
-    check_out_path(out_path, file_format, layout, attrs, overwrite=options.overwrite, explain=explain_difference)
-    plan = check_space(extractor, model, images, layout, file_format, out_path, hi - lo, options)
-    result = ExtractResult(path=out_path, file_format=file_format, n_images=len(images), rows_written=0,
-                           rows_this_run=0, seconds=0.0, plan=plan, shard_rows=(lo, hi),
-                           layers={s.module_name: s.shape for s in layout.layers},
-                           shard=options.shard if options.shard[1] > 1 else None,
-                           output=writer_class(file_format).output_noun)
-    if options.dry_run:
-        result.seconds, result.shard, result.shard_rows = time.perf_counter() - started, None, None
-        return result
-    with open_session(out_path, file_format, layout, images.file_names, images.targets, images.classes,
-                      attrs, overwrite=options.overwrite, shard=options.shard,
-                      explain=explain_difference) as session:
-        # A store opened again keeps its own write blocks (one written before shards: chunks).
-        block_rows = session.writer.block_rows or layout.block_rows
-        lo, hi = shard_rows(len(images), block_rows, *options.shard)
-        if session.writer.supports_resume:
-            claim(session.writer, out_path, options.shard, lo, hi)
-        done = session.written() | skipped_rows(session.writer.root_attrs(), len(images))
-        if session.resumed and session.writer.readable:   # rows whose data is gone (--repair: or corrupt)
-            done &= ~rows_to_recompute(out_path, block_rows, decode=options.repair)
-        todo = np.flatnonzero(~done[lo:hi]) + lo
-        result.stages["setup"] = time.perf_counter() - started
-        result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,
-                                           done_before=(hi - lo) - len(todo), total=hi - lo,
-                                           block_rows=block_rows, stages=result.stages)
-        result.complete = session.complete()
-        result.rows_written, result.resumed = int(session.written().sum()), session.resumed
-        result.rows_skipped = int(skipped_rows(session.writer.root_attrs(), len(images)).sum())
-        result.shard_rows = (lo, hi)
+    with Target(options) as target:   # the writer lock and one look at the out path, before the model loads
+        images, skipped = scan_images(options)
+        if options.batch_size > len(images):   # no buffers for images that are not there
+            options = dataclasses.replace(options, batch_size=len(images))
+        model = ready_model(options)
+        extractor, layout = hook_and_lay_out(model, options, len(images), target)
+        attrs = store_attrs(model, images, layout, options, skipped)
+        target.refuse(layout, attrs)   # the real run's refusals, before the space check (and so for --dry-run)
+        lo, hi = target.part_rows(layout)
+        plan = check_space(extractor, model, images, layout, target, hi - lo, options)
+        result = ExtractResult(path=target.path, file_format=target.file_format, n_images=len(images),
+                               rows_written=0, rows_this_run=0, seconds=0.0, plan=plan, part_rows=(lo, hi),
+                               layers={s.module_name: s.shape for s in layout.layers},
+                               part=options.shard if options.shard[1] > 1 else None, output=target.backend.noun)
+        if options.dry_run:
+            result.seconds, result.part, result.part_rows = time.perf_counter() - started, None, None
+            return result
+        with target.open(layout, images, attrs) as session:
+            if session.writer.resumable:
+                claim(session.writer, target.path, options.shard, lo, hi)
+            done = session.written() | session.skipped()
+            if session.resumed:   # rows whose data is gone (with --repair also those failing their checksum)
+                done &= ~rows_to_recompute(session.writer, target.path, target.block_rows(layout), options.repair)
+            todo = np.flatnonzero(~done[lo:hi]) + lo
+            result.stages["setup"] = time.perf_counter() - started
+            result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,
+                                               done_before=(hi - lo) - len(todo), total=hi - lo,
+                                               block_rows=target.block_rows(layout), stages=result.stages)
+            result.complete = session.complete()
+            result.rows_written, result.resumed = int(session.written().sum()), session.resumed
+            result.rows_skipped = int(session.skipped().sum())
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _output(options: ExtractOptions) -> tuple[Location, str]:
-    """Where the run writes, and in which format (refusing shards of a format
-    without safe concurrent writers); settles the codec when none was given."""
-    out_path = options.out_location
-    file_format = output_format(out_path, options.file_format)
-    options.compression = options.compression or default_compression(out_path, file_format,
-                                                                      resume=not options.overwrite)
-    if options.shard[1] > 1 and not writer_class(file_format).supports_concurrent_writers:
-        usable = formats_that("supports_concurrent_writers")
-        raise BadOptionError(f"--shard needs a {' or '.join(n.capitalize() for n in usable)} store: "
-                             f"{file_format} has no safe concurrent writers; use an out path ending in "
-                             f"{suffixes_of(usable)}")
-    return out_path, file_format
 
 
 class _CallableModule(types.ModuleType):
@@ -158,5 +133,5 @@ class _CallableModule(types.ModuleType):
 
 sys.modules[__name__].__class__ = _CallableModule
 
-__all__ = ["ExtractOptions", "ExtractResult", "Interrupted", "extract", "fingerprint", "resolve_device",
-           "shard_rows"]
+__all__ = ["ExtractOptions", "ExtractResult", "Interrupted", "extract", "fingerprint", "part_rows",
+           "resolve_device"]

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from ..errors import BadImagesError, UserError
+from ..errors import BadImagesError, BadOptionError
 from ..images import ImageSet
 from .options import ExtractOptions
 
@@ -139,5 +139,5 @@ def decode_batch(items: list, transform: Callable,
     try:
         return torch.stack([transform(image) for image in good]), failed
     except (TypeError, AttributeError) as error:
-        raise UserError("--decoder torchvision needs a transform that takes image tensors "
+        raise BadOptionError("--decoder torchvision needs a transform that takes image tensors "
                         f"(torchvision's weights transforms do): {error}") from error

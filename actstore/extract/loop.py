@@ -16,16 +16,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import defaults
+from .. import config
 from ..capture import Extractor
 from ..errors import BadImagesError, Interrupted, OutOfSpaceError, is_disk_full
 from ..images import ImageSet
 from ..models import Model
-from ..store import Layout, StoreWriter, formats_that, suffixes_of
+from ..store import STORE_FORMATS, Layout, StoreWriter, suffixes_of
 from .buffers import HostBuffers, autocast
 from .loader import batches_of, decode_batch, image_loader
 from .options import ExtractOptions
 from .writer_thread import BackgroundWriter
+
 
 def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.ndarray,
                 writer: StoreWriter, layout: Layout, options: ExtractOptions, *,
@@ -50,7 +51,7 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
                           options)
     progress = tqdm(total=total, initial=done_before, unit="img", disable=options.quiet,
                     file=sys.stderr, desc=options.progress_label, dynamic_ncols=True)
-    writer.limit_codec_threads(defaults.codec_threads(options.torch_device.type, options.num_workers))
+    writer.limit_codec_threads(config.codec_threads(options.torch_device.type, options.num_workers))
     background = BackgroundWriter(writer, block_rows, layout.n_rows, progress)
     host = HostBuffers(options.torch_device, options.batch_size, options.dtype, options.flatten_acts)
     clock = StageClock(stages)
@@ -76,18 +77,18 @@ def run_batches(extractor: Extractor, model: Model, images: ImageSet, todo: np.n
             background.finish()
     except KeyboardInterrupt:
         background.finish()
-        if not writer.supports_resume:
+        if not writer.resumable:
             raise Interrupted(f"interrupted: nothing was kept ({writer.format_name} files cannot resume); "
-                              f"use a {suffixes_of(formats_that('supports_resume'))} out path for "
-                              "resumable runs")
+                              f"use a {suffixes_of(STORE_FORMATS)} out path for resumable runs") from None
         raise Interrupted(f"interrupted: {done_before + background.rows_written} of {total} "
-                          "rows are kept; run the same command again to resume")
+                          "rows are kept; run the same command again to resume") from None
     except OSError as error:
         background.finish(raise_error=False)
         if not is_disk_full(error):
             raise
-        kept = int(writer.written().sum()) if writer.supports_resume else 0
-        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({os.strerror(error.errno or errno.ENOSPC)}): "
+        kept = int(writer.written().sum()) if writer.resumable else 0
+        reason = os.strerror(error.errno or errno.ENOSPC)
+        raise OutOfSpaceError(f"out of disk space writing {options.out_location} ({reason}): "
                               f"{kept} of {len(images)} rows are kept; free space and run the same "
                               "command again to resume") from error
     except BaseException:
@@ -137,7 +138,7 @@ def _unreadable(bad: list[tuple[int, str]], images: ImageSet, writer: StoreWrite
     the same store (removing the file would change the image list, so that
     rerun would be another run)."""
     names = ", ".join(f"{images.file_names[r]} ({error[:80]})" for r, error in bad)
-    if not writer.supports_resume:   # its files are written in row order, with no room for a gap
+    if not writer.resumable:   # its files are written in row order, with no room for a gap
         raise BadImagesError(f"cannot read {len(bad)} image(s): {names}; {writer.format_name} files cannot "
                              "leave out a row once started and nothing was kept: fix or remove them and run "
                              "again")

@@ -14,14 +14,12 @@ from typing import Sequence
 
 import torch
 
-from .. import defaults
-from ..errors import BadOptionError, UserError
+from .. import config
+from ..errors import BadOptionError
 from ..models import Model
-from ..store import COMPRESSIONS, DTYPES, Location, location
+from ..store import DTYPES, CodecSpec, Location, check_level, location
 
 AMP_DTYPES = ("float16", "bfloat16")
-# Each codec's levels: Blosc's clevel (zstd, lz4) and zlib's level (gzip).
-COMPRESSION_LEVELS = {"zstd": (0, 9), "lz4": (0, 9), "gzip": (0, 9)}
 DECODERS = ("pil", "torchvision")
 
 
@@ -49,7 +47,7 @@ class ExtractOptions:
     model: Model | None = None
     model_path: str | Path | None = None
     weights: str | None = "DEFAULT"
-    batch_size: int = defaults.BATCH_SIZE
+    batch_size: int = config.BATCH_SIZE
     device: str = "cpu"
     flatten_acts: bool = False
     fraction: float = 1.0
@@ -60,7 +58,7 @@ class ExtractOptions:
     dtype: str = "float32"
     compression: str | None = None   # None: the store's own on a rerun, else the format's default
     compression_level: int | None = None
-    chunk_images: int = defaults.CHUNK_IMAGES
+    chunk_images: int = config.CHUNK_IMAGES
     chunk_channels: int | None = None
     zarr_shard_rows: int | None = None   # None: chosen per store (store.sharding); 0: unsharded
     num_workers: int | None = None
@@ -84,19 +82,10 @@ class ExtractOptions:
             raise BadOptionError(f"--chunk-images must be at least 1, got {self.chunk_images}")
         if self.dtype not in DTYPES:
             raise BadOptionError(f"unknown --dtype {self.dtype!r}: use one of {', '.join(DTYPES)}")
-        if self.compression is not None and self.compression not in COMPRESSIONS:
-            raise BadOptionError(f"unknown --compression {self.compression!r}: use one of "
-                                 f"{', '.join(COMPRESSIONS)}")
-        if self.compression_level is not None:
-            if self.compression == "none":
-                raise BadOptionError(f"--compression-level {self.compression_level} has no meaning with "
-                                     "--compression none: leave it out")
-            # no --compression: the format's default codec, or the store's on a rerun (all 0-9)
-            low, high = COMPRESSION_LEVELS.get(self.compression, (0, 9))
-            if not low <= self.compression_level <= high:
-                codec = self.compression or "every codec"
-                raise BadOptionError(f"--compression-level {self.compression_level} is out of range for "
-                                     f"{codec}: use {low} to {high}")
+        if self.compression is not None:
+            CodecSpec(self.compression, self.compression_level)   # refuses an unknown codec or level
+        elif self.compression_level is not None:   # the format's default codec, or the store's on a rerun
+            check_level(None, self.compression_level)
         if self.chunk_channels is not None and self.chunk_channels < 1:
             raise BadOptionError(f"--chunk-channels must be at least 1, got {self.chunk_channels}")
         if self.num_workers is not None and self.num_workers < 0:
@@ -111,7 +100,7 @@ class ExtractOptions:
         self.shard = (index, count)
         self.torch_device = resolve_device(self.device)
         if self.num_workers is None:
-            self.num_workers = defaults.num_workers(self.torch_device.type)
+            self.num_workers = config.num_workers(self.torch_device.type)
         if self.shard[1] > 1 and self.overwrite:
             raise BadOptionError("--overwrite cannot be combined with --shard (each process would delete "
                                  "the others' rows): remove the old store once, then start the shards")
@@ -135,11 +124,11 @@ def resolve_device(device: str) -> torch.device:
         raise BadOptionError(f"unknown --device {device!r}: use cpu, cuda or cuda:N") from error
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA device is available here; use --device cpu")
+            raise BadOptionError(f"--device {device}: no CUDA device is available here; use --device cpu")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise BadOptionError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {device}: MPS is not available here; use --device cpu")
+        raise BadOptionError(f"--device {device}: MPS is not available here; use --device cpu")
     return resolved
 
 

@@ -8,8 +8,9 @@ import torch
 
 from ..capture import Extractor
 from ..models import Model, load_model
-from ..store import LayerSpec, Layout, choose_chunks, choose_shard_rows
+from ..store import LayerSpec, Layout, choose_chunks
 from .options import ExtractOptions
+from .target import Target
 
 
 def ready_model(options: ExtractOptions) -> Model:
@@ -25,9 +26,9 @@ def ready_model(options: ExtractOptions) -> Model:
 
 
 def hook_and_lay_out(model: Model, options: ExtractOptions, n_rows: int,
-                     file_format: str) -> tuple[Extractor, Layout]:
+                     target: Target) -> tuple[Extractor, Layout]:
     """The Extractor for the run's modules, and the Layout of their stored outputs
-    in ``file_format``, from one probe forward pass of a blank image."""
+    at ``target`` (its codec and shards), from one probe forward pass of a blank image."""
     extractor = Extractor(model, options.module_names)
     shapes = extractor.probe(torch.zeros(1, 3, *model.input_size, device=options.torch_device))
     itemsize = np.dtype(options.dtype).itemsize
@@ -40,7 +41,6 @@ def hook_and_lay_out(model: Model, options: ExtractOptions, n_rows: int,
                                                     options.chunk_channels),
                                module_layout="NHWC" if name in extractor.channels_last else None))
     layout = Layout(n_rows=n_rows, layers=tuple(specs), chunk_images=options.chunk_images,
-                    compression=options.compression, compression_level=options.compression_level,
-                    shard_rows=choose_shard_rows(file_format, specs, n_rows, options.chunk_images,
-                                                 options.zarr_shard_rows))
+                    compression=target.compression, compression_level=options.compression_level,
+                    shard_rows=target.shard_rows(specs, n_rows))
     return extractor, layout

@@ -10,7 +10,7 @@ import torchvision
 from ..images import ImageSet
 from ..models import Model
 from ..store import FORMAT_VERSION, Layout
-from ..store.provenance import root_attrs
+from ..store.metadata.provenance import root_attrs
 from .options import ExtractOptions
 
 
@@ -48,8 +48,8 @@ def explain_difference(key: str, stored: Any, now: Any) -> str | None:
     (a flag's value), or None when no single flag sets it.
 
     Example:
-        >>> explain_difference("batch_size", 8, 5)
-        "--batch-size 5 differs from the store's 8: rerun with --batch-size 8 to resume, or pass --overwrite to replace it"
+        >>> explain_difference("batch_size", 8, 5).split(": ")[1]
+        'rerun with --batch-size 8 to resume, or pass --overwrite to replace it'
     """
     flag = _FLAGS.get(key)
     if flag is None or (stored is None and key not in ("amp", "compression_level")):

@@ -8,14 +8,15 @@ from ..capture import Extractor
 from ..errors import OutOfSpaceError
 from ..images import ImageSet
 from ..models import Model
-from ..plan import Plan, human_size, measure
-from ..store import Layout, Location, free_space, writer_class
+from ..store import Layout, free_space
 from .buffers import HostBuffers, autocast
 from .options import ExtractOptions
+from .plan import Plan, human_size, measure
+from .target import Target
 
 
-def check_space(extractor: Extractor, model: Model, images: ImageSet, layout: Layout, file_format: str,
-                out_path: Location, rows: int, options: ExtractOptions) -> Plan | None:
+def check_space(extractor: Extractor, model: Model, images: ImageSet, layout: Layout, target: Target,
+                rows: int, options: ExtractOptions) -> Plan | None:
     """Measure the plan for a dry run, or when the raw size alone would not fit.
     The sample runs with the run's --amp and --channels-last (reduced-precision
     outputs compress far better), decoded by Pillow whatever the --decoder.
@@ -23,12 +24,8 @@ def check_space(extractor: Extractor, model: Model, images: ImageSet, layout: La
     Raises:
         OutOfSpaceError: the estimate exceeds the free space and ``force`` is not set.
     """
-    backend = writer_class(file_format)
-    free = free_space(out_path)
-    # the most the store can take: raw bytes, or text at its widest
-    most = rows * sum(spec.bytes_per_image // np.dtype(spec.dtype).itemsize *
-                      (backend.max_bytes_per_value or np.dtype(spec.dtype).itemsize) for spec in layout.layers)
-    if not options.dry_run and (free is None or most <= free):
+    free = free_space(target.path)
+    if not options.dry_run and (free is None or target.most_bytes(layout, rows) <= free):
         return None
     device = options.torch_device
 
@@ -41,10 +38,10 @@ def check_space(extractor: Extractor, model: Model, images: ImageSet, layout: La
             extractor(batch, into=out.fill)   # cast and shaped as the run stores them
         return out.arrays()
 
-    plan = measure(forward, images, layout, file_format, rows, free)
-    plan.files = backend.file_count(layout)
+    plan = measure(forward, images, layout, target.sample_bytes, rows, free)
+    plan.files = target.file_count(layout)
     if not options.dry_run and not plan.fits and not options.force:
-        raise OutOfSpaceError(f"the store needs about {human_size(plan.estimated_bytes)} but {out_path} "
+        raise OutOfSpaceError(f"the store needs about {human_size(plan.estimated_bytes)} but {target.path} "
                               f"has {human_size(plan.free_bytes)} free: free space, choose another "
                               "--out-path, or pass --force to start anyway")
     return plan

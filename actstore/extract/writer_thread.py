@@ -12,7 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .. import defaults
+from .. import config
 from ..store import StoreWriter
 from .buffers import HostBatch
 
@@ -71,7 +71,7 @@ class BackgroundWriter:
     def __init__(self, writer: StoreWriter, block_rows: int, n_rows: int, progress) -> None:
         self.writer, self.progress = writer, progress
         self.buffer = RowBuffer(block_rows, n_rows)
-        self.queue: queue.Queue = queue.Queue(maxsize=defaults.WRITE_QUEUE_BATCHES)
+        self.queue: queue.Queue = queue.Queue(maxsize=config.WRITE_QUEUE_BATCHES)
         self.error: BaseException | None = None
         self.rows_written = 0
         self.busy_seconds = 0.0   # time spent writing, waiting for device copies included

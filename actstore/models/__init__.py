@@ -11,6 +11,7 @@ and its own preprocessing (one module each):
 """
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,29 +19,44 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..errors import UserError
-from ._common import (DOWNLOAD_TIMEOUT_S, Model, Tap, apply_state_dict, describe_transform,
-                      input_size_of, load_state_dict, suggest)
+from ..errors import BadOptionError, UnknownModelError, UserError, WeightsError
+from ._common import (
+    DOWNLOAD_TIMEOUT_S,
+    Model,
+    Tap,
+    apply_state_dict,
+    describe_transform,
+    input_size_of,
+    load_state_dict,
+    suggest,
+)
 from .outputs import PROBE_BATCH, batch_axis, channels_last, parse_layer, part_labels, select
 from .torchvision import ORIGINAL_MODELS, available_models
 from .torchvision import input_size as torchvision_input_size
 
+# Each source is one module of this package with the same three functions:
+# ``load(model_name, *, weights, model_path, seed) -> Model``, ``available_models()``
+# and, where a recorded weights id is not itself the --weights that rebuilds
+# it, ``weights_argument(weights_id)``. Imported on first use: each needs its
+# own optional package.
 SOURCES = ("torchvision", "timm", "open_clip", "hf")
 EMBEDDING = "embedding"   # the layer name of a model's pooled image embedding
 
 
 def _source_module(source: str):
     if source not in SOURCES:
-        raise UserError(suggest(source, list(SOURCES), "--source") + f" (use one of {', '.join(SOURCES)})")
-    if source == "torchvision":
-        from . import torchvision as module
-    elif source == "timm":
-        from . import timm as module
-    elif source == "open_clip":
-        from . import open_clip as module
-    else:
-        from . import hf as module
-    return module
+        raise UnknownModelError(suggest(source, list(SOURCES), "--source") + f" (use one of {', '.join(SOURCES)})")
+    return importlib.import_module(f".{source}", __name__)
+
+
+def _weights_argument(source: str, weights_id: str) -> str:
+    """The ``--weights`` that rebuilds a recorded weights id: the source's own
+    rule, else the id itself (a file or folder, ``file@NAME``: its default entry,
+    with the file given by ``--model-path``)."""
+    rule = getattr(_source_module(source), "weights_argument", None)
+    if rule is not None:
+        return rule(weights_id)
+    return "DEFAULT" if "@" in weights_id else weights_id
 
 
 def load_model(model_name: str | None, *, source: str = "torchvision", weights: str | None = "DEFAULT",
@@ -73,7 +89,7 @@ def load_model(model_name: str | None, *, source: str = "torchvision", weights: 
     """
     module = _source_module(source)
     if not model_name and (model_path is None or source not in ("hf", "open_clip")):   # folders name themselves
-        raise UserError("no model given: pass --model-name (see `actstore models`)")
+        raise BadOptionError("no model given: pass --model-name (see `actstore models`)")
     with torch.random.fork_rng(devices=[]):
         return module.load(model_name, weights=weights,
                            model_path=Path(model_path) if model_path is not None else None, seed=seed)
@@ -96,16 +112,16 @@ def reload(attrs: Mapping[str, Any], model_path: str | Path | None = None) -> Mo
     source = attrs.get("source") or "torchvision"
     weights = str(attrs["weights"])
     if weights == "user-module":
-        raise UserError("--recompute needs a model by name; this store was made from a Python module")
+        raise BadOptionError("--recompute needs a model by name; this store was made from a Python module")
     if attrs.get("weights_sha256") and model_path is None:
-        raise UserError(f"--recompute needs --model-path: the store was made from a weights file "
+        raise BadOptionError(f"--recompute needs --model-path: the store was made from a weights file "
                         f"({weights.split('@')[-1]}, sha256 {attrs['weights_sha256'][:12]}...)")
     # A weights file's preprocessing entry is recorded apart (torchvision).
     chosen = weights if weights == "none" else str(attrs.get("preprocessing_weights") or weights)
-    model = load_model(attrs["model_name"], source=source, weights=_source_module(source).weights_argument(chosen),
+    model = load_model(attrs["model_name"], source=source, weights=_weights_argument(source, chosen),
                        model_path=model_path, seed=attrs.get("rnd_seed"))
     if attrs.get("weights_sha256") and model.weights_sha256 != attrs["weights_sha256"]:
-        raise UserError(f"--model-path {model_path} is not the weights file the store was made with "
+        raise WeightsError(f"--model-path {model_path} is not the weights file the store was made with "
                         "(SHA-256 differs)")
     return model
 
@@ -152,7 +168,7 @@ class ModuleInfo:
     def depth(self) -> int:
         return self.name.count(".")
 
-    def bytes_per_image(self, itemsize: int = 4) -> int | None:
+    def bytes__per_image(self, itemsize: int = 4) -> int | None:
         return None if self.shape is None else int(math.prod(self.shape)) * itemsize
 
     def describe(self) -> str:
@@ -171,7 +187,8 @@ class ModuleInfo:
 def module_tree(model: Model, device: str | torch.device = "cpu") -> list[ModuleInfo]:
     """Every named module with its per-image output shape (the image axis
     found and removed as the extractor does, so sequence-first blocks show
-    ``tokens x dim``, and channels-last maps their stored ``C x H x W``), and the parts of tuple outputs, from one forward pass
+    ``tokens x dim``, and channels-last maps their stored ``C x H x W``), and
+    the parts of tuple outputs, from one forward pass
     on a small dummy batch. The pooled ``embedding`` comes first where the
     model has one.
 
@@ -203,16 +220,6 @@ def module_tree(model: Model, device: str | torch.device = "cpu") -> list[Module
         for handle in handles:
             handle.remove()
 
-    def per_image(value) -> tuple[int, ...] | None:
-        if not isinstance(value, torch.Tensor):
-            return None
-        axis = batch_axis(value.shape, PROBE_BATCH)
-        shape = list(value.shape)
-        if axis is None:
-            return tuple(shape)
-        del shape[axis]
-        return (shape[2], *shape[:2]) if channels_last(shape) else tuple(shape)
-
     rows = []
     if model.embedding is not None and "out" in embedded:
         try:
@@ -222,12 +229,25 @@ def module_tree(model: Model, device: str | torch.device = "cpu") -> list[Module
         where = model.embedding.module_name or "(model output)"
         rows.append(ModuleInfo(EMBEDDING, f"pooled image embedding: {'input of ' if model.embedding.of_input else ''}"
                                f"{where}{'' if model.embedding.part is None else f'[{model.embedding.part}]'}",
-                               per_image(value), 1))
+                               _per_image(value), 1))
     for n, m in named:
         output = outputs.get(n)
-        parts = tuple((f"{n}{label}", per_image(value)) for label, value in part_labels(output))
-        rows.append(ModuleInfo(n, type(m).__name__, per_image(output), calls[n], parts))
+        parts = tuple((f"{n}{label}", _per_image(value)) for label, value in part_labels(output))
+        rows.append(ModuleInfo(n, type(m).__name__, _per_image(output), calls[n], parts))
     return rows
+
+
+def _per_image(value) -> tuple[int, ...] | None:
+    """A probe output's per-image shape as the extractor stores it (image axis
+    removed, channels-last maps as C x H x W); None for what is not a tensor."""
+    if not isinstance(value, torch.Tensor):
+        return None
+    axis = batch_axis(value.shape, PROBE_BATCH)
+    shape = list(value.shape)
+    if axis is None:
+        return tuple(shape)
+    del shape[axis]
+    return (shape[2], *shape[:2]) if channels_last(shape) else tuple(shape)
 
 
 __all__ = ["DOWNLOAD_TIMEOUT_S", "EMBEDDING", "ORIGINAL_MODELS", "SOURCES", "Model", "ModuleInfo", "Tap",

@@ -10,14 +10,14 @@ import json
 import os
 import pickle
 import socket
-from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import urlparse
 
 import torch
 
-from ..errors import UserError
+from ..errors import MissingPackageError, UserError, WeightsError
 
 # Seconds a download may stall before it fails: offline clusters must not hang.
 DOWNLOAD_TIMEOUT_S = 30
@@ -109,7 +109,7 @@ def require(package: str, extra: str):
     try:
         return importlib.import_module(package)
     except ImportError as error:
-        raise UserError(f"this source needs the {package} package: pip install 'actstore[{extra}]' "
+        raise MissingPackageError(f"this source needs the {package} package: pip install 'actstore[{extra}]' "
                         f"({error})") from error
 
 
@@ -128,25 +128,25 @@ def load_state_dict(file: Path) -> tuple[dict, str]:
     refused without running it.
     """
     if not file.is_file():
-        raise UserError(f"weights file {file} not found: check --model-path")
+        raise WeightsError(f"weights file {file} not found: check --model-path")
     sha = file_sha256(file)
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
         try:
             return load_file(str(file)), sha
         except Exception as error:  # safetensors raises its own SafetensorError
-            raise UserError(f"weights file {file} is not a readable safetensors file ({error})") from error
+            raise WeightsError(f"weights file {file} is not a readable safetensors file ({error})") from error
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise UserError(f"weights file {file} is not a plain state dict of tensors; refused "
+        raise WeightsError(f"weights file {file} is not a plain state dict of tensors; refused "
                         f"without running it ({_why_refused(error)})") from error
     for key in ("state_dict", "model", "state_dict_ema"):   # training checkpoints nest it
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
     if not isinstance(state, dict):
-        raise UserError(f"weights file {file} holds a {type(state).__name__}, not a state dict")
+        raise WeightsError(f"weights file {file} holds a {type(state).__name__}, not a state dict")
     return state, sha
 
 
@@ -173,7 +173,7 @@ def apply_state_dict(module: torch.nn.Module, state: dict, file: Path | None,
     own = module.state_dict()
     for key, value in state.items():   # torch would raise a many-line RuntimeError for these
         if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape:
-            raise UserError(f"{where} does not fit {type(module).__name__}: {key} has shape "
+            raise WeightsError(f"{where} does not fit {type(module).__name__}: {key} has shape "
                             f"{tuple(value.shape)} there but {tuple(own[key].shape)} in the model "
                             "(another variant, or another number of classes?)")
     result = module.load_state_dict(state, strict=False)
@@ -184,7 +184,7 @@ def apply_state_dict(module: torch.nn.Module, state: dict, file: Path | None,
             if keys:
                 more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
                 parts.append(f"{label}: {', '.join(keys[:5])}{more}")
-        raise UserError(f"{where} does not fit {type(module).__name__}: " + "; ".join(parts))
+        raise WeightsError(f"{where} does not fit {type(module).__name__}: " + "; ".join(parts))
 
 
 @contextlib.contextmanager
@@ -202,7 +202,7 @@ def download_guard(what: str) -> Iterator[None]:
     except Exception as error:  # hub, HTTP, socket and file errors all end here
         message = " ".join(str(error).split())[:200]
         hint = f"; {OFFLINE_HINT}" if _is_download_error(error) else ""
-        raise UserError(f"could not load {what} ({type(error).__name__}: {message}){hint}") from error
+        raise WeightsError(f"could not load {what} ({type(error).__name__}: {message}){hint}") from error
     finally:
         socket.setdefaulttimeout(previous)
         if hub is not None:

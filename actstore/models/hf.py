@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
+from ..errors import WeightsError
 from ._common import Model, Tap, download_guard, file_sha256, input_size_of, json_repr, require
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -55,11 +55,6 @@ def available_models() -> list[str]:
         return []
 
 
-def weights_argument(weights_id: str) -> str:
-    """The ``--weights`` that rebuilds a recorded weights id (a folder needs ``--model-path``)."""
-    return "DEFAULT" if "@" in weights_id else weights_id
-
-
 def load(model_name: str | None, *, weights: str | None, model_path: Path | None, seed: int | None) -> Model:
     """See :func:`actstore.models.load_model`."""
     transformers = require("transformers", "hf")
@@ -69,11 +64,11 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
     sha = None
     if model_path is not None:
         if not (model_path / "config.json").is_file():
-            raise UserError(f"--model-path {model_path} has no config.json: give a folder written by "
+            raise WeightsError(f"--model-path {model_path} has no config.json: give a folder written by "
                             "save_pretrained (config.json, model.safetensors, preprocessor_config.json)")
         files = sorted(p for p in model_path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
         if not files and not random_init:
-            raise UserError(f"--model-path {model_path} holds no weights (model.safetensors)")
+            raise WeightsError(f"--model-path {model_path} holds no weights (model.safetensors)")
         source, name = str(model_path), model_name or model_path.name
         sha = file_sha256(*files) if files and not random_init else None
     else:
@@ -97,7 +92,7 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
         try:
             processor = transformers.AutoImageProcessor.from_pretrained(source, **options)
         except OSError as error:
-            raise UserError(f"{source} has no image processor (preprocessor_config.json): save the "
+            raise WeightsError(f"{source} has no image processor (preprocessor_config.json): save the "
                             "model's processor with processor.save_pretrained(folder)") from error
     module.eval()
     if random_init:
@@ -112,7 +107,7 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
         # would be random: no embedding then. Any other missing weight refuses the model.
         if any(not key.startswith("pooler.") for key in missing):
             more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
-            raise UserError(f"the weights of {source} do not fit {type(module).__name__}: missing keys: "
+            raise WeightsError(f"the weights of {source} do not fit {type(module).__name__}: missing keys: "
                             f"{', '.join(missing[:5])}{more}")
         warnings.warn(f"{name} was saved without its pooler, so it has no `embedding`: name a module "
                       "(e.g. layernorm) instead", stacklevel=3)

@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ._common import (Model, Tap, download_guard, file_sha256, input_size_of, load_state_dict, require,
-                      suggest)
+from ..errors import UnknownModelError, WeightsError
+from ._common import Model, Tap, download_guard, file_sha256, input_size_of, load_state_dict, require, suggest
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -45,11 +44,6 @@ def available_models() -> list[str]:
                   else name for name in open_clip.list_models())
 
 
-def weights_argument(weights_id: str) -> str:
-    """The ``--weights`` that rebuilds a recorded weights id (a file needs ``--model-path``)."""
-    return "DEFAULT" if "@" in weights_id else weights_id
-
-
 def load(model_name: str | None, *, weights: str | None, model_path: Path | None, seed: int | None) -> Model:
     """See :func:`actstore.models.load_model`."""
     open_clip = require("open_clip", "clip")
@@ -57,17 +51,17 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
     sha = None
     if model_path is not None and model_path.is_dir():
         if not (model_path / "open_clip_config.json").is_file():
-            raise UserError(f"--model-path {model_path} has no open_clip_config.json: give an OpenCLIP "
+            raise WeightsError(f"--model-path {model_path} has no open_clip_config.json: give an OpenCLIP "
                             "model folder, or a checkpoint file with --model-name")
         files = sorted(p for p in model_path.iterdir() if p.suffix in WEIGHT_SUFFIXES)
         if not files:
-            raise UserError(f"--model-path {model_path} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})")
+            raise WeightsError(f"--model-path {model_path} holds no weights file ({', '.join(WEIGHT_SUFFIXES)})")
         name, pretrained = f"local-dir:{model_path}", None
         model_name = model_name or model_path.name
         sha, weights_id = file_sha256(*files), f"folder@{model_path.name}"
     elif model_path is not None:
         if not model_path.is_file():
-            raise UserError(f"--model-path {model_path} does not exist: give an OpenCLIP checkpoint "
+            raise WeightsError(f"--model-path {model_path} does not exist: give an OpenCLIP checkpoint "
                             "file or model folder")
         name, pretrained = _known(open_clip, model_name), str(model_path)
         _, sha = load_state_dict(model_path)   # refuses a pickle carrying code before OpenCLIP reads it
@@ -81,7 +75,7 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
         tags = open_clip.list_pretrained_tags_by_model(name)
         if not weights or str(weights).upper() == "DEFAULT" or weights not in tags:
             given = "" if not weights or str(weights).upper() == "DEFAULT" else f"{weights!r} is not one; "
-            raise UserError(f"OpenCLIP {name} needs --weights naming a pretrained tag: {given}"
+            raise UnknownModelError(f"OpenCLIP {name} needs --weights naming a pretrained tag: {given}"
                             f"use one of {', '.join(tags) or '(none published)'}, or none")
         pretrained, weights_id = str(weights), str(weights)
     torch.manual_seed(0 if seed is None else seed)
@@ -94,7 +88,7 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
             if model_path is None or "Error(s) in loading state_dict" not in str(error):
                 raise
             first = str(error).splitlines()[1:2] or [str(error)]
-            raise UserError(f"weights file {model_path} does not fit OpenCLIP {name}: "
+            raise WeightsError(f"weights file {model_path} does not fit OpenCLIP {name}: "
                             f"{first[0].strip()[:200]}") from error
         finally:
             logging.disable(logging.NOTSET)
@@ -106,6 +100,6 @@ def load(model_name: str | None, *, weights: str | None, model_path: Path | None
 
 def _known(open_clip, model_name: str | None) -> str:
     if not model_name or model_name not in open_clip.list_models():
-        raise UserError(suggest(str(model_name), open_clip.list_models(), "OpenCLIP model")
+        raise UnknownModelError(suggest(str(model_name), open_clip.list_models(), "OpenCLIP model")
                         + " (see `actstore models --source open_clip`)")
     return model_name

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import UserError
+from ..errors import UnknownModuleError
 from ._common import Tap
 
 PROBE_BATCH = 5   # images in a probe batch: few models have an axis (heads, tokens) of 5
@@ -40,7 +40,7 @@ def parse_layer(layer: str) -> Tap:
     match = _PART.match(layer)
     if not match:
         if "[" in layer or "]" in layer:
-            raise UserError(f"layer {layer!r} is not MODULE or MODULE[PART] (e.g. blocks.5.attn[1], "
+            raise UnknownModuleError(f"layer {layer!r} is not MODULE or MODULE[PART] (e.g. blocks.5.attn[1], "
                             "vision_model[pooler_output])")
         return Tap(layer)
     part = match["part"].strip().strip("'\"")
@@ -61,32 +61,34 @@ def select(output: Any, part: int | str | None, layer: str) -> torch.Tensor:
     """The tensor ``layer`` stores from a module's ``output`` (rule in the module docstring)."""
     if isinstance(output, torch.Tensor):
         if part is not None:
-            raise UserError(f"module of layer {layer} returns one tensor: drop the [{part}]")
+            raise UnknownModuleError(f"module of layer {layer} returns one tensor: drop the [{part}]")
         return output
     parts = part_labels(output)
     if not parts:
-        raise UserError(f"layer {layer} is a {type(output).__name__}, not a tensor: choose one of its "
+        raise UnknownModuleError(f"layer {layer} is a {type(output).__name__}, not a tensor: choose one of its "
                         "submodules (see `actstore layers`)")
     base = layer.split("[")[0]
     labels = ", ".join(f"{base}{label}" for label, _ in parts[:6])
     if part is None:
         value = parts[0][1]
         if not isinstance(value, torch.Tensor):
-            raise UserError(f"module {layer} returns a {type(output).__name__} whose first element is a "
+            raise UnknownModuleError(f"module {layer} returns a {type(output).__name__} whose first element is a "
                             f"{type(value).__name__}: name the part to store, one of {labels}")
         return value
     if isinstance(part, int):
         values = output.to_tuple() if hasattr(output, "to_tuple") else list(output.values()) \
             if isinstance(output, Mapping) else output
         if not -len(values) <= part < len(values):
-            raise UserError(f"layer {layer}: the {type(output).__name__} has {len(values)} parts; use one of {labels}")
+            raise UnknownModuleError(f"layer {layer}: the {type(output).__name__} has {len(values)} parts; "
+                                     f"use one of {labels}")
         value = values[part]
     else:
         if not isinstance(output, Mapping) or part not in output:
-            raise UserError(f"layer {layer}: the {type(output).__name__} has no part {part!r}; use one of {labels}")
+            raise UnknownModuleError(f"layer {layer}: the {type(output).__name__} has no part {part!r}; "
+                                     f"use one of {labels}")
         value = output[part]
     if not isinstance(value, torch.Tensor):
-        raise UserError(f"layer {layer} is a {type(value).__name__}, not a tensor: use one of {labels}")
+        raise UnknownModuleError(f"layer {layer} is a {type(value).__name__}, not a tensor: use one of {labels}")
     return value
 
 

@@ -12,19 +12,13 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import UserError
-from ._common import (Model, Tap, apply_state_dict, download_guard, input_size_of, load_state_dict,
-                      require, suggest)
+from ..errors import UnknownModelError, WeightsError
+from ._common import Model, Tap, apply_state_dict, download_guard, input_size_of, load_state_dict, require, suggest
 
 
 def available_models() -> list[str]:
     """Every timm architecture (``timm.list_models()``)."""
     return sorted(require("timm", "timm").list_models())
-
-
-def weights_argument(weights_id: str) -> str:
-    """The ``--weights`` that rebuilds a recorded weights id (a file needs ``--model-path``)."""
-    return "DEFAULT" if "@" in weights_id else weights_id
 
 
 def load(model_name: str, *, weights: str | None, model_path: Path | None, seed: int | None) -> Model:
@@ -33,7 +27,7 @@ def load(model_name: str, *, weights: str | None, model_path: Path | None, seed:
     import torch
     architecture, _, tag = model_name.partition(".")
     if not timm.is_model(architecture):
-        raise UserError(suggest(architecture, timm.list_models(), "timm model")
+        raise UnknownModelError(suggest(architecture, timm.list_models(), "timm model")
                         + " (see `actstore models --source timm`)")
     random_init = weights is not None and str(weights).lower() == "none"
     if weights and not random_init and str(weights).upper() != "DEFAULT":
@@ -42,7 +36,7 @@ def load(model_name: str, *, weights: str | None, model_path: Path | None, seed:
     torch.manual_seed(0 if seed is None else seed)
     if model_path is not None:
         if model_path.is_dir():
-            raise UserError(f"--model-path {model_path} is a folder: give the timm checkpoint file "
+            raise WeightsError(f"--model-path {model_path} is a folder: give the timm checkpoint file "
                             "(.safetensors, .pth or .bin)")
         state, sha = load_state_dict(model_path)
         state = {k.removeprefix("module."): v for k, v in state.items()}   # saved from DataParallel

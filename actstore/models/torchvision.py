@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torchvision.models import get_model, get_model_weights, list_models
 
-from ..errors import UserError
+from ..errors import UnknownModelError, WeightsError
 from ._common import DOWNLOAD_TIMEOUT_S, Model, apply_state_dict, load_state_dict, suggest
 
 # The nine models of the original THINGSvision extract.py.
@@ -52,7 +52,7 @@ def load(model_name: str, *, weights: str | None = "DEFAULT",
     """
     names = available_models()
     if model_name not in names:
-        raise UserError(suggest(model_name, names, "model") + " (see `actstore models`)")
+        raise UnknownModelError(suggest(model_name, names, "model") + " (see `actstore models`)")
     enum = get_model_weights(model_name)
     random_init = weights is None or str(weights).lower() == "none"
     chosen = _weights_entry(enum, "DEFAULT" if random_init else str(weights), model_name)
@@ -92,7 +92,7 @@ def _weights_entry(enum, weights: str, model_name: str):
     key = weights.split(".")[-1]
     members = list(enum.__members__)
     if key not in members:
-        raise UserError(suggest(weights, members + ["DEFAULT", "none"], f"weights for {model_name}"))
+        raise UnknownModelError(suggest(weights, members + ["DEFAULT", "none"], f"weights for {model_name}"))
     return enum[key]
 
 
@@ -100,14 +100,14 @@ def _checkpoint_file(path: Path, weights, model_name: str) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise UserError(f"--model-path {path} does not exist: give a state-dict file or a "
+        raise WeightsError(f"--model-path {path} does not exist: give a state-dict file or a "
                         "folder of torchvision checkpoints")
     expected = Path(weights.url).name
     candidates = [path / expected, path / "hub" / "checkpoints" / expected, path / "checkpoints" / expected]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise UserError(f"--model-path {path} has no {expected} (the checkpoint of {weights} for "
+    raise WeightsError(f"--model-path {path} has no {expected} (the checkpoint of {weights} for "
                     f"{model_name}): pass the file itself or the folder that holds it")
 
 
@@ -118,7 +118,7 @@ def _download(weights, model_name: str) -> dict:
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except Exception as error:  # urllib, socket, hash and HTTP errors all end here
-        raise UserError(f"could not download {weights} for {model_name} ({type(error).__name__}: "
+        raise WeightsError(f"could not download {weights} for {model_name} ({type(error).__name__}: "
                         f"{str(error)[:120]}); on a machine without internet, pass "
                         f"--model-path with the checkpoint file, or --weights none") from error
     finally:

@@ -10,14 +10,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import StoreNotFoundError
-from .base import (ACTIVATIONS, COMPRESSIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec,
-                   Layout, StoreReader, StoreWriter, choose_chunks, dim_names)
-from .location import Location, exists, free_space, is_url, join, location, remove, suffix
-from .reader import LazyArray, Store
-from .registry import (BACKENDS, DEFAULT_FORMAT, STORE_FORMATS, STORE_SUFFIXES, choose_shard_rows, create_writer,
-                       default_compression, detect_format, formats_that, is_store, open_reader,
-                       output_format, reader_class, remove_store, reopen_writer, repair_store,
-                       scratch_path, store_format, suffixes_of, writer_class)
+from .backends.base import StoreReader, StoreWriter
+from .backends.registry import (
+    BACKENDS,
+    DEFAULT_FORMAT,
+    STORE_FORMATS,
+    STORE_SUFFIXES,
+    choose_shard_rows,
+    create_writer,
+    default_compression,
+    detect_format,
+    formats_that,
+    is_store,
+    open_reader,
+    reader_class,
+    remove_store,
+    reopen_writer,
+    repair_store,
+    scratch_path,
+    stored_bytes,
+    suffixes_of,
+    writer_class,
+)
+from .codecs import COMPRESSIONS, CodecSpec, check_level
+from .io.location import Location, exists, free_space, is_url, join, location, remove, suffix
+from .layout import ACTIVATIONS, DTYPES, FORMAT_NAME, FORMAT_VERSION, LayerSpec, Layout, choose_chunks, dim_names
+from .read.arrays import LazyArray
+from .read.store import Store
 
 
 def open_store(path: str | Path) -> Store:
@@ -50,9 +69,10 @@ def open_store(path: str | Path) -> Store:
         raise StoreNotFoundError(f"{path} is a {file_format} file but not an actstore store")
     return Store(path, reader)
 
-__all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "DEFAULT_FORMAT", "DTYPES", "FORMAT_NAME",
-           "FORMAT_VERSION", "STORE_FORMATS", "STORE_SUFFIXES", "LayerSpec", "Layout", "LazyArray",
-           "Location", "Store", "StoreReader", "StoreWriter", "choose_chunks", "choose_shard_rows", "create_writer",
-           "default_compression", "detect_format", "dim_names", "exists", "formats_that", "free_space", "is_store", "is_url", "join", "location",
-           "open_reader", "open_store", "output_format", "reader_class", "remove", "remove_store",
-           "reopen_writer", "repair_store", "scratch_path", "store_format", "suffix", "suffixes_of", "writer_class"]
+__all__ = ["ACTIVATIONS", "BACKENDS", "COMPRESSIONS", "CodecSpec", "DEFAULT_FORMAT", "DTYPES", "FORMAT_NAME",
+           "FORMAT_VERSION", "LayerSpec", "Layout", "LazyArray", "Location", "STORE_FORMATS",
+           "STORE_SUFFIXES", "Store", "StoreReader", "StoreWriter", "check_level", "choose_chunks",
+           "choose_shard_rows", "create_writer", "default_compression", "detect_format", "dim_names",
+           "exists", "formats_that", "free_space", "is_store", "is_url", "join", "location", "open_reader",
+           "open_store", "reader_class", "remove", "remove_store", "reopen_writer", "repair_store",
+           "scratch_path", "stored_bytes", "suffix", "suffixes_of", "writer_class"]

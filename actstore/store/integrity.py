@@ -170,21 +170,35 @@ def damaged_rows(store, decode: bool) -> np.ndarray:
     return mask & store.written
 
 
-def rows_to_recompute(path, block_rows: int, decode: bool) -> np.ndarray:
-    """The (N,) mask of written rows a repairing run writes again: every
-    written row of each write block (a shard, else a chunk row) in which
-    :func:`damaged_rows` finds damage, since a block is written whole."""
-    from . import open_store   # the package's entry point; its backends import this module
-    with open_store(path) as store:
-        damaged = damaged_rows(store, decode)
-        blocks = np.unique(np.flatnonzero(damaged) // block_rows)
-        redo = np.isin(np.arange(len(store)) // block_rows, blocks) & store.written
+def rows_of_blocks(written: np.ndarray, layers) -> np.ndarray:
+    """The written rows of the blocks that ``layers`` (``(block rows,
+    missing)`` each, ``missing`` giving those of a list of row blocks that
+    lack a stored object) have lost."""
+    lost = np.zeros(len(written), dtype=bool)
+    for step, missing in layers:
+        for block in missing(np.unique(np.flatnonzero(written) // step).tolist()):
+            lost[block * step:(block + 1) * step] = True
+    return lost & written
+
+
+def rows_to_recompute(writer, path, block_rows: int, decode: bool) -> np.ndarray:
+    """The (N,) mask of written rows a resumed run writes again: every
+    written row of each write block (a shard, else a chunk row) in which a
+    stored object is gone (the writer's own listing) or, with ``decode``,
+    a chunk fails to decode (every chunk read, as :func:`damaged_rows`),
+    since a block is written whole."""
+    written, damaged = writer.written(), writer.lost_rows()
+    if decode:
+        from . import open_store   # the package's entry point; its backends import this module
+        with open_store(path) as store:
+            damaged = damaged | damaged_rows(store, decode=True)
+    blocks = np.unique(np.flatnonzero(damaged) // block_rows)
+    redo = np.isin(np.arange(len(written)) // block_rows, blocks) & written
     if redo.any():
         warnings.warn(f"{path}: {int(damaged.sum())} written row(s) have lost or corrupt data; recomputing "
                       f"the {int(redo.sum())} row(s) of their {len(blocks)} block(s)", stacklevel=2)
     return redo
 
-
 __all__ = ["ChecksumError", "corrupt", "damaged_rows", "describe_runs", "first_bad_block", "fletcher32_numpy",
-           "lost", "row_runs", "rows_to_recompute", "scan_layer", "with_crc32c", "with_fletcher32",
+           "lost", "row_runs", "rows_of_blocks", "rows_to_recompute", "scan_layer", "with_crc32c", "with_fletcher32",
            "without_crc32c"]

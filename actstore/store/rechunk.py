@@ -7,7 +7,6 @@ unit) wants unit-major chunks: many images, one channel or a few units.
 """
 from __future__ import annotations
 
-
 import math
 import time
 from dataclasses import dataclass, replace
@@ -15,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import defaults
+from .. import config
 from ..errors import BadOptionError, IncompleteStoreError
-from .base import LayerSpec, Layout, choose_chunks
-from .location import Location, identity, location
-from .provenance import fingerprint_sha256, is_complete, now, skipped_rows
-from .reader import Store
-from .registry import choose_shard_rows, default_compression, store_format
+from .backends.registry import choose_shard_rows, default_compression, detect_format
+from .io.location import Location, identity, location
+from .layout import LayerSpec, Layout, choose_chunks
+from .metadata.provenance import fingerprint_sha256, is_complete, now, skipped_rows
+from .read.store import Store
 from .session import open_session
 
 LAYOUTS = ("unit-major", "image-major")
@@ -50,11 +49,11 @@ class RechunkResult:
 def unit_major_chunks(shape: tuple[int, ...], itemsize: int, rows: int,
                       chunk_channels: int | None = None) -> tuple[int, ...]:
     """Chunks of ``rows`` images and as many channels (units) as fit in
-    ``defaults.CHUNK_BYTES``, at least one: reading one channel then reads
+    ``config.CHUNK_BYTES``, at least one: reading one channel then reads
     ``N / rows`` chunks holding little else, and a linear layer's chunks are
     not a few kilobytes each."""
     rest = math.prod(shape[1:]) * itemsize
-    fit = max(1, defaults.CHUNK_BYTES // max(1, rows * rest))
+    fit = max(1, config.CHUNK_BYTES // max(1, rows * rest))
     first = max(1, min(shape[0], chunk_channels or fit))
     return (rows, first, *shape[1:])
 
@@ -80,9 +79,9 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         layout: ``unit-major`` (many images, one channel or a few units per
             chunk) or ``image-major`` (what ``extract`` writes).
         chunk_images: rows per chunk [unit-major: as many as ``max_memory``
-            allows; image-major: ``defaults.CHUNK_IMAGES``].
+            allows; image-major: ``config.CHUNK_IMAGES``].
         chunk_channels: channels (units) per chunk [default: from
-            ``defaults.CHUNK_BYTES``].
+            ``config.CHUNK_BYTES``].
         shard_rows: rows per Zarr shard, a multiple of the chunk rows; 0
             writes one file per chunk [default: as ``extract`` chooses,
             within ``max_memory``].
@@ -107,9 +106,9 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
     for option, value in (("--chunk-images", chunk_images), ("--chunk-channels", chunk_channels)):
         if value is not None and value < 1:
             raise BadOptionError(f"{option} must be at least 1, got {value}")
-    from . import open_store   # the package's entry point, defined after this module's siblings
+    from . import open_store  # the package's entry point, defined after this module's siblings
     src, out = location(src), location(out)   # local paths or URLs (s3://...)
-    file_format = store_format(out, file_format, "rechunk")
+    file_format = detect_format(out, file_format)
     with open_store(src) as store:
         if not is_complete(store.written, store.skipped):
             raise IncompleteStoreError(f"{src} is not complete ({len(store.written_rows)}/{len(store)} "
@@ -129,7 +128,8 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         unit = shard or rows
         block = min(unit * max(1, fit_rows // unit), max(unit, n_rows))
         new_layout = Layout(n_rows=n_rows, layers=new_specs, chunk_images=rows, shard_rows=shard,
-                            compression=store.attrs.get("compression", default_compression(out, file_format, resume=False)),
+                            compression=store.attrs.get("compression",
+                                                        default_compression(out, file_format, resume=False)),
                             compression_level=store.attrs.get("compression_level"))
         attrs = _attrs(store, new_specs, rows, src, keep if drop_skipped else None)
         with open_session(out, file_format, new_layout, store.file_names[keep], store.targets[keep], store.classes,
@@ -167,7 +167,7 @@ def _chunk_rows(store: Store, layout: str, chunk_images: int | None, max_memory:
         rows = chunk_images or max(1, min(len(store), fit_rows))
         rows = rows - rows % source_rows if not chunk_images and rows > source_rows else rows
     else:
-        rows = chunk_images or defaults.CHUNK_IMAGES
+        rows = chunk_images or config.CHUNK_IMAGES
     if fit_rows < rows:
         raise BadOptionError(f"--max-memory-mb {max_memory / 2**20:,.0f} holds {fit_rows} rows of every "
                              f"layer, fewer than one chunk of {rows} rows: raise it or lower --chunk-images")

@@ -1,0 +1,380 @@
+"""HDF5 backend: one file, chunked datasets, the same layout as Zarr.
+
+The file is written in SWMR mode (single writer, multiple readers): readers
+may open it while rows are being added and see a consistent file, and a
+writer killed at any moment leaves a file whose flushed rows are intact. The
+only damage a kill leaves is the superblock's "open for write" flag, which
+:func:`_open_rw` clears on resume (what ``h5clear -s`` does) once the writer
+lock (:mod:`.lock`) proves the writer that set it is dead. Rows are marked
+in ``written`` only after the data is flushed. The file is built under a
+temporary name and renamed into place once it is complete and in SWMR mode.
+
+What other readers see: the file format of HDF5 1.10 (:data:`LIBVER`, the
+oldest that has SWMR), so HDF5 1.10 and 1.14 (MATLAB, R, Julia, h5dump,
+netCDF-C) open it; netCDF dimension scales (``image`` at the root, shared by
+the row arrays and every layer; ``<layer>:channel`` and the like next to the
+layers), so xarray and ``ncdump`` name every axis; NaN in float rows never
+written. The default codec, gzip (deflate with shuffle), is built into every
+HDF5. Blosc (``--compression zstd|lz4``) is an HDF5 filter plugin:
+``import hdf5plugin`` makes it readable from h5py, and
+``HDF5_PLUGIN_PATH=$(python -c 'import hdf5plugin; print(hdf5plugin.PLUGIN_PATH)')``
+from h5dump, MATLAB, R and other HDF5 tools.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filter with HDF5, for reading)
+import numpy as np
+
+from ...errors import OutOfSpaceError, is_disk_full
+from ..codecs import BLOSC, ChunkCompressor, CodecSpec, whole_chunks
+from ..integrity import corrupt, first_bad_block, rows_of_blocks
+from ..io.location import Location, free_space, is_url
+from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
+from ..metadata.attributes import NULLABLE, decode, encode
+from .base import StoreReader, StoreWriter
+from .hdf5_files import LIBVER, open_for_write, open_rw, while_locked
+
+DIMENSION_SCALE_ATTRS = ("DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME")   # HDF5's own, not ours
+# What netCDF writes into a dimension scale that is only a dimension (no coordinate values).
+NOT_A_VARIABLE = "This is a netCDF dimension but not a netCDF variable."
+# The first bytes of every HDF5 file.
+SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Chunk cache per open dataset when reading: several of the largest chunks
+# (config.CHUNK_BYTES), so row-by-row reads decompress each chunk once.
+CHUNK_CACHE_BYTES = 64 * 2**20
+
+
+def _set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+    values, removed = encode(attrs, node.attrs)
+    for key in removed:
+        if key in node.attrs:
+            del node.attrs[key]
+    for key, value in values.items():
+        if isinstance(value, list) and isinstance(value[0], str):
+            value = np.asarray(value, dtype=h5py.string_dtype())
+        node.attrs[key] = value
+
+
+def _get_attrs(node: h5py.HLObject, nullable: tuple[str, ...] = ()) -> dict[str, Any]:
+    return decode({k: v for k, v in node.attrs.items() if k not in DIMENSION_SCALE_ATTRS}, nullable)
+
+
+def _dimension(group: h5py.Group, name: str, size: int) -> h5py.Dataset:
+    """A netCDF dimension: a dimension scale that holds no values (no storage)."""
+    scale = group.create_dataset(name, shape=(size,), dtype=">f4")
+    scale.make_scale(f"{NOT_A_VARIABLE}{size:10d}")
+    return scale
+
+
+def _attach(dset: h5py.Dataset, *scales: h5py.Dataset) -> None:
+    for axis, scale in enumerate(scales):
+        dset.dims[axis].attach_scale(scale)
+
+
+def _is_layer(dset: h5py.Dataset) -> bool:
+    return not h5py.h5ds.is_scale(dset.id)
+
+
+def _layers(group: h5py.Group) -> dict[str, h5py.Dataset]:
+    """The layers of ``activations/``, without the dimension scales beside them."""
+    return {name: dset for name, dset in group.items() if _is_layer(dset)}
+
+
+def _chunk_encoder(dset: h5py.Dataset):
+    """Compresses one chunk into what a dataset's HDF5 filters decode, or None
+    for a pipeline actstore does not write (h5py then writes it as usual).
+
+    h5py runs every call behind one lock, so HDF5's own filters compress on one
+    core. Compressing whole chunks on the codec's thread pool and handing HDF5
+    the finished bytes with ``write_direct_chunk`` uses every core.
+    """
+    spec = CodecSpec.from_hdf5(dset._filters)
+    return spec.encoder("hdf5") if spec else None
+
+
+class Hdf5Writer(StoreWriter):
+    format_name = "hdf5"
+    # deflate (gzip) with byte shuffle: the one codec every HDF5 build decodes
+    # without plugins (MATLAB, R, Julia, h5dump, netCDF-C); Blosc there needs
+    # the hdf5plugin filters, so it is for --compression zstd/lz4 only.
+    default_compression = "gzip"
+    suffixes = (".h5", ".hdf5")
+    supports_concurrent_writers = False
+
+    @classmethod
+    def matches(cls, path: Location) -> bool:
+        if is_url(path) or not Path(path).is_file():
+            return False
+        with Path(path).open("rb") as handle:
+            if handle.read(8) != SIGNATURE:
+                return False
+        try:   # read-only, SWMR where a writer has it open: the format attribute, nothing else
+            try:
+                file = h5py.File(path, "r", swmr=True)
+            except OSError:
+                file = h5py.File(path, "r")
+        except (OSError, RuntimeError):   # HDF5 refuses a file that only starts like one
+            return False
+        with file:
+            value = file.attrs.get("format")
+        return (value.decode() if isinstance(value, bytes) else value) == FORMAT_NAME
+
+    def __init__(self, path: Path, file: h5py.File) -> None:
+        self.path = Path(path)
+        self._compressor = ChunkCompressor()
+        self._attach(file)
+
+    def _attach(self, file: h5py.File) -> None:
+        """Take the handles of an open file (again, after reopening it)."""
+        self._file = file
+        self._layers = _layers(file[ACTIVATIONS])
+        self._written = file["written"]
+        self._encoders = {name: _chunk_encoder(d) for name, d in self._layers.items()}
+
+    @classmethod
+    def create(cls, path: Path, layout: Layout, file_names: Sequence[str], targets: Sequence[int],
+               classes: Sequence[str], attrs: Mapping[str, Any]) -> "Hdf5Writer":
+        if path.exists():
+            raise FileExistsError(f"{path} exists")
+        # HDF5 cannot close a file whose creation ran out of space ("can't
+        # destroy cache") and then crashes the process at exit: refuse first
+        # when what creation writes (names, targets, headers) cannot fit.
+        needed = _creation_bytes(layout, file_names)
+        free = free_space(path)
+        if free < needed:
+            raise OutOfSpaceError(f"out of disk space creating {path} ({free:,} bytes free, its row "
+                                  f"metadata needs about {needed:,}): free space and run the same command again")
+        partial = path.with_name(f".{path.name}.creating-{os.getpid()}")
+        try:
+            file = h5py.File(partial, "w", libver=LIBVER)
+            try:
+                n, text = layout.n_rows, h5py.string_dtype("utf-8")
+                image = _dimension(file, "image", n)
+                file.create_dataset("file_names", data=np.asarray(list(file_names), dtype=object), dtype=text)
+                # -1: no class, never a class index (targets are written whole at creation)
+                file.create_dataset("targets", data=np.asarray(targets, dtype=np.int64), fillvalue=-1)
+                file.create_dataset("classes", data=np.asarray(list(classes), dtype=object), dtype=text,
+                                    shape=(len(classes),))
+                _attach(file["classes"], _dimension(file, "class", len(classes)))
+                file.create_dataset("written", shape=(n,), dtype="uint8", chunks=(min(layout.chunk_images, n),),
+                                    fillvalue=0)
+                for name in ("file_names", "targets", "written"):
+                    _attach(file[name], image)
+                acts = file.create_group(ACTIVATIONS)
+                for spec in layout.layers:
+                    # NaN where no row was written: no reader takes it for an activation
+                    dset = acts.create_dataset(spec.module_name, shape=(n, *spec.shape), dtype=spec.dtype,
+                                               chunks=(min(spec.chunks[0], n), *spec.chunks[1:]),
+                                               fillvalue=np.nan, **layout.codec.hdf5_filters())
+                    _set_attrs(dset, spec.attrs())
+                    dims = stored_dim_names(spec.module_name, spec.dims)[1:]
+                    _attach(dset, image, *(_dimension(acts, dim, size) for dim, size in zip(dims, spec.shape)))
+                # created now: SWMR cannot add attributes (claims: one JSON text, see add_claim)
+                _set_attrs(file, {"claims": {}, **attrs})
+                file.flush()
+                file.swmr_mode = True
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    file.close()
+                raise
+        except BaseException as error:   # no half-made file left behind, under any name
+            partial.unlink(missing_ok=True)
+            if isinstance(error, (OSError, RuntimeError)) and is_disk_full(error):
+                raise OutOfSpaceError(f"out of disk space creating {path}: free space and run the same "
+                                      "command again") from error
+            raise
+        os.replace(partial, path)   # a store appears whole or not at all
+        return cls(path, file)
+
+    @classmethod
+    def reopen(cls, path: Path) -> "Hdf5Writer":
+        return cls(path, open_rw(path))
+
+    def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        stop = start + len(next(iter(arrays.values())))
+        for name, data in arrays.items():
+            dset, encode = self._layers[name], self._encoders[name]
+            if encode and whole_chunks(start, stop, dset.chunks[0], dset.shape[0]):
+                for index, payload in self._compressor.encode_block(
+                        np.asarray(data, dtype=dset.dtype), start, dset.chunks, encode):
+                    dset.id.write_direct_chunk(tuple(i * c for i, c in zip(index, dset.chunks)), payload)
+            else:   # a block that ends inside a chunk (an interrupted run's last rows)
+                dset[start:stop] = data
+        # One flush a block: it makes this block's data durable, and the marks
+        # of the block before (set after that block's flush) durable with it.
+        self._file.flush()
+        self._written[start:stop] = 1
+
+    def written(self) -> np.ndarray:
+        return self._written[:].astype(bool)
+
+    def lost_rows(self) -> np.ndarray:
+        return rows_of_blocks(self.written(), [(d.chunks[0], lambda blocks, d=d: _missing_chunks(d, blocks))
+                                               for d in self._layers.values()])
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        # SWMR lets us change attributes that exist (status, completed), not add
+        # new ones; for those, leave SWMR mode for a moment.
+        try:
+            _set_attrs(self._file, attrs)
+            self._file.flush()
+            return
+        except (OSError, RuntimeError, KeyError):
+            pass
+        self._file.close()
+        with while_locked(self.path, lambda: h5py.File(self.path, "r+", libver=LIBVER)) as file:
+            _set_attrs(file, attrs)
+        self._attach(open_rw(self.path))
+
+    def root_attrs(self) -> dict[str, Any]:
+        return _get_attrs(self._file, NULLABLE)
+
+    def claims(self) -> dict[str, dict[str, Any]]:
+        return dict(_get_attrs(self._file).get("claims") or {})
+
+    def add_claim(self, name: str, attrs: Mapping[str, Any]) -> None:
+        # One writer at a time (no --shard with HDF5), so an attribute will do.
+        self.update_attrs({"claims": {**self.claims(), name: dict(attrs)}})
+
+    def remove_claim(self, name: str) -> None:
+        self.update_attrs({"claims": {k: v for k, v in self.claims().items() if k != name}})
+
+    def close(self) -> None:
+        self._compressor.close()
+        if self._file.id.valid:
+            self._file.flush()
+            self._file.close()
+
+    @classmethod
+    def repair(cls, path: Path) -> list[str]:
+        if not open_for_write(path):
+            return []
+        # Opening for writing clears the flag (and waits for, or names, a
+        # process that still has the file open); closing leaves it clear.
+        open_rw(path).close()
+        return [f"cleared the 'open for write' flag of {path} (as h5clear -s); no data changed"]
+
+
+class Hdf5Reader(StoreReader):
+    format_name = "hdf5"
+
+    def __init__(self, path: Path | str) -> None:
+        # h5py's default 1 MiB chunk cache holds no whole chunk of a big layer,
+        # so reading rows one run at a time would decompress a chunk per row.
+        cache = dict(rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+        try:
+            self._file = h5py.File(path, "r", swmr=True, **cache)
+        except OSError:
+            self._file = h5py.File(path, "r", **cache)
+
+    def root_attrs(self) -> dict[str, Any]:
+        return _get_attrs(self._file, NULLABLE)
+
+    def layer_names(self) -> list[str]:
+        return layer_order(list(_layers(self._file[ACTIVATIONS])), self.root_attrs().get("layers"))
+
+    def layer_attrs(self, name: str) -> dict[str, Any]:
+        return _get_attrs(self._file[ACTIVATIONS][name])
+
+    def array(self, name: str) -> h5py.Dataset:
+        dset = self._file[name]
+        return dset.asstr() if h5py.check_string_dtype(dset.dtype) else dset
+
+    def read(self, name: str, selection: tuple) -> np.ndarray:
+        # h5py takes one index list per read; read contiguous runs of the
+        # first list as slices and let h5py handle the rest.
+        first, rest = selection[0], selection[1:]
+        if isinstance(first, np.ndarray):
+            if first.size == 0:
+                shape = np.empty(self._file[name].shape)[(slice(0, 0),) + rest].shape
+                return np.empty(shape, dtype=self._file[name].dtype)
+            breaks = np.flatnonzero(np.diff(first) != 1) + 1
+            runs = np.split(first, breaks)
+            return np.concatenate([self._read(name, (slice(int(r[0]), int(r[-1]) + 1),) + rest) for r in runs])
+        return self._read(name, selection)
+
+    def _read(self, name: str, selection: tuple) -> np.ndarray:
+        dset = self.array(name)
+        try:
+            return _read_h5(dset, selection)
+        except OSError as error:   # a Fletcher-32 or Adler-32 mismatch, a codec refusing damaged bytes
+            rows = np.atleast_1d(np.arange(dset.shape[0])[selection[0]])
+            found = first_bad_block(lambda part: _read_h5(dset, (slice(int(part[0]), int(part[-1]) + 1),
+                                                                *selection[1:])), rows, dset.chunks[0])
+            if found is None:
+                raise
+            raise corrupt(name.rsplit("/", 1)[-1], found[0], f"file {self._file.filename}", found[1]) from error
+
+    def chunk_stats(self, name: str) -> tuple[int, int]:
+        dset = self._file[name]
+        if dset.chunks is None:
+            return int(dset.id.get_storage_size()), 1
+        return int(dset.id.get_storage_size()), int(dset.id.get_num_chunks())
+
+    def block_rows(self, name: str) -> int:
+        dset = self._file[name]
+        return int(dset.chunks[0]) if dset.chunks else int(dset.shape[0])
+
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> dict[int, list[str]]:
+        return _missing_chunks(self._file[name], row_blocks)
+
+    def notes(self) -> list[str]:
+        notes = []
+        specs = [CodecSpec.from_hdf5(d._filters) for d in _layers(self._file[ACTIVATIONS]).values()]
+        codecs = set(BLOSC) & {spec.name for spec in specs if spec}
+        if codecs:
+            notes.append(f"its layers use Blosc {'/'.join(sorted(codecs))}, an HDF5 filter plugin: h5py reads them "
+                         "after `import hdf5plugin`; h5dump, MATLAB, R and Julia after `export HDF5_PLUGIN_PATH="
+                         "$(python -c 'import hdf5plugin; print(hdf5plugin.PLUGIN_PATH)')`")
+        if open_for_write(self._file.filename):
+            notes.append("the file is marked open for write: readers other than SWMR ones (h5dump, MATLAB, "
+                         "plain h5py) refuse it; if no extract is writing it, `actstore verify --repair` "
+                         "clears the mark (as h5clear -s)")
+        return notes
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+
+def _missing_chunks(dset: h5py.Dataset, row_blocks: Sequence[int]) -> dict[int, list[str]]:
+    """Those of ``row_blocks`` (chunk rows) with a chunk never stored, each with the chunks, for messages."""
+    if dset.chunks is None:
+        return {}
+    stored = {tuple(dset.id.get_chunk_info(i).chunk_offset) for i in range(dset.id.get_num_chunks())}
+    across = list(itertools.product(*(range(0, s, c) for s, c in zip(dset.shape[1:], dset.chunks[1:]))))
+    rows = dset.chunks[0]
+    gone = {int(b): [f"{dset.file.filename} chunk {(int(b) * rows, *rest)}" for rest in across
+                     if (int(b) * rows, *rest) not in stored] for b in row_blocks}
+    return {block: chunks for block, chunks in gone.items() if chunks}
+
+
+def _read_h5(dset, selection: tuple) -> np.ndarray:
+    arrays = [i for i, s in enumerate(selection) if isinstance(s, np.ndarray)]
+    if len(arrays) <= 1:
+        return np.asarray(dset[tuple(s.tolist() if isinstance(s, np.ndarray) else s for s in selection)])
+    # More than one list: read the first as a selection, then index the rest in memory.
+    head = tuple(s if i == arrays[0] or not isinstance(s, np.ndarray) else slice(None)
+                 for i, s in enumerate(selection))
+    block = _read_h5(dset, head)
+    squeeze = [i for i, s in enumerate(selection) if isinstance(s, (int, np.integer))]
+    out_axes = [i for i in range(len(selection)) if i not in squeeze]
+    for axis_in, s in enumerate(selection):
+        if isinstance(s, np.ndarray) and axis_in != arrays[0]:
+            block = np.take(block, s, axis=out_axes.index(axis_in))
+    return block
+
+
+def _creation_bytes(layout: Layout, file_names: Sequence[str]) -> int:
+    """A generous bound on what creating a store writes before any row: the
+    file names (a global heap entry each), targets, the ``written`` marks and
+    the object headers, twice over."""
+    names = sum(len(name.encode()) + 32 for name in file_names)
+    return 2 * (64 * 1024 + names + 9 * layout.n_rows + 16 * 1024 * len(layout.layers))
