@@ -46,7 +46,7 @@ import torch
 from _common import SCRATCH, dir_bytes, machine, make_images, median, remove, spread, table
 
 from actstore import Extractor, load_model
-from actstore.config import BLOSC_BLOCK_BYTES
+from actstore.store.codecs import BLOSC_BLOCK_BYTES
 from actstore.images import ImageSet
 from actstore.store import COMPRESSIONS, LayerSpec, Layout, choose_chunks, create_writer, writer_class
 
@@ -267,9 +267,38 @@ def checksum_cost(acts: dict[str, np.ndarray], out_dir, repeats: int) -> None:
         rows.append([file_format, codec, "crc32c" if file_format == "zarr" else "fletcher32",
                      f"{raw / off / 1e6:,.0f}", f"{raw / on / 1e6:,.0f}", f"{100 * (on / off - 1):+.1f}%",
                      f"{spread(seconds[(file_format, codec, False)])} / {spread(seconds[(file_format, codec, True)])}"])
-    print(f"chunk checksums: {len(acts)} layers, {raw / 1e6:,.0f} MB raw, median of {repeats}\n")
+    print(f"chunk checksums: {len(acts)} layers, {raw / 1e6:,.0f} MB raw, whole writes until the writer "
+          f"returns, median of {repeats}\n")
     print(table(rows, ["format", "codec", "checksum", "MB/s without", "MB/s with", "write time",
                        "spread without / with"]))
+    print("\nthe same chunks encoded on one thread (what the checksum adds to the codec's CPU time; "
+          "best of 15):\n")
+    print(table(encode_cost(acts, variants), ["format", "codec", "MB/s without", "MB/s with", "encode time"]))
+
+
+def encode_cost(acts: dict[str, np.ndarray], variants: list[tuple[str, str]]) -> list[list]:
+    """Chunks of every layer (up to 32 MB) encoded with and without the
+    checksum, one thread, alternately, best of 15: the checksum's CPU cost,
+    apart from the disk."""
+    from actstore.store.codecs import CodecSpec
+    chunks = [np.ascontiguousarray(data[start:start + 16, :choose_chunks(data.shape[1:], 4, 16)[1]])
+              for data in acts.values() for start in range(0, min(len(data), 128), 16)]
+    while sum(c.nbytes for c in chunks) > 32e6:
+        chunks = chunks[::2]
+    raw = sum(c.nbytes for c in chunks)
+    rows = []
+    for file_format, codec in variants:
+        encoders = {checksum: CodecSpec(codec, checksum=checksum).encoder(file_format) for checksum in (True, False)}
+        best = {True: float("inf"), False: float("inf")}
+        for _ in range(15):
+            for checksum, encode in encoders.items():
+                started = time.perf_counter()
+                for chunk in chunks:
+                    encode(chunk)
+                best[checksum] = min(best[checksum], time.perf_counter() - started)
+        rows.append([file_format, codec, f"{raw / best[False] / 1e6:,.0f}", f"{raw / best[True] / 1e6:,.0f}",
+                     f"{100 * (best[True] / best[False] - 1):+.1f}%"])
+    return rows
 
 
 HEADER = ["layer", "type", "rows x shape", "zeros", "format", "codec", "MB/s page cache", "vs np.save",
