@@ -15,18 +15,12 @@ CHUNK_IMAGES = 16
 # 4096 rows: ImageNet's 1.28M images are 313 shards per layer (256x fewer
 # files than 16-row chunks); THINGS' 26,107 are 7, so up to 7 --shard
 # processes still each get rows; a killed run recomputes at most 4096 images
-# per process. Shard rows are also what a --shard process range, the row
-# buffer and resume align to. See docs/performance.md, "Sharded Zarr at ImageNet scale".
+# per process. Every layer gets these rows, whatever its width: a shard is
+# written as a stream (its chunks appended as their rows arrive, the index
+# last), so it never has to fit in memory. Shard rows are what a --shard
+# process range, resume and rechunk align to; the row buffer aligns to chunk
+# rows. See docs/performance.md, "Sharded Zarr at ImageNet scale".
 SHARD_ROWS = 4096
-# The row buffer gathers one shard of every layer before writing it: shard
-# rows shrink (to whole chunks, at least one) until that buffer fits this
-# many raw bytes, so memory stays bounded for wide conv layers. Writing a
-# shard holds its compressed copy too (about half as much again). 64 MiB
-# keeps extraction's peak memory flat in the image count (tests/test_memory.py;
-# at 128 MiB a 3.2 MB/image layer's peak varied by +-100 MB from run to run)
-# while a ResNet-50 layer4 shard still holds 656 rows (64 MB); layers of a
-# few KB per image reach SHARD_ROWS long before.
-SHARD_BUFFER_BYTES = 64 * 2**20
 
 # Upper bound on one chunk's raw size. Conv layers whose CHUNK_IMAGES rows
 # exceed it are also split along channels (units), so that reading one channel

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import math
+import multiprocessing
+import os
 import re
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,10 +23,21 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from . import config
 from .errors import BadImagesError, BadOptionError
+from .image_headers import sound_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 DEFAULT_THINGS_TSV = Path("data/things_concept.tsv")
+# ImageSet.check: files per task of its process pool, which starts only for
+# more than two such blocks: a spawned process costs 0.5-2 s to start (it
+# imports actstore), a file 15-30 us to check (benchmarks/bench_setup.py), so
+# processes pay off only for tens of thousands of files (ImageNet's 1.28M:
+# ~30 s on one core). Threads per process, each taking runs of
+# CHECK_THREAD_FILES, so that a network file system's latency overlaps.
+CHECK_BLOCK_FILES = 32768
+CHECK_THREADS = 8
+CHECK_THREAD_FILES = 128
 
 
 def natural_key(name: str) -> tuple:
@@ -128,18 +142,28 @@ class ImageSet:
             return image.convert("RGB") if image.mode not in ("I;16", "I;16B", "I;16L", "I") \
                 else _wide_to_rgb(image)
 
-    def check(self, workers: int = 8) -> list[tuple[int, str]]:
+    def check(self, workers: int | None = None) -> list[tuple[int, str]]:
         """Cheaply find images that would fail or mislead, before any heavy work.
 
         Reads headers (and PNG checksums, and the end of each JPEG) instead of
         decoding: zero-byte files, non-images with an image extension,
-        truncated files, decompression-bomb-sized images.
+        truncated files, decompression-bomb-sized images. Sound JPEGs and
+        PNGs are read without Pillow (:mod:`.image_headers`); a set of more
+        than ``2 * CHECK_BLOCK_FILES`` is checked on ``workers`` processes
+        (default: every usable core), whose start pays off only there.
 
         Returns:
             ``(row, reason)`` for every bad image, in row order.
         """
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            reasons = list(pool.map(lambda row: _problem(self.path(row)), range(len(self))))
+        paths = [str(self.path(row)) for row in range(len(self))]
+        blocks = [paths[i:i + CHECK_BLOCK_FILES] for i in range(0, len(paths), CHECK_BLOCK_FILES)]
+        workers = min(len(blocks), workers or config.usable_cores())
+        if workers > 1 and len(blocks) > 2:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                reasons = [r for block in pool.map(_problems, blocks, itertools.repeat(Image.MAX_IMAGE_PIXELS))
+                           for r in block]
+        else:
+            reasons = _problems(paths, Image.MAX_IMAGE_PIXELS)
         return [(row, reason) for row, reason in enumerate(reasons) if reason]
 
     def without(self, rows: Sequence[int]) -> "ImageSet":
@@ -158,14 +182,33 @@ class ImageSet:
                         fraction=self.fraction, rnd_seed=self.rnd_seed, layout=self.layout)
 
 
-def _problem(path: Path) -> str:
+def _problems(paths: Sequence[str], max_pixels: int | None) -> list[str]:
+    """:func:`_problem` of each path, in runs of ``CHECK_THREAD_FILES`` on
+    threads: a network file system's latency overlaps, and on a local disk
+    they cost little (one task per run, not per file). ``max_pixels`` is the
+    caller's ``Image.MAX_IMAGE_PIXELS``, which a worker process does not share."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    runs = [paths[i:i + CHECK_THREAD_FILES] for i in range(0, len(paths), CHECK_THREAD_FILES)]
+    with ThreadPoolExecutor(max_workers=CHECK_THREADS) as pool:
+        return [reason for run in pool.map(lambda run: list(map(_problem, run)), runs) for reason in run]
+
+
+def _problem(path: str | Path) -> str:
     """Why ``path`` cannot be used as an image, or "" when it can."""
     try:
-        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            size = sound_size(handle)
+            if size is not None and not (Image.MAX_IMAGE_PIXELS and size[0] * size[1] > Image.MAX_IMAGE_PIXELS):
+                return ""
+            if os.fstat(handle.fileno()).st_size == 0:
+                return "empty file (0 bytes)"
     except OSError as error:
         return f"unreadable ({error.strerror})"
-    if size == 0:
-        return "empty file (0 bytes)"
+    return _pillow_problem(Path(path))
+
+
+def _pillow_problem(path: Path) -> str:
+    """What Pillow finds wrong with a non-empty file, or ""."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -117,11 +117,14 @@ def codec_settings(name: str, data: np.ndarray) -> list[list]:
     one thread (the other core runs the model): compression and decompression
     MB/s and the ratio. Blosc: "auto" blocks are Blosc's own choice (tens of
     KiB); "chunk" makes each chunk one block (actstore's default for Zarr).
-    Deflate: HDF5's shuffle + deflate pipeline at each level (the HDF5
-    default's level is chosen from these rows)."""
+    Deflate: HDF5's shuffle + deflate pipeline at each level, by the
+    implementation actstore uses (``actstore.store.deflate``: ISA-L for
+    levels 1-3 where installed; benchmarks/bench_codecs.py compares them)."""
     import zlib
 
     from numcodecs import Blosc, Shuffle
+
+    from actstore.store import deflate
     chunks = choose_chunks(data.shape[1:], 4, 16)
     pieces = [np.ascontiguousarray(data[i:i + 16, :chunks[1]]) for i in range(0, 64, 16)]
     raw = sum(p.nbytes for p in pieces)
@@ -149,18 +152,19 @@ def codec_settings(name: str, data: np.ndarray) -> list[list]:
                      f"{raw / sum(len(b) for b in encoded):.2f}"])
     for level in (1, 2, 4, 6):
         shuffle = Shuffle(elementsize=4)
-        encoded = [zlib.compress(bytes(shuffle.encode(p)), level) for p in pieces]
+        encoded = [deflate.zlib_stream(shuffle.encode(p), level) for p in pieces]
         encode = decode = float("inf")
         for _ in range(3):
             started = time.perf_counter()
             for piece in pieces:
-                zlib.compress(bytes(shuffle.encode(piece)), level)
+                deflate.zlib_stream(shuffle.encode(piece), level)
             encode = min(encode, time.perf_counter() - started)
             started = time.perf_counter()
             for blob in encoded:
                 shuffle.decode(zlib.decompress(blob))
             decode = min(decode, time.perf_counter() - started)
-        rows.append([name, f"shuffle + deflate {level} (HDF5 gzip)", f"{raw / encode / 1e6:,.0f}",
+        impl = deflate.IMPLEMENTATION if level in deflate.ISAL_LEVELS else "zlib"
+        rows.append([name, f"shuffle + deflate {level} (HDF5 gzip, {impl})", f"{raw / encode / 1e6:,.0f}",
                      f"{raw / decode / 1e6:,.0f}", f"{raw / sum(len(b) for b in encoded):.2f}"])
     return rows
 
@@ -215,7 +219,8 @@ def main() -> None:
                          f"{on_disk:,.0f}", f"{on_disk / npy_disk:.2f}",
                          f"{spread(times[variant])} / {spread(disk[variant])}",
                          f"{data.nbytes / sizes[variant]:.2f}"])
-            if variant[1] == writer_class(variant[0]).default_compression and MODULES[name] == "ReLU":
+            if variant[0] in FORMATS and variant[1] == writer_class(variant[0]).default_compression \
+                    and MODULES[name] == "ReLU":
                 ratio = data.nbytes / sizes[variant]
                 verdicts.append(
                     f"{name} {variant[0]} {variant[1]}: raw/stored {ratio:.2f}; "

@@ -14,6 +14,7 @@ import dataclasses
 import sys
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..errors import Interrupted
 from ..store.integrity import rows_to_recompute
+from .limits import jpeg_share, limit_hint
 from .loader import scan_images
 from .loop import run_batches
 from .options import ExtractOptions, resolve_device
@@ -119,6 +121,12 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
             result.rows_written, result.resumed = int(session.written().sum()), session.resumed
             result.rows_skipped = int(session.skipped().sum())
     result.seconds = time.perf_counter() - started
+    hint = None if options.quiet else limit_hint(
+        result.stages, device_type=options.torch_device.type, decoder=options.decoder,
+        jpeg_share=jpeg_share(images.file_names), num_workers=options.num_workers,
+        compression=layout.compression, dtype=options.dtype)
+    if hint:
+        warnings.warn(hint, stacklevel=2)
     return result
 
 

@@ -19,50 +19,60 @@ from .buffers import HostBatch
 
 class RowBuffer:
     """Gathers batches into blocks that end on multiples of ``block_rows``
-    (``Layout.block_rows``: a Zarr shard's rows, else a chunk's), so every
-    write fills whole shards or chunks (no read-modify-write, none shared
-    between processes). It holds at most one block of every layer, plus a batch."""
+    (a writer's ``stream_rows``: a chunk's rows where it streams shards,
+    else ``Layout.block_rows``), so every write fills whole chunks or shards
+    (no read-modify-write, none shared between processes).
+
+    It holds fewer than ``block_rows`` rows of every layer between batches:
+    a batch's aligned rows are written straight from it, and only the rows
+    that complete a held block, or are held for the next one, are copied.
+    """
 
     def __init__(self, block_rows: int, n_rows: int) -> None:
         self.chunk, self.n_rows = block_rows, n_rows
-        self.start: int | None = None
-        self.parts: list[dict[str, np.ndarray]] = []
-        self.length = 0
+        self.start: int | None = None                 # the first row held
+        self.held: dict[str, np.ndarray] = {}
+
+    @property
+    def length(self) -> int:
+        return len(next(iter(self.held.values()))) if self.held else 0
 
     def add(self, rows: np.ndarray, arrays: Mapping[str, np.ndarray]):
         for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1):
             if not len(run):
                 continue
             first = int(rows[run[0]])
-            if self.start is not None and first != self.start + self.length:
+            part = {k: v[run[0]:run[-1] + 1] for k, v in arrays.items()}
+            if self.held and first != self.start + self.length:
                 yield from self.flush()
-            if self.start is None:
-                self.start = first
-            self.parts.append({k: v[run[0]:run[-1] + 1] for k, v in arrays.items()})
-            self.length += len(run)
-            end = self.start + self.length
-            aligned = end if end == self.n_rows else end - end % self.chunk
-            if aligned > self.start:
-                yield from self._emit(aligned - self.start)
+            if self.held:   # complete the held block: a copy of fewer than block_rows rows
+                end = min(self.n_rows, (self.start // self.chunk + 1) * self.chunk)
+                need = end - first
+                joined = {k: np.concatenate([self.held[k], v[:need]]) for k, v in part.items()}
+                if len(run) < need:
+                    self.held = joined
+                    continue
+                self.held = {}
+                yield self.start, joined
+                part, first = {k: v[need:] for k, v in part.items()}, end
+            count = len(next(iter(part.values())))
+            stop = first + count
+            aligned = stop if stop == self.n_rows else stop - stop % self.chunk
+            if aligned > first:
+                yield first, {k: v[:aligned - first] for k, v in part.items()}
+            if stop > max(aligned, first):
+                self.start = max(aligned, first)
+                self.held = {k: v[self.start - first:] for k, v in part.items()}
 
     def flush(self):
-        if self.length:
-            yield from self._emit(self.length)
+        if self.held:
+            held, self.held = self.held, {}
+            yield self.start, held
 
     def own(self) -> None:
         """Copy the rows held back for the next block out of the arrays they
         came from, so those can be reused."""
-        self.parts = [{k: v if v.base is None else v.copy() for k, v in part.items()}
-                      for part in self.parts]
-
-    def _emit(self, count: int):
-        block = self.parts[0] if len(self.parts) == 1 else \
-            {k: np.concatenate([p[k] for p in self.parts]) for k in self.parts[0]}
-        yield self.start, {k: v[:count] for k, v in block.items()}
-        rest = self.length - count
-        self.parts = [{k: v[count:] for k, v in block.items()}] if rest else []
-        self.start = self.start + count if rest else None
-        self.length = rest
+        self.held = {k: v if v.base is None else v.copy() for k, v in self.held.items()}
 
 
 class BackgroundWriter:
@@ -70,7 +80,7 @@ class BackgroundWriter:
 
     def __init__(self, writer: StoreWriter, block_rows: int, n_rows: int, progress) -> None:
         self.writer, self.progress = writer, progress
-        self.buffer = RowBuffer(block_rows, n_rows)
+        self.buffer = RowBuffer(writer.stream_rows or block_rows, n_rows)
         self.queue: queue.Queue = queue.Queue(maxsize=config.WRITE_QUEUE_BATCHES)
         self.error: BaseException | None = None
         self.rows_written = 0

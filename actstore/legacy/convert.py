@@ -336,11 +336,11 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
     attrs = _import_attrs(source, layers, layout, model_name, image_layout, command_line)
     with open_session(out_path, store_format, layout, first.file_names or [""] * n_images, first.targets,
                       classes, attrs, overwrite=overwrite, rerun_complete=False) as session:
-        # Whole shards (or chunks) at a time: at most one shard of every layer
-        # in memory, and no stored block is ever written twice. A resumed
-        # store keeps the unit it was made with.
+        # Whole chunk rows at a time (shards are streamed; else whole chunks):
+        # little in memory, and no stored block is ever written twice. A
+        # resumed store keeps the unit it was made with.
         written, start = session.written(), 0
-        block_rows = session.writer.block_rows or layout.block_rows
+        block_rows = session.writer.stream_rows or session.writer.block_rows or layout.block_rows
         for blocks in itertools.zip_longest(*(layer.blocks(block_rows) for layer in layers)):
             sizes = {len(b) if b is not None else 0 for b in blocks}
             if len(sizes) > 1 or start + max(sizes) > n_images:

@@ -178,6 +178,7 @@ class LegacyFiles:
     # A stopped run keeps nothing: files are written in row order and replaced whole.
     resumable = False
     noun = "files"
+    stream_rows = None   # rows arrive in blocks of whole chunks (StoreWriter.stream_rows)
     # np.savetxt's default "%.18e" and a separator: 25 bytes (slices' "%-7.5f" are narrower
     # unless values reach 1e6): the most one value can take, for the free-space check.
     max_bytes_per_value = 26

@@ -13,22 +13,22 @@ a single lock or a Python-level pipeline that copies every chunk into a fresh
 fill-value array first; at the rate a model produces activations that, not the
 codec, is the limit. Here each chunk is cut from the block, made contiguous,
 padded at the array's edge and compressed in one task on the pool (Blosc and
-zlib release the GIL), and the backends store the finished bytes (HDF5's
+the deflates release the GIL), and the backends store the finished bytes (HDF5's
 ``write_direct_chunk``, a Zarr store's keys).
 """
 from __future__ import annotations
 
 import itertools
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numcodecs
 import numpy as np
 
 from .. import config
 from ..errors import BadOptionError
+from . import deflate
 from .integrity import with_crc32c, with_fletcher32, without_crc32c
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
@@ -37,9 +37,13 @@ BLOSC = ("zstd", "lz4")
 LEVEL_RANGES = {"zstd": (0, 9), "lz4": (0, 9), "gzip": (0, 9)}
 # Each codec's level when --compression-level is not given. zstd 1: on
 # activations 2.3-2.6x faster than level 3 for a ratio only 1-2% lower. lz4 5:
-# its library's usual middle level. gzip 1: shuffle + deflate, one core,
-# 1.25-2x faster than level 4 for a ratio 2-3% lower, 3-7x faster than level 6
-# (benchmarks/bench_writer.py; docs/performance.md, "Writer throughput").
+# its library's usual middle level. gzip 1: levels 1-3 are ISA-L's
+# (store/deflate.py). On AlexNet's activations (shuffle + deflate, one core)
+# ISA-L's level 1 is as fast as its level 0 at a 15-18% better ratio, as fast
+# as or faster than level 2 (1.0-1.4x) at the same ratio, and 1.1-2.7x faster
+# than level 3, which stores no less. Against zlib's level 1 (the default
+# before) it is 7-11x faster and stores 1-4% less on ReLU layers, 2% more on a
+# linear one (benchmarks/bench_codecs.py; docs/performance.md, "Storage at GPU rates").
 DEFAULT_LEVELS = {"zstd": 1, "lz4": 5, "gzip": 1}
 # Blosc block size: a whole chunk (up to this) is one block. On activations
 # that is ~1.5x faster to compress, ~1.7x faster to decompress and a slightly
@@ -169,11 +173,11 @@ class CodecSpec:
 
             def shuffled_deflate(chunk: np.ndarray) -> bytes:   # HDF5's pipeline: shuffle, then deflate
                 shuffled = numcodecs.Shuffle(elementsize=chunk.dtype.itemsize).encode(chunk)
-                return zlib.compress(bytes(shuffled), level)
+                return deflate.zlib_stream(shuffled, level)
             return shuffled_deflate
-        if self.name == "gzip":
-            gzip = numcodecs.GZip(level=self.stored_level)
-            return lambda chunk: bytes(gzip.encode(chunk))
+        if self.name == "gzip":   # a gzip member as numcodecs.GZip writes, by the fastest deflate
+            level = self.stored_level
+            return lambda chunk: deflate.gzip_member(chunk, level)
         return lambda chunk: chunk.tobytes()
 
     def decoder(self, dtype: np.dtype) -> Decode:
@@ -229,18 +233,26 @@ class ChunkCompressor:
         the array's end; chunks at the array's edge are padded with zeros (the
         fill value), as both formats store every chunk whole.
         """
+        done = list(self.iter_block(data, start, chunks, encode, put))
+        return [] if put is not None else done
+
+    def iter_block(self, data: np.ndarray, start: int, chunks: tuple[int, ...], encode: Encode,
+                   put: Put | None = None) -> Iterator[tuple[tuple[int, ...], bytes]]:
+        """:meth:`encode_block` as the chunks finish, in C order of the chunk
+        grid: every chunk is queued on the pool at once, so the caller
+        stores one chunk while the pool still encodes the next ones."""
         if start % chunks[0]:
             raise ValueError(f"block starts at row {start}, inside a chunk of {chunks[0]} rows")
-        ranges = [range(0, n, c) for n, c in zip(data.shape, chunks)]
         first = start // chunks[0]
+        grid = [range(0, n, c) for n, c in zip(data.shape, chunks)]
         tasks = [((first + offsets[0] // chunks[0],) + tuple(o // c for o, c in zip(offsets[1:], chunks[1:])),
                   offsets, data, chunks, encode, put)
-                 for offsets in itertools.product(*ranges)]
+                 for offsets in itertools.product(*grid)]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.threads or config.usable_cores(),
                                             thread_name_prefix="actstore-codec")
-        done = [(task[0], payload) for task, payload in zip(tasks, self._pool.map(_encode_one, tasks))]
-        return [] if put is not None else done
+        for task, payload in zip(tasks, self._pool.map(_encode_one, tasks)):
+            yield task[0], payload
 
     def close(self) -> None:
         if self._pool is not None:

@@ -184,6 +184,35 @@ def test_processes_creating_one_s3_store_at_once_all_join_it(url, s3_env, stagge
         assert store["fc"][:].tolist() == [[1.0] * 8] * 8 + [[2.0] * 8] * 8
 
 
+def test_a_shard_larger_than_an_upload_part_is_streamed_as_one_multipart_upload(url, monkeypatch):
+    from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer
+    from actstore.store.backends import shard_stream
+    monkeypatch.setattr(shard_stream, "UPLOAD_PART_BYTES", 5 * 2**20)     # S3's smallest part
+    parts = []
+    real_open = shard_stream.UploadSink.__init__
+
+    def counting(self, fs, path, index_at_start):
+        real_open(self, fs, path, index_at_start)
+        real_upload = self.file._upload_chunk
+        self.file._upload_chunk = lambda final=False: parts.append(final) or real_upload(final)
+    monkeypatch.setattr(shard_stream.UploadSink, "__init__", counting)
+    values = np.random.default_rng(0).standard_normal((40, 65536), dtype=np.float32)   # ~10 MB, incompressible
+    spec = LayerSpec("fc", (65536,), (65536,), "float32", (4, 16384))
+    writer = create_writer(url, "zarr", Layout(40, (spec,), 4, shard_rows=40), [str(i) for i in range(40)],
+                           [0] * 40, ["a"], {"format": FORMAT_NAME})
+    fs, shard = fsspec.filesystem("s3", use_listings_cache=False), f"{url[5:]}/activations/fc/c/0/0"
+    for start in range(0, 40, 4):
+        writer.write_rows(start, {"fc": values[start:start + 4]})
+        if start == 20:   # parts uploaded, the object not there yet
+            assert parts and not fs.exists(shard) and not writer.written().any()
+    writer.close()
+    assert len(parts) >= 2 and fs.exists(shard)
+    with open_store(url) as store:
+        assert store.written.all() and np.array_equal(store["fc"][:], values)
+    import zarr
+    assert np.array_equal(zarr.open_array(f"{url}/activations/fc", mode="r")[:], values)   # zarr-python too
+
+
 def test_a_store_is_read_lazily_from_s3(url):
     values = write_store(url, "zarr")
     with open_store(url) as store:

@@ -3,22 +3,33 @@ back bit for bit by actstore, zarr-python and tensorstore."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numcodecs
 import numpy as np
 import pytest
 import zarr
+from conftest import reference_activations
 from typer.testing import CliRunner
 
 from actstore import UserError, open_store
 from actstore.cli import app
-from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer
-from actstore.store.backends.zarr_shards import MISSING, choose_shard_rows, read_index
+from actstore.errors import BadOptionError
+from actstore.store import FORMAT_NAME, LayerSpec, Layout, choose_shard_rows, create_writer, reopen_writer
+from actstore.store.backends.zarr_shards import MISSING, read_index
 from actstore.store.rechunk import rechunk
 
 ts = pytest.importorskip("tensorstore")
+try:
+    import zarrita  # an early Zarr v3 implementation, written apart from zarr-python
+except ImportError:
+    zarrita = None
 
+ROOT = Path(__file__).resolve().parents[2]
 LAYERS = ["features.2", "classifier.6"]
 SPECS = (LayerSpec("classifier.4", (12,), (12,), "float32", (4, 12)),
          LayerSpec("features.0", (6, 3, 3), (6, 3, 3), "float32", (4, 2, 3, 3)))
@@ -39,28 +50,37 @@ def write(path: Path, values: dict[str, np.ndarray], blocks, shard_rows: int = 8
     writer.close()
 
 
-def read_everywhere(path: Path, layer: str) -> list[np.ndarray]:
-    """The layer as actstore, zarr-python and tensorstore read it."""
-    with open_store(path) as store:
-        ours = store[layer][:]
-    theirs = zarr.open_array(str(path / "activations" / layer), mode="r")[:]
+def read_everywhere(path: Path, layer: str, written_only: bool = True) -> list[np.ndarray]:
+    """The layer as actstore, zarr-python, tensorstore and (where installed)
+    zarrita read it; ``written_only=False``: every row, as stored (actstore's
+    reader refuses unwritten rows)."""
+    if written_only:
+        with open_store(path) as store:
+            found = [store[layer][:]]
+    else:
+        found = []
+    found.append(zarr.open_array(str(path / "activations" / layer), mode="r")[:])
     spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "activations" / layer)}}
-    return [ours, theirs, ts.open(spec).result().read().result()]
+    found.append(ts.open(spec).result().read().result())
+    if zarrita is not None:
+        found.append(zarrita.Array.open(zarrita.LocalStore(str(path)) / "activations" / layer)[:])
+    return found
 
 
-def test_shard_rows_fill_the_row_buffer_up_to_the_cap():
+def test_every_layer_gets_the_same_shard_rows_whatever_its_width():
     fc = LayerSpec("fc", (512,), (512,), "float32", (16, 512))
     wide = LayerSpec("layer1", (256, 56, 56), (256, 56, 56), "float32", (16, 4, 56, 56))   # 3.2 MB per image
     huge = LayerSpec("huge", (1024, 256, 256), (1024, 256, 256), "float32", (16, 1, 256, 256))
-    assert choose_shard_rows([fc], 1_281_167, 16) == 4096
-    assert choose_shard_rows([fc, wide], 1_281_167, 16) == 16       # 16 x 3.2 MB fits 64 MiB
-    assert choose_shard_rows([huge], 1_281_167, 16) == 16           # never less than one chunk row
-    assert choose_shard_rows([fc], 42, 4) == 44                     # no larger than the store
-    assert choose_shard_rows([fc], 1000, 16, requested=0) == 0
-    assert choose_shard_rows([fc], 1000, 16, requested=64) == 64
-    with pytest.raises(UserError, match=r"--zarr-shard-rows must be 0 \(unsharded\) or a multiple of "
-                                        r"--chunk-images \(16\), got 24"):
-        choose_shard_rows([fc], 1000, 16, requested=24)
+    assert choose_shard_rows("zarr", [fc], 1_281_167, 16) == 4096
+    assert choose_shard_rows("zarr", [fc, wide], 1_281_167, 16) == 4096   # streamed: no memory bound
+    assert choose_shard_rows("zarr", [huge], 1_281_167, 16) == 4096
+    assert choose_shard_rows("zarr", [fc], 1_281_167, 48) == 4080          # whole chunks
+    assert choose_shard_rows("zarr", [fc], 42, 4) == 44                    # no larger than the store
+    assert choose_shard_rows("zarr", [fc], 1000, 16, requested=0) == 0
+    assert choose_shard_rows("zarr", [fc], 1000, 16, requested=64) == 64
+    with pytest.raises(BadOptionError, match=r"--zarr-shard-rows must be 0 \(unsharded\) or a multiple of "
+                                             r"--chunk-images \(16\), got 24"):
+        choose_shard_rows("zarr", [fc], 1000, 16, requested=24)
 
 
 def test_a_sharded_store_reads_the_same_through_actstore_zarr_and_tensorstore(tmp_path):
@@ -114,6 +134,86 @@ def test_a_shard_is_laid_out_as_the_zarr_v3_sharding_spec_says(tmp_path):
         read_index(bytes(corrupt), (2, 3, 1, 1))
 
 
+def open_writer(path: Path, n: int, shard_rows: int = 8, chunk_images: int = 4):
+    return create_writer(path, "zarr", Layout(n_rows=n, layers=SPECS, chunk_images=chunk_images,
+                                              shard_rows=shard_rows),
+                         [f"{i}.png" for i in range(n)], [0] * n, ["a"], {"format": FORMAT_NAME})
+
+
+def rows_of(values: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np.ndarray]:
+    return {k: v[start:stop] for k, v in values.items()}
+
+
+def test_a_shard_is_streamed_and_its_rows_marked_only_once_it_is_in_place(tmp_path):
+    values, path = synthetic(), tmp_path / "s.zarr"
+    shards = path / "activations/features.0/c"
+    writer = open_writer(path, 45)
+    assert writer.stream_rows == 4 and writer.block_rows == 8      # fed chunk rows, shards of 8 rows
+    writer.write_rows(0, rows_of(values, 0, 4))
+    assert not (shards / "0/0/0/0").exists() and len(list(shards.glob("0/0/0/0.*.partial"))) == 1
+    assert not writer.written().any()
+    writer.write_rows(4, rows_of(values, 4, 10))                  # ends shard 0, half a chunk row of shard 1
+    assert (shards / "0/0/0/0").exists() and not list(shards.glob("0/0/0/0.*.partial"))
+    assert writer.written().tolist() == [True] * 8 + [False] * 37
+    writer.write_rows(11, rows_of(values, 11, 12))   # row 10 and rows 12-15 never come (unreadable images)
+    writer.write_rows(16, rows_of(values, 16, 18))   # shard 1 is done; then stopped mid-chunk (Ctrl-C)
+    writer.close()                                   # keeps the rows it was given
+    expected = np.zeros(45, dtype=bool)
+    expected[[*range(10), 11, 16, 17]] = True
+    writer = reopen_writer(path)
+    assert writer.written().tolist() == expected.tolist()
+    writer.write_rows(18, rows_of(values, 18, 45))   # the resume continues shard 2 (rows 16, 17 kept)
+    writer.close()
+    expected[18:] = True
+    for layer, data in values.items():
+        want = data.copy()
+        want[[10, 12, 13, 14, 15]] = np.nan                       # rows never written read the fill value
+        for found in read_everywhere(path, layer, written_only=False):
+            np.testing.assert_array_equal(found, want)
+    with open_store(path) as store:
+        assert store.written.tolist() == expected.tolist()
+        assert store.summary()["layers"]["features.0"]["files"] == 6
+    assert not list(path.rglob("*.partial"))
+
+
+KILLED_MID_SHARD = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    from actstore.store import reopen_writer
+    values = dict(np.load(sys.argv[2]))
+    writer = reopen_writer(sys.argv[1])
+    writer.write_rows(0, {k: v[:8] for k, v in values.items()})      # shard 0 whole
+    writer.write_rows(8, {k: v[8:12] for k, v in values.items()})    # shard 1 half written
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_kill_mid_shard_loses_only_that_shard_and_the_resume_is_bit_identical(tmp_path):
+    values, path = synthetic(), tmp_path / "killed.zarr"
+    np.savez(tmp_path / "values.npz", **values)
+    open_writer(path, 45).close()
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_SHARD, str(path), str(tmp_path / "values.npz")],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert len(list(path.rglob("c/1/0/0/0.*.partial"))) == 1 and not list(path.rglob("c/1/0/0/0"))
+    writer = reopen_writer(path)
+    assert writer.written().tolist() == [True] * 8 + [False] * 37   # the unfinished shard: not written
+    writer.write_rows(8, rows_of(values, 8, 45))                     # the resume starts at its first row
+    writer.close()
+    assert not list(path.rglob("*.partial"))
+    write(tmp_path / "whole.zarr", values, [(0, 45)])
+    for layer, data in values.items():
+        for found in read_everywhere(path, layer):
+            np.testing.assert_array_equal(found, data)
+        shards = sorted((path / "activations" / layer).rglob("c/*/*" if layer == "classifier.4" else "c/*/*/*/*"))
+        for shard in shards:   # the same bytes as a store written in one go
+            assert shard.read_bytes() == (tmp_path / "whole.zarr" / shard.relative_to(path)).read_bytes()
+    with open_store(path) as store:
+        assert store.written.all()
+        assert store.summary()["layers"]["features.0"]["bytes_stored"] == sum(
+            p.stat().st_size for p in (path / "activations/features.0").rglob("*") if p.is_file())
+
+
 @pytest.fixture(scope="module")
 def real(tmp_path_factory, image_dir, weights_file) -> dict[str, Path]:
     from actstore import extract
@@ -127,12 +227,15 @@ def real(tmp_path_factory, image_dir, weights_file) -> dict[str, Path]:
     return {"sharded": root / "sharded.zarr", "small": root / "small-shards.zarr", "chunked": root / "chunked.zarr"}
 
 
-def test_real_images_sharded_equal_unsharded_bit_for_bit_in_every_reader(real):
+def test_real_images_sharded_equal_unsharded_bit_for_bit_in_every_reader(real, image_dir, weights_file):
     for layer in LAYERS:
         expected = read_everywhere(real["chunked"], layer)[0]
         for path in (real["sharded"], real["small"]):
             for found in read_everywhere(path, layer):
                 assert found.dtype == expected.dtype and np.array_equal(found, expected)
+        with open_store(real["sharded"]) as store:   # streamed in chunk rows of 2 from batches of 5
+            forward = reference_activations("alexnet", weights_file("alexnet"), image_dir, store.file_names, layer)
+        np.testing.assert_allclose(expected, forward, rtol=1e-5, atol=1e-5)
     with open_store(real["sharded"]) as store:
         rows = len(store)
         assert store.summary()["layers"]["features.2"]["shards"][0] == rows + rows % 2   # one shard holds them all

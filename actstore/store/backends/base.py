@@ -37,6 +37,10 @@ class StoreWriter(ABC):
     # Rows of one write block of the store as it is on disk (see
     # Layout.block_rows); None: the layout's. A reopened store keeps its own.
     block_rows: int | None = None
+    # Rows that write_rows blocks may be cut to when finer than block_rows: a
+    # writer that streams shards takes whole chunk rows (a shard's rows are
+    # marked written once it is in place). None: whole block_rows blocks.
+    stream_rows: int | None = None
 
     @classmethod
     @abstractmethod

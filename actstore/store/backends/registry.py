@@ -164,10 +164,11 @@ def repair_store(path: str | Path) -> list[str]:
 def choose_shard_rows(file_format: str, specs: Sequence[LayerSpec], n_rows: int, chunk_images: int,
                       requested: int | None = None) -> int:
     """Rows per shard of a new store (``Layout.shard_rows``): 0 for formats
-    without shards; ``requested`` (``--zarr-shard-rows``, 0: unsharded) wins."""
+    without shards; ``requested`` (``--zarr-shard-rows``, 0: unsharded) wins.
+    ``specs`` do not change it: shards are streamed, whatever a layer's width."""
     if not writer_class(file_format).supports_shards:
         if requested:
             usable = " or ".join(name.capitalize() for name in formats_that("supports_shards"))
             raise BadOptionError(f"--zarr-shard-rows applies to {usable} stores, not {file_format}")
         return 0
-    return sharding.choose_shard_rows(specs, n_rows, chunk_images, requested)
+    return sharding.choose_shard_rows(n_rows, chunk_images, requested)

@@ -37,6 +37,7 @@ from ..io.location import STORAGE_OPTIONS, Location, filesystem, is_url, join, l
 from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
 from .base import StoreReader, StoreWriter
+from .shard_stream import ShardRows, ShardStream, open_shard_stream
 from .zarr_shards import ShardFormat, ShardReader, shard_shape
 from ..integrity import rows_of_blocks
 from .zarr_integrity import locate_corruption, missing_objects
@@ -136,6 +137,15 @@ class ZarrWriter(StoreWriter):
         self._shards = {arr.path: ShardFormat.of(arr) for arr in arrays}
         self.block_rows = self._written.chunks[0]
         self._compressor = ChunkCompressor()
+        # Sharded layers are streamed, fed whole chunk rows (shard_stream.py);
+        # zarr writes shards of codecs this writer lacks.
+        sharded = [arr for arr in self._layers.values() if arr.shards is not None]
+        self._stream = None
+        if sharded and all(self._shards[arr.path] for arr in sharded):
+            self.stream_rows = math.gcd(*(arr.chunks[0] for arr in sharded))
+            self._stream = ShardRows(sharded[0].shards[0], self._written.shape[0], self._open_stream,
+                                     marks=lambda first, stop: self._written[first:stop], fallback=self._write_through,
+                                     mark=lambda first, m: self._write(self._written, first, m.astype(np.uint8)))
         self._skipped: list[dict[str, Any]] = []          # this writer's records
         self._skipped_key = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
@@ -208,19 +218,31 @@ class ZarrWriter(StoreWriter):
         return cls(path, group)
 
     def write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Sharded layers: rows are marked written once their shard is in
+        place (when its last row arrives, or on :meth:`close`)."""
+        if self._stream is not None:
+            self._stream.write(start, {name: np.asarray(data, dtype=self._layers[name].dtype)
+                                       for name, data in arrays.items()})
+            return
+        self._write_through(start, arrays)
+
+    def _write_through(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write rows and mark them at once, without streaming shards."""
         stop = start + len(next(iter(arrays.values())))
         for name, data in arrays.items():
             self._write(self._layers[name], start, data)
         self._write(self._written, start, np.ones(stop - start, dtype=np.uint8))
 
     def _write(self, arr: zarr.Array, start: int, data: np.ndarray) -> None:
-        stop, encode, shards = start + len(data), self._encoders[arr.path], self._shards[arr.path]
-        if shards and start % shards.shard_shape[0] == 0:   # whole shards (the last may end early)
-            self._put(arr, shards.encode_block(self._compressor, np.asarray(data, dtype=arr.dtype), start))
-        elif encode and whole_chunks(start, stop, arr.chunks[0], arr.shape[0]):
+        stop, encode = start + len(data), self._encoders[arr.path]
+        if encode and whole_chunks(start, stop, arr.chunks[0], arr.shape[0]):
             self._write_chunks(arr, start, np.asarray(data, dtype=arr.dtype), encode)
-        else:   # a block that ends inside a chunk (an interrupted run's last rows)
+        else:   # a block that ends inside a chunk, or shards of codecs this writer lacks
             arr[start:stop] = data
+
+    def _open_stream(self, name: str, first: int, start: int, marked: np.ndarray) -> ShardStream | None:
+        arr = self._layers[name]
+        return open_shard_stream(arr, self._shards[arr.path], self.path, self._compressor, first, start, marked)
 
     def _write_chunks(self, arr: zarr.Array, start: int, data: np.ndarray, encode: Encode) -> None:
         """Encode a chunk-aligned block on the thread pool and store each chunk
@@ -290,7 +312,11 @@ class ZarrWriter(StoreWriter):
         del self._group[CLAIMS][name]
 
     def close(self) -> None:
-        self._compressor.close()
+        try:
+            if self._stream is not None:   # the open shard's rows are kept
+                self._stream.commit()
+        finally:
+            self._compressor.close()
         if self.written().all():
             self._consolidate()
 

@@ -1,4 +1,4 @@
-"""Zarr v3 shards written whole: many inner chunks in one file or object.
+"""Zarr v3 shards: many inner chunks in one file or object.
 
 A shard (the ``sharding_indexed`` codec) is the inner chunks' encoded bytes
 one after another and an index of ``(offset, nbytes)`` per inner chunk, in C
@@ -10,12 +10,12 @@ Readers (actstore's, zarr-python, tensorstore) read the index and then only
 the inner chunks a selection needs.
 
 zarr-python can write shards, but slowly (it re-encodes a shard per
-partial update). actstore writes a shard once, whole: its rows are gathered
-first (the row buffer holds one shard), the inner chunks are compressed on
-the existing thread pool, and the shard is stored as one file renamed into
-place (old or new, never torn) or one PUT to an object store. Only one
-process ever writes a shard: every split of rows (the row buffer, ``--shard
-I/N`` ranges, resume, rechunk blocks) is aligned to shard rows.
+partial update). actstore writes a shard once, as a stream
+(:mod:`.shard_stream`): inner chunks are compressed on the existing thread
+pool as their rows arrive and appended to a temporary file renamed into
+place with its index (old or new, never torn), or to a multipart upload.
+Only one process ever writes a shard: ``--shard I/N`` ranges, resume and
+rechunk blocks are aligned to shard rows.
 """
 from __future__ import annotations
 
@@ -36,9 +36,8 @@ from zarr.storage import LocalStore
 
 from ... import config
 from ...errors import BadOptionError
-from ..codecs import ChunkCompressor, CodecSpec, Decode, Encode
+from ..codecs import CodecSpec, Decode, Encode
 from ..integrity import corrupt
-from ..layout import LayerSpec
 
 # An inner chunk that is not in the shard: offset and nbytes both this.
 MISSING = 2**64 - 1
@@ -47,29 +46,28 @@ MISSING = 2**64 - 1
 COALESCE_BYTES = 2**20
 
 
-def choose_shard_rows(specs: Sequence[LayerSpec], n_rows: int, chunk_images: int,
-                      requested: int | None = None, buffer_bytes: int = config.SHARD_BUFFER_BYTES,
+def choose_shard_rows(n_rows: int, chunk_images: int, requested: int | None = None,
                       max_rows: int = config.SHARD_ROWS) -> int:
-    """Rows per shard for a store of ``specs``: 0 for unsharded.
+    """Rows per shard of a store: 0 for unsharded.
 
     ``requested`` (``--zarr-shard-rows``) wins when given; it must be 0 or a
-    multiple of ``chunk_images``. Otherwise: at most ``max_rows``, as many
-    whole chunks as fit one row buffer of ``buffer_bytes`` (all layers
-    together), at least one chunk row, and no more than the store needs.
+    multiple of ``chunk_images``. Otherwise: ``max_rows`` rounded down to
+    whole chunks (at least one chunk row), no more than the store needs. The
+    same for every layer, whatever its width: shards are written as streams
+    (:mod:`.shard_stream`), so a shard never has to fit in memory.
 
     Example:
-        >>> spec = LayerSpec("fc", (512,), (512,), "float32", (16, 512))
-        >>> choose_shard_rows([spec], 1_281_167, 16)
+        >>> choose_shard_rows(1_281_167, 16)
         4096
+        >>> choose_shard_rows(42, 4)
+        44
     """
     if requested is not None:
         if requested < 0 or requested % chunk_images:
             raise BadOptionError(f"--zarr-shard-rows must be 0 (unsharded) or a multiple of --chunk-images "
-                            f"({chunk_images}), got {requested}")
+                                 f"({chunk_images}), got {requested}")
         return requested
-    row_bytes = max(1, sum(spec.bytes_per_image for spec in specs))
-    rows = min(max_rows, buffer_bytes // row_bytes)
-    rows = max(chunk_images, rows - rows % chunk_images)
+    rows = max(chunk_images, max_rows - max_rows % chunk_images)
     return min(rows, math.ceil(max(n_rows, 1) / chunk_images) * chunk_images)
 
 
@@ -115,39 +113,10 @@ class ShardFormat:
                    encode=codec.encoder("zarr"), decode=codec.decoder(arr.dtype),
                    index_at_start=sharding.index_location.value == "start", checksum=len(index) == 2)
 
-    def encode_block(self, compressor: ChunkCompressor, data: np.ndarray,
-                     start: int) -> list[tuple[tuple[int, ...], bytes]]:
-        """``(shard grid index, shard bytes)`` for rows ``start..`` of the array.
-
-        ``start`` must be a shard boundary. Every shard but the last is whole;
-        the last holds the inner chunks of the rows given (its last one padded
-        with the fill value, zeros) and marks the rest missing, which readers
-        read as the fill value: a run interrupted mid-shard, or the array's end.
-        """
-        rows = self.shard_shape[0]
-        if start % rows:
-            raise ValueError(f"block starts at row {start}, inside a shard of {rows} rows")
-        per_shard = self.chunks_per_shard
-        by_shard: dict[int, list[tuple[tuple[int, ...], bytes]]] = {}
-        for index, payload in compressor.encode_block(data, start, self.inner_chunks, self.encode):
-            by_shard.setdefault(index[0] // per_shard[0], []).append(
-                ((index[0] % per_shard[0], *index[1:]), payload))
-        return [((shard, *(0,) * (len(per_shard) - 1)), self._assemble(chunks))
-                for shard, chunks in sorted(by_shard.items())]
-
-    def _assemble(self, chunks: list[tuple[tuple[int, ...], bytes]]) -> bytes:
-        chunks.sort()   # C order of the inner grid: a row range is one contiguous byte range
-        index = np.full((*self.chunks_per_shard, 2), MISSING, dtype="<u8")
-        index_size = index.nbytes + (4 if self.checksum else 0)
-        offset = index_size if self.index_at_start else 0
-        for local, payload in chunks:
-            index[local] = (offset, len(payload))
-            offset += len(payload)
-        encoded = index.tobytes()
-        if self.checksum:
-            encoded += np.uint32(google_crc32c.value(encoded)).astype("<u4").tobytes()
-        payloads = b"".join(payload for _, payload in chunks)
-        return encoded + payloads if self.index_at_start else payloads + encoded
+    @property
+    def index_nbytes(self) -> int:
+        """Bytes of the encoded index: 16 per inner chunk, and its CRC32C."""
+        return math.prod(self.chunks_per_shard) * 16 + (4 if self.checksum else 0)
 
 
 def read_index(shard: bytes, chunks_per_shard: Sequence[int], index_at_start: bool = False,

@@ -1,0 +1,233 @@
+"""The writer's ceiling without a model: pre-made activation batches through
+the real write path, per format, codec and codec threads.
+
+What a GPU user can expect of the CPU side per core. Batches of real AlexNet
+activations (random weights, generated photographs: bench_writer's layers,
+1.35 MB per image) go through what ``extract``'s batch loop does with a
+batch after the forward pass: copied into a reused host batch
+(``HostBuffers``), queued to the ``BackgroundWriter``, gathered into blocks
+by its ``RowBuffer`` and written by a real store writer (``create_writer``,
+``limit_codec_threads``). No decoding, no forward pass: the main thread
+feeds as fast as the writer takes. Each configuration is timed until the
+writer is closed (bytes in the page cache, not yet on disk).
+
+Two baselines on the same chunks and the same threads:
+
+- codec alone: the same chunks (the layers' chunk grid, cut beforehand),
+  compressed by the format's chunk encoding on a pool of as many threads,
+  no I/O;
+- uncompressed write: the same batches written with ``ndarray.tofile``,
+  one file per layer, to the same disk (one thread).
+
+GB/s are of raw float32 activations; CPU s/GB are this process's CPU seconds
+(every thread, ``time.process_time``) per GB stored. Interleaved repeats,
+medians.
+
+    python benchmarks/bench_pipeline.py                 # 512 rows (0.7 GB) per run, 2 repeats
+    python benchmarks/bench_pipeline.py --rows 256 --repeats 1
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from _common import SCRATCH, dir_bytes, machine, median, remove, table
+from bench_writer import activations
+
+import numpy as np
+import torch
+
+from actstore import config
+from actstore.extract.buffers import HostBuffers
+from actstore.extract.writer_thread import BackgroundWriter
+from actstore.store import (COMPRESSIONS, CodecSpec, LayerSpec, Layout, choose_chunks, choose_shard_rows,
+                            create_writer)
+from actstore.store import deflate
+
+FORMATS = {"zarr sharded": ("zarr", ".zarr", None), "zarr unsharded": ("zarr", ".zarr", 0),
+           "hdf5": ("hdf5", ".h5", 0)}
+BATCH = config.BATCH_SIZE
+TARGET_RATE, TARGET_CPU = 0.8, 1.2   # targets: vs the codec alone, on the same threads
+
+
+class _NoProgress:
+    def update(self, count: int) -> None:
+        pass
+
+
+def layout_of(acts: dict[str, np.ndarray], rows: int, codec: str, shard_rows: int | None) -> Layout:
+    specs = tuple(LayerSpec(module_name=name, shape=a.shape[1:], native_shape=a.shape[1:], dtype="float32",
+                            chunks=choose_chunks(a.shape[1:], 4, config.CHUNK_IMAGES)) for name, a in acts.items())
+    shards = 0 if shard_rows == 0 else choose_shard_rows("zarr", specs, rows, config.CHUNK_IMAGES)
+    return Layout(n_rows=rows, layers=specs, compression=codec, shard_rows=shards)
+
+
+def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray], threads: int) -> tuple[float, float]:
+    """Wall and CPU seconds to write ``layout.n_rows`` rows, cycling through
+    ``acts``, from the first batch until the writer is closed (the store's
+    creation is a run's setup, not part of it)."""
+    rows = layout.n_rows
+    names = [f"img_{i:06d}.jpg" for i in range(rows)]
+    keep = np.ones(rows, dtype=bool)
+    writer = create_writer(path, file_format, layout, names, [0] * rows, [], {"format": "actstore"})
+    writer.limit_codec_threads(threads)
+    wall, cpu = time.perf_counter(), time.process_time()
+    background = BackgroundWriter(writer, layout.block_rows, rows, _NoProgress())
+    host = HostBuffers(torch.device("cpu"), BATCH, "float32", flatten=False)
+    n = min(len(a) for a in acts.values())   # a multiple of BATCH: every batch is a view
+    for start in range(0, rows, BATCH):
+        batch_rows = np.arange(start, min(rows, start + BATCH))
+        out = host.take()
+        for name, data in acts.items():   # what the forward hook does: the output into host memory
+            out.fill(name, torch.from_numpy(data[start % n:start % n + len(batch_rows)]))
+        background.put(batch_rows, keep[batch_rows], out)
+    background.finish()
+    writer.close()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def chunk_encoder(file_format: str, codec: str, layout: Layout):
+    """The chunk encoding the format's writer applies (``CodecSpec.encoder``:
+    Blosc with the chunk as one block; HDF5 gzip: shuffle + deflate; Zarr
+    gzip: a gzip member; none: the chunk's bytes)."""
+    return CodecSpec(codec, layout.compression_level).encoder(file_format)
+
+
+def codec_alone(encode, chunks: list[np.ndarray], repeat: int, threads: int) -> tuple[float, float, int, int]:
+    """Wall and CPU seconds, stored and raw bytes, to encode ``chunks`` ``repeat`` times on ``threads``."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        stored = sum(len(p) for p in pool.map(encode, chunks * repeat))
+    return time.perf_counter() - wall, time.process_time() - cpu, stored, repeat * sum(c.nbytes for c in chunks)
+
+
+def grid(acts: dict[str, np.ndarray], layout: Layout) -> list[np.ndarray]:
+    """Every whole chunk of the pre-made rows, cut and made contiguous beforehand."""
+    out = []
+    for spec in layout.layers:
+        data = acts[spec.module_name]
+        c = spec.chunks
+        for r in range(0, len(data) - len(data) % c[0], c[0]):
+            for ch in range(0, data.shape[1], c[1]):
+                piece = np.zeros(c, np.float32)
+                part = data[r:r + c[0], ch:ch + c[1]]
+                piece[:, :part.shape[1]] = part
+                out.append(piece)
+    return out
+
+
+def feed_only(acts: dict[str, np.ndarray], rows: int) -> tuple[float, float]:
+    """Wall and CPU seconds of the main thread's part alone: each batch copied
+    into a reused host batch, which is released at once (no writer)."""
+    host = HostBuffers(torch.device("cpu"), BATCH, "float32", flatten=False)
+    n = min(len(a) for a in acts.values())
+    wall, cpu = time.perf_counter(), time.process_time()
+    for start in range(0, rows, BATCH):
+        out = host.take()
+        for name, data in acts.items():
+            out.fill(name, torch.from_numpy(data[start % n:start % n + min(BATCH, rows - start)]))
+        out.release()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def tofile(path, acts: dict[str, np.ndarray], rows: int) -> tuple[float, float]:
+    n = min(len(a) for a in acts.values())
+    path.mkdir(parents=True, exist_ok=True)
+    wall, cpu = time.perf_counter(), time.process_time()
+    handles = {name: open(path / f"{name}.raw", "wb") for name in acts}
+    for start in range(0, rows, BATCH):
+        for name, data in acts.items():
+            data[start % n:start % n + min(BATCH, rows - start)].tofile(handles[name])
+    for handle in handles.values():
+        handle.close()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run(acts, rows: int, repeats: int, thread_counts: list[int]):
+    out = SCRATCH / "pipeline"
+    out.mkdir(parents=True, exist_ok=True)
+    raw = rows * sum(a[0].nbytes for a in acts.values())
+    n = min(len(a) for a in acts.values())
+    results: dict[tuple, list] = {}
+    for _ in range(repeats):
+        path = out / "raw"
+        remove(path)
+        results.setdefault(("tofile",), []).append((*tofile(path, acts, rows), raw))
+        remove(path)
+        results.setdefault(("feed",), []).append((*feed_only(acts, rows), raw))
+        for label, (file_format, suffix, shard_rows) in FORMATS.items():
+            for codec in COMPRESSIONS:
+                layout = layout_of(acts, rows, codec, shard_rows)
+                chunks = grid({k: a[:n] for k, a in acts.items()}, layout)
+                for threads in thread_counts:
+                    path = out / f"store{suffix}"
+                    remove(path)
+                    wall, cpu = pipeline(path, file_format, layout, acts, threads)
+                    results.setdefault((label, codec, threads, "pipeline"), []).append((wall, cpu, dir_bytes(path)))
+                    remove(path)
+                    encode = chunk_encoder(file_format, codec, layout)
+                    results.setdefault((label, codec, threads, "codec"), []).append(
+                        codec_alone(encode, chunks, rows // n, threads))
+    return results, raw
+
+
+def report(results, raw: int, rows: int, thread_counts: list[int]) -> None:
+    """The table, and the targets. The write path's CPU s per stored GB (the
+    process's, less the feed's: the copy into host batches, which a real run
+    makes in its forward hook) split into the codec's own (its baseline), the
+    kernel's write of the stored bytes (tofile's CPU per GB) and the rest:
+    what the write path adds itself (copies, Python, threads, the format)."""
+    tofile_rate = raw / median([w for w, _, _ in results[("tofile",)]]) / 1e9
+    write_cpu = median([c for _, c, _ in results[("tofile",)]]) / (raw / 1e9)
+    feed_cpu = median([c for _, c, _ in results[("feed",)]]) / (raw / 1e9)
+    table_rows, verdicts = [], []
+    for label in FORMATS:
+        for codec in COMPRESSIONS:
+            for threads in thread_counts:
+                pipe, alone = results[(label, codec, threads, "pipeline")], results[(label, codec, threads, "codec")]
+                wall, cpu, stored = (median([r[i] for r in pipe]) for i in range(3))
+                a_wall, a_cpu, a_stored, a_raw = (median([r[i] for r in alone]) for i in range(4))
+                rate, a_rate = raw / wall / 1e9, a_raw / a_wall / 1e9
+                # the write path: everything but the feed (the forward hook's copy in a real run)
+                cpu_gb, a_cpu_gb = (cpu - feed_cpu * raw / 1e9) / (stored / 1e9), a_cpu / (a_stored / 1e9)
+                rest = cpu_gb - a_cpu_gb - write_cpu
+                table_rows.append([label, codec, threads, f"{rate:.2f}", f"{a_rate:.2f}", f"{rate / a_rate:.2f}",
+                                   f"{rate / tofile_rate:.2f}", f"{cpu_gb:.2f}", f"{a_cpu_gb:.2f}",
+                                   f"{cpu_gb / a_cpu_gb:.2f}", f"{write_cpu:.2f} / {rest:.2f}",
+                                   f"{raw / stored:.2f}"])
+                if codec != "none":
+                    ok = rate >= TARGET_RATE * a_rate and cpu_gb <= TARGET_CPU * a_cpu_gb
+                    verdicts.append(f"{label} {codec} {threads} thread(s): {rate / a_rate:.2f}x the codec's GB/s, "
+                                    f"{cpu_gb / a_cpu_gb:.2f}x its CPU s/GB ({'MET' if ok else 'MISSED'})")
+    print(table(table_rows, ["format", "codec", "threads", "GB/s", "codec alone GB/s", "vs codec", "vs tofile",
+                             "write path CPU s/stored GB", "codec alone", "vs codec", "beyond codec: write / rest",
+                             "raw/stored"]))
+    print(f"\nuncompressed ndarray.tofile to the same disk: {tofile_rate:.2f} GB/s, {write_cpu:.2f} CPU s/GB; "
+          f"the feed alone (copies into host batches): {feed_cpu:.2f} CPU s per raw GB")
+    print(f"\ntargets: >= {TARGET_RATE}x the codec alone's GB/s, <= {TARGET_CPU}x its CPU s/GB, same threads:")
+    print("\n".join(verdicts))
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=512, help="rows written per run (a multiple of --images)")
+    parser.add_argument("--images", type=int, default=128, help="pre-made rows (a multiple of 64), cycled")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="*", default=None, help="codec threads [default: 1..cores]")
+    args = parser.parse_args()
+    if args.images % BATCH or args.rows % args.images:
+        parser.error(f"--images must be a multiple of {BATCH} and --rows a multiple of --images")
+    thread_counts = args.threads or list(range(1, config.usable_cores() + 1))
+    acts = {name: np.ascontiguousarray(a[:args.images]) for name, a in activations(args.images).items()}
+    raw = args.rows * sum(a[0].nbytes for a in acts.values())
+    print(f"machine: {machine()}; deflate: {deflate.IMPLEMENTATION}")
+    print(f"{args.rows} rows ({raw / 1e9:.2f} GB raw) per run, batches of {BATCH}, layers "
+          f"{', '.join(f'{k} {a.shape[1:]}' for k, a in acts.items())}; disk {SCRATCH}; "
+          f"{args.repeats} interleaved repeat(s), medians\n")
+    results, raw = run(acts, args.rows, args.repeats, thread_counts)
+    report(results, raw, args.rows, thread_counts)
+    remove(SCRATCH / "pipeline")
+
+
+if __name__ == "__main__":
+    main()
