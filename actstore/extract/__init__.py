@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Interrupted
-from ..store.integrity import rows_to_recompute
+from ..store.integrity import unmark_damaged
 from .limits import jpeg_share, limit_hint
 from .loader import scan_images
 from .loop import run_batches
@@ -111,7 +111,8 @@ def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult
                 claim(session.writer, target.path, options.shard, lo, hi)
             done = session.written() | session.skipped()
             if session.resumed:   # rows whose data is gone (with --repair also those failing their checksum)
-                done &= ~rows_to_recompute(session.writer, target.path, target.block_rows(layout), options.repair)
+                done &= ~unmark_damaged(session.writer, target.path, target.block_rows(layout), (lo, hi),
+                                        decode=options.repair)
             todo = np.flatnonzero(~done[lo:hi]) + lo
             result.stages["setup"] = time.perf_counter() - started
             result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,

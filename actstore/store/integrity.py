@@ -181,12 +181,14 @@ def rows_of_blocks(written: np.ndarray, layers) -> np.ndarray:
     return lost & written
 
 
-def rows_to_recompute(writer, path, block_rows: int, decode: bool) -> np.ndarray:
-    """The (N,) mask of written rows a resumed run writes again: every
-    written row of each write block (a shard, else a chunk row) in which a
-    stored object is gone (the writer's own listing) or, with ``decode``,
-    a chunk fails to decode (every chunk read, as :func:`damaged_rows`),
-    since a block is written whole."""
+def unmark_damaged(writer, path, block_rows: int, rows: tuple[int, int], decode: bool) -> np.ndarray:
+    """Unmark, and return as a mask, the written rows in ``rows`` (this
+    process's ``[lo, hi)``) that a resumed run writes again: every written
+    row of each write block (a shard, else a chunk row) in which a stored
+    object is gone (the writer's own listing) or, with ``decode``, a chunk
+    fails to decode (every chunk read, as :func:`damaged_rows`). A block is
+    written whole; unmarked, it is written afresh (a streamed shard adopts
+    only marked rows), and a run killed before it is done leaves it to the next."""
     written, damaged = writer.written(), writer.lost_rows()
     if decode:
         from . import open_store   # the package's entry point; its backends import this module
@@ -194,11 +196,14 @@ def rows_to_recompute(writer, path, block_rows: int, decode: bool) -> np.ndarray
             damaged = damaged | damaged_rows(store, decode=True)
     blocks = np.unique(np.flatnonzero(damaged) // block_rows)
     redo = np.isin(np.arange(len(written)) // block_rows, blocks) & written
+    redo[:rows[0]], redo[rows[1]:] = False, False
     if redo.any():
         warnings.warn(f"{path}: {int(damaged.sum())} written row(s) have lost or corrupt data; recomputing "
-                      f"the {int(redo.sum())} row(s) of their {len(blocks)} block(s)", stacklevel=2)
+                      f"the {int(redo.sum())} row(s) of their {len(np.unique(np.flatnonzero(redo) // block_rows))} "
+                      "block(s)", stacklevel=2)
+        writer.unmark(redo)
     return redo
 
 __all__ = ["ChecksumError", "corrupt", "damaged_rows", "describe_runs", "first_bad_block", "fletcher32_numpy",
-           "lost", "row_runs", "rows_of_blocks", "rows_to_recompute", "scan_layer", "with_crc32c", "with_fletcher32",
+           "lost", "row_runs", "rows_of_blocks", "unmark_damaged", "scan_layer", "with_crc32c", "with_fletcher32",
            "without_crc32c"]

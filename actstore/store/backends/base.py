@@ -70,6 +70,11 @@ class StoreWriter(ABC):
     def written(self) -> np.ndarray:
         """The (N,) bool mask of rows already written."""
 
+    def unmark(self, rows: np.ndarray) -> None:
+        """Record the rows of mask ``rows`` (whole write blocks) as not written:
+        their data was found lost or corrupt, and this run writes them again."""
+        raise NotImplementedError(f"{self.format_name} stores are never resumed")
+
     def lost_rows(self) -> np.ndarray:
         """The (N,) mask of written rows whose stored chunk (or shard) is
         gone in some layer: what a resume writes again. None lost where the

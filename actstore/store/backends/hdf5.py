@@ -34,7 +34,7 @@ import numpy as np
 
 from ...errors import OutOfSpaceError, is_disk_full
 from ..codecs import BLOSC, ChunkCompressor, CodecSpec, whole_chunks
-from ..integrity import corrupt, first_bad_block, rows_of_blocks
+from ..integrity import corrupt, first_bad_block, row_runs, rows_of_blocks
 from ..io.location import Location, free_space, is_url
 from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
@@ -214,6 +214,11 @@ class Hdf5Writer(StoreWriter):
 
     def written(self) -> np.ndarray:
         return self._written[:].astype(bool)
+
+    def unmark(self, rows: np.ndarray) -> None:
+        for first, last in row_runs(np.flatnonzero(rows)):
+            self._written[first:last + 1] = 0
+        self._file.flush()
 
     def lost_rows(self) -> np.ndarray:
         return rows_of_blocks(self.written(), [(d.chunks[0], lambda blocks, d=d: _missing_chunks(d, blocks))

@@ -39,7 +39,7 @@ from ..metadata.attributes import NULLABLE, decode, encode
 from .base import StoreReader, StoreWriter
 from .shard_stream import ShardRows, ShardStream, open_shard_stream
 from .zarr_shards import ShardFormat, ShardReader, shard_shape
-from ..integrity import rows_of_blocks
+from ..integrity import row_runs, rows_of_blocks
 from .zarr_integrity import locate_corruption, missing_objects
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
@@ -278,6 +278,10 @@ class ZarrWriter(StoreWriter):
 
     def written(self) -> np.ndarray:
         return self._written[:].astype(bool)
+
+    def unmark(self, rows: np.ndarray) -> None:
+        for first, last in row_runs(np.flatnonzero(rows)):
+            self._write(self._written, first, np.zeros(last + 1 - first, dtype=np.uint8))
 
     def lost_rows(self) -> np.ndarray:
         return rows_of_blocks(self.written(), [(arr.metadata.chunk_grid.chunk_shape[0],
