@@ -191,7 +191,7 @@ def unmark_damaged(writer, path, block_rows: int, rows: tuple[int, int], decode:
     only marked rows), and a run killed before it is done leaves it to the next."""
     written, damaged = writer.written(), writer.lost_rows()
     if decode:
-        from . import open_store   # the package's entry point; its backends import this module
+        from . import open_store  # the package's entry point; its backends import this module
         with open_store(path) as store:
             damaged = damaged | damaged_rows(store, decode=True)
     blocks = np.unique(np.flatnonzero(damaged) // block_rows)

@@ -9,15 +9,14 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from conftest import make_images
+from test_trust import scramble_jpeg
 from typer.testing import CliRunner
 
 from actstore import extract, open_store
 from actstore.cli import app
 from actstore.errors import CorruptStoreError
 from actstore.verify import verify
-
-from conftest import make_images
-from test_trust import scramble_jpeg
 
 FAST = dict(num_workers=0, quiet=True, chunk_images=4, batch_size=4)
 LAYERS = ["features.2", "classifier.4"]

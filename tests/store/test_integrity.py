@@ -51,7 +51,7 @@ def corruptions_caught(tmp_path, file_format: str, compression: str, tries: int,
     CorruptStoreError (naming the layer) or whose verify fails."""
     suffix = ".h5" if file_format == "hdf5" else ".zarr"
     pristine = tmp_path / f"pristine{suffix}"
-    values = small_store(pristine, file_format, compression, shard_rows)
+    small_store(pristine, file_format, compression, shard_rows)
     ranges = chunk_ranges(pristine)
     rng, caught = np.random.default_rng(seed), 0
     for attempt in range(tries):
@@ -67,7 +67,7 @@ def corruptions_caught(tmp_path, file_format: str, compression: str, tries: int,
             handle.write(bytes([byte ^ int(rng.integers(1, 256))]))
         try:
             with open_store(copy) as store:
-                read = store["conv"][:]
+                store["conv"][:]
         except CorruptStoreError as error:
             caught += "layer 'conv' rows" in str(error)
             continue

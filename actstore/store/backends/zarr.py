@@ -13,7 +13,6 @@ process that reopens a store still being created waits for that mark.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import os
@@ -33,14 +32,14 @@ from zarr.storage import LocalStore
 
 from ...errors import IncompleteStoreError
 from ..codecs import ChunkCompressor, CodecSpec, Encode, whole_chunks
+from ..integrity import row_runs, rows_of_blocks
 from ..io.location import STORAGE_OPTIONS, Location, filesystem, is_url, join, location
 from ..layout import ACTIVATIONS, FORMAT_NAME, Layout, layer_order, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
 from .base import StoreReader, StoreWriter
 from .shard_stream import ShardRows, ShardStream, open_shard_stream
-from .zarr_shards import ShardFormat, ShardReader, shard_shape
-from ..integrity import row_runs, rows_of_blocks
 from .zarr_integrity import locate_corruption, missing_objects
+from .zarr_shards import ShardFormat, ShardReader, shard_shape
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
 # at the same moment never overwrite each other.

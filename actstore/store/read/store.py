@@ -18,9 +18,9 @@ import numpy as np
 
 from ...errors import LayerNotFoundError, SelectionError
 from ..backends.base import StoreReader
+from ..integrity import row_runs
 from ..io.location import location
 from ..layout import ACTIVATIONS, LayerSpec
-from ..integrity import row_runs
 from ..metadata.provenance import is_complete, skipped_rows
 from .arrays import FlatArray, LazyArray
 from .selection import axis_index as _axis_index
