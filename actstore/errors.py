@@ -133,3 +133,8 @@ class OutPathError(UserError, OSError):
 
 class ChangedImagesError(StoreConflictError):
     """A resume whose image files differ in content from those the store was started with."""
+
+
+class CorruptStoreError(UserError, OSError):
+    """Rows the store records as written whose data is gone or fails its
+    checksum: the message names the layer, the rows and the file."""

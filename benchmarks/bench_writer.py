@@ -20,6 +20,13 @@ not land in the next. Repeats are interleaved; the table shows medians.
     python benchmarks/bench_writer.py --small    # 64 images, 2 repeats
     python benchmarks/bench_writer.py --vit      # dense transformer layers instead (needs timm)
 
+``--checksum`` measures what the chunk checksums cost (Zarr's crc32c codec,
+HDF5's Fletcher-32 after Blosc or none; HDF5 gzip has none to add, deflate
+carries Adler-32): each format x codec written with and without them, side
+by side, interleaved, until the writer returns (page cache).
+
+    python benchmarks/bench_writer.py --checksum --small
+
 ``--vit`` takes the activations from timm's ``vit_small_patch16_224`` (random
 weights: no trained weights can be downloaded here): token hidden states
 (197 x 384 per image) after blocks 5 and 11, the GELU inside block 5's MLP,
@@ -168,6 +175,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--vit", action="store_true", help="dense transformer layers (timm ViT-S/16, random weights)")
+    parser.add_argument("--checksum", action="store_true", help="only the chunk checksums' write cost")
     args = parser.parse_args()
     n = args.images or (64 if args.small else 192)
     repeats = args.repeats or (2 if args.small else 3)
@@ -177,6 +185,9 @@ def main() -> None:
     print(f"disk: {out_dir} ; blocks of {BLOCK_ROWS} rows ; {repeats} interleaved repeats\n")
 
     acts = activations(n, "vit" if args.vit else "alexnet")
+    if args.checksum:
+        checksum_cost(acts, out_dir, max(repeats, 5))
+        return
     rows, verdicts = [], []
     for name, data in acts.items():
         variants = [("npy", "-")] + [(f, c) for f in FORMATS for c in COMPRESSIONS]
@@ -227,6 +238,72 @@ def main() -> None:
     print("\ncodec settings (one thread, best of 3, 4 chunks):\n")
     print(table(settings, ["layer", "codec", "compress MB/s", "decompress MB/s", "raw/stored"]))
     shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def checksum_cost(acts: dict[str, np.ndarray], out_dir, repeats: int) -> None:
+    """Write every layer with and without chunk checksums, interleaved; print
+    the medians side by side and the cost over all layers per format x codec."""
+    from unittest import mock
+
+    from actstore.store.codecs import CodecSpec
+    from actstore.store.layout import Layout as StoreLayout
+    without = [mock.patch.object(StoreLayout, "codec", property(   # the arrays stores had before checksums
+        lambda self: CodecSpec(self.compression, self.compression_level, checksum=False)))]
+    variants = [(f, c) for f in FORMATS for c in COMPRESSIONS if not (f == "hdf5" and c == "gzip")]
+    seconds: dict[tuple, list[float]] = {}
+    for _ in range(repeats):
+        for file_format, codec in variants:
+            for checksum in (True, False):
+                path = out_dir / f"acts-{codec}{FORMATS[file_format]}"
+                total = 0.0
+                for name, data in acts.items():
+                    remove(path)
+                    if checksum:
+                        total += write_store(path, file_format, codec, name, data)[0]
+                    else:
+                        with without[0]:
+                            total += write_store(path, file_format, codec, name, data)[0]
+                seconds.setdefault((file_format, codec, checksum), []).append(total)
+                remove(path)
+    raw = sum(data.nbytes for data in acts.values())
+    rows = []
+    for file_format, codec in variants:
+        on, off = median(seconds[(file_format, codec, True)]), median(seconds[(file_format, codec, False)])
+        rows.append([file_format, codec, "crc32c" if file_format == "zarr" else "fletcher32",
+                     f"{raw / off / 1e6:,.0f}", f"{raw / on / 1e6:,.0f}", f"{100 * (on / off - 1):+.1f}%",
+                     f"{spread(seconds[(file_format, codec, False)])} / {spread(seconds[(file_format, codec, True)])}"])
+    print(f"chunk checksums: {len(acts)} layers, {raw / 1e6:,.0f} MB raw, whole writes until the writer "
+          f"returns, median of {repeats}\n")
+    print(table(rows, ["format", "codec", "checksum", "MB/s without", "MB/s with", "write time",
+                       "spread without / with"]))
+    print("\nthe same chunks encoded on one thread (what the checksum adds to the codec's CPU time; "
+          "best of 15):\n")
+    print(table(encode_cost(acts, variants), ["format", "codec", "MB/s without", "MB/s with", "encode time"]))
+
+
+def encode_cost(acts: dict[str, np.ndarray], variants: list[tuple[str, str]]) -> list[list]:
+    """Chunks of every layer (up to 32 MB) encoded with and without the
+    checksum, one thread, alternately, best of 15: the checksum's CPU cost,
+    apart from the disk."""
+    from actstore.store.codecs import CodecSpec
+    chunks = [np.ascontiguousarray(data[start:start + 16, :choose_chunks(data.shape[1:], 4, 16)[1]])
+              for data in acts.values() for start in range(0, min(len(data), 128), 16)]
+    while sum(c.nbytes for c in chunks) > 32e6:
+        chunks = chunks[::2]
+    raw = sum(c.nbytes for c in chunks)
+    rows = []
+    for file_format, codec in variants:
+        encoders = {checksum: CodecSpec(codec, checksum=checksum).encoder(file_format) for checksum in (True, False)}
+        best = {True: float("inf"), False: float("inf")}
+        for _ in range(15):
+            for checksum, encode in encoders.items():
+                started = time.perf_counter()
+                for chunk in chunks:
+                    encode(chunk)
+                best[checksum] = min(best[checksum], time.perf_counter() - started)
+        rows.append([file_format, codec, f"{raw / best[False] / 1e6:,.0f}", f"{raw / best[True] / 1e6:,.0f}",
+                     f"{100 * (best[True] / best[False] - 1):+.1f}%"])
+    return rows
 
 
 HEADER = ["layer", "type", "rows x shape", "zeros", "format", "codec", "MB/s page cache", "vs np.save",

@@ -41,6 +41,8 @@ COMPRESSION_OPTION = typer.Option(None, "--compression", help="zstd, lz4, gzip (
 CHUNK_IMAGES_OPTION = typer.Option(config.CHUNK_IMAGES, "--chunk-images", help="Rows per chunk.")
 ZARR_SHARD_ROWS_OPTION = typer.Option(None, "--zarr-shard-rows", help="Rows per Zarr shard file (a multiple of "
     "--chunk-images; 0: one file per chunk) [default: 4096, or fewer when the store has fewer rows].")
+DROP_SKIPPED_OPTION = typer.Option(False, "--drop-skipped", help="Leave out the rows of images skipped as "
+    "unreadable (their file names and targets too) instead of keeping them as NaN rows.")
 OVERWRITE_STORE_OPTION = typer.Option(False, "--overwrite", help="Replace an existing store (never anything that is "
     "not an actstore store).")
 

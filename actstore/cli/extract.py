@@ -137,6 +137,8 @@ def extract_command(
     shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same "
         "Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
     overwrite: bool = OVERWRITE_STORE_OPTION,
+    repair: bool = typer.Option(False, "--repair", help="Also decode every stored chunk first and recompute the rows "
+        "whose chunks fail their checksum (a plain rerun recomputes rows whose files are gone)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, and no closing line on what limited "
         "the run."),
     pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained "

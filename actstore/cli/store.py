@@ -12,6 +12,7 @@ import typer
 from .app import (
     CHUNK_IMAGES_OPTION,
     COMPRESSION_OPTION,
+    DROP_SKIPPED_OPTION,
     OVERWRITE_STORE_OPTION,
     STORE_ARGUMENT,
     ZARR_SHARD_ROWS_OPTION,
@@ -36,6 +37,10 @@ def info(
     attrs = summary["attrs"]
     typer.echo(f"{summary['path']}  [{summary['format']}]  status: {summary['status']}  "
                f"rows: {summary['rows_written']}/{summary['rows']}  classes: {summary['classes']}")
+    for name, runs in summary["damaged"].items():
+        rows = ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs[:5]) + (" ..." if len(runs) > 5 else "")
+        typer.echo(f"  damaged: {name} rows {rows} are written but their data is gone; run the extract "
+                   "command again to recompute them")
     typer.echo(f"model: {attrs.get('model_name')}  weights: {attrs.get('weights')}  "
                f"dtype: {attrs.get('dtype')}  compression: {attrs.get('compression')}")
     for name, layer in summary["layers"].items():
@@ -72,17 +77,20 @@ def rechunk_command(
         "multiple of the chunk rows; 0: one file per chunk) [default: as extract chooses]."),
     max_memory_mb: int = typer.Option(1024, "--max-memory-mb", help="Memory the copy may hold, in MiB."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing store at OUT."),
+    drop_skipped: bool = DROP_SKIPPED_OPTION,
 ) -> None:
     """Copy STORE to OUT in another chunk layout, streaming in bounded memory."""
+    from ..store.metadata.provenance import skipped_note
     from ..store.rechunk import rechunk
     result = rechunk(store_path, out_path, layout, chunk_images=chunk_images,
                      chunk_channels=chunk_channels, shard_rows=zarr_shard_rows,
                      max_memory=max_memory_mb * 2**20,
-                     overwrite=overwrite)
+                     overwrite=overwrite, drop_skipped=drop_skipped)
     chunks = ", ".join(f"{name} {tuple(c)}" for name, c in result.chunks.items())
     typer.echo(f"rechunked {result.rows} rows to {result.path} [{result.file_format}, {result.layout}] "
                f"in {result.seconds:.1f} s; chunks: {chunks}"
-               + (f"; shards of {result.shard_rows} rows" if result.shard_rows else ""))
+               + (f"; shards of {result.shard_rows} rows" if result.shard_rows else "")
+               + skipped_note(result.skipped, result.dropped_skipped, "unwritten rows (NaN)"))
 
 
 @app.command("export")
@@ -102,13 +110,16 @@ def export_command(
         "digits keep more)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace this layout's own files there "
         "(activations.txt, activations_NN.npy, targets, file_names.txt; nothing else), once the export has finished."),
+    drop_skipped: bool = DROP_SKIPPED_OPTION,
 ) -> None:
     """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
     from ..legacy.convert import export_layer
+    from ..store.metadata.provenance import skipped_note
     result = export_layer(store_path, module_name, out_path, file_format, n_splits=n_splits,
-                          decimals=decimals, overwrite=overwrite)
+                          decimals=decimals, overwrite=overwrite, drop_skipped=drop_skipped)
     typer.echo(f"exported {module_name} {result.shape} to {result.folder}: "
-               f"{', '.join(p.name for p in result.files)}")
+               f"{', '.join(p.name for p in result.files)}"
+               + skipped_note(result.skipped, result.dropped_skipped, "NaN rows"))
 
 
 @app.command("import-legacy")
@@ -146,11 +157,14 @@ def verify_command(
     device: str = typer.Option("cpu", "--device", help="Device for --recompute."),
     repair: bool = typer.Option(False, "--repair", help="First clear the 'open for write' flag a killed HDF5 writer "
         "leaves (as h5clear -s; no data changes), so every HDF5 reader opens the file."),
+    quick: bool = typer.Option(False, "--quick", help="Check that every chunk of every written row is present, "
+        "without decoding (no checksums, no values)."),
 ) -> None:
-    """Check a store: schema, every chunk decodes, every row written, finite values, unique names."""
+    """Check a store: schema, every row written, every chunk present, decoding and matching its checksum,
+    finite values, unique names."""
     from ..verify import verify
     report = verify(store_path, recompute=recompute, model_path=model_path, in_path=in_path,
-                    device=device, repair=repair)
+                    device=device, repair=repair, quick=quick)
     for check in report.checks:
         colour = typer.colors.YELLOW if check.skipped else typer.colors.GREEN if check.ok else typer.colors.RED
         label = "skip" if check.skipped else "ok  " if check.ok else "FAIL"

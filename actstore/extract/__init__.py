@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import Interrupted
+from ..store.integrity import unmark_damaged
 from .limits import jpeg_share, limit_hint
 from .loader import scan_images
 from .loop import run_batches, stop_on_signals
@@ -60,9 +61,8 @@ class ExtractResult:
     # stage limits the run (docs/performance.md, "On a GPU").
     stages: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def complete(self) -> bool:
-        return self.rows_written + self.rows_skipped == self.n_images
+    # every row written or skipped (store.provenance.is_complete, as the session decides)
+    complete: bool = False
 
 
 def extract(options: ExtractOptions | None = None, /, **kwargs) -> ExtractResult:
@@ -122,12 +122,15 @@ def _extract(options: ExtractOptions, started: float) -> ExtractResult:
                 session.writer.update_attrs({"runs": [*session.writer.root_attrs().get("runs", []),
                                                       this_run(images, options)]})
             done = session.written() | session.skipped()
+            if session.resumed:   # rows whose data is gone (with --repair also those failing their checksum)
+                done &= ~unmark_damaged(session.writer, target.path, target.block_rows(layout), (lo, hi),
+                                        decode=options.repair)
             todo = np.flatnonzero(~done[lo:hi]) + lo
             result.stages["setup"] = time.perf_counter() - started
             result.rows_this_run = run_batches(extractor, model, images, todo, session.writer, layout, options,
                                                done_before=(hi - lo) - len(todo), total=hi - lo,
                                                block_rows=target.block_rows(layout), stages=result.stages)
-            session.complete()
+            result.complete = session.complete()
             result.rows_written, result.resumed = int(session.written().sum()), session.resumed
             result.rows_skipped = int(session.skipped().sum())
     result.seconds = time.perf_counter() - started

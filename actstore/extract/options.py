@@ -70,6 +70,7 @@ class ExtractOptions:
     channels_last: bool = False
     decoder: str = "pil"
     overwrite: bool = False
+    repair: bool = False   # a resume also recomputes rows whose chunks fail their checksum
     quiet: bool = False
     command_line: str | None = None
     torch_device: torch.device = field(init=False, repr=False)

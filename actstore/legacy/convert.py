@@ -33,7 +33,8 @@ from ..store import (
     location,
     open_store,
 )
-from ..store.metadata.provenance import root_attrs
+from ..store.metadata.provenance import is_complete, root_attrs
+from ..store.read.selection import rows_or_nan
 from ..store.session import open_session
 from .files import SLICE_DECIMALS, LegacyFiles, npy_header, split_files, text_shape
 
@@ -47,16 +48,20 @@ class ExportResult:
     folder: Path
     files: list[Path]
     shape: tuple[int, ...]
+    skipped: int = 0     # rows of images skipped as unreadable: NaN rows, or dropped
+    dropped_skipped: bool = False
 
 
 def export_layer(store_path: str | Path, module_name: str, out_path: str | Path, file_format: str = "txt", *,
-                 n_splits: int = 1, decimals: int = SLICE_DECIMALS, overwrite: bool = False) -> ExportResult:
+                 n_splits: int = 1, decimals: int = SLICE_DECIMALS, overwrite: bool = False,
+                 drop_skipped: bool = False) -> ExportResult:
     """Write one layer of a store in the original layout, streaming chunk by chunk.
 
     Files go to ``<out_path>/<model_name>/<module_name>/``: the activations
     (``.npy`` keeps the stored shape in one array; text uses the original
     slices for 3+-D layers, ``%-7.5f`` by default, lossy), ``targets`` and
     ``file_names.txt``. Memory stays at a few chunks whatever the layer's size.
+    Skipped (unreadable) images' rows are NaN, or dropped with ``drop_skipped``.
 
     Args:
         store_path: a complete store.
@@ -66,6 +71,7 @@ def export_layer(store_path: str | Path, module_name: str, out_path: str | Path,
         n_splits: write ``activations_01`` ... ``activations_NN`` instead of one file.
         decimals: decimals of text slices (the original: 5).
         overwrite: replace existing ``activations*`` files in the target folder.
+        drop_skipped: leave out the rows of skipped images.
 
     Returns:
         An :class:`ExportResult` with the folder, the files and the layer's shape.
@@ -79,22 +85,24 @@ def export_layer(store_path: str | Path, module_name: str, out_path: str | Path,
     with open_store(store_path) as store:
         if module_name not in store:
             raise LayerNotFoundError(f"no layer {module_name!r} in {store_path}; layers: {', '.join(store.layers)}")
-        if not store.written.all():
-            raise IncompleteStoreError(f"{store_path} is incomplete ({int(store.written.sum())}/{len(store)} rows): "
-                            "finish it by rerunning the extraction before exporting")
+        if not is_complete(store.written, store.skipped):
+            raise IncompleteStoreError(f"{store_path} is incomplete ({int(store.written.sum())}/{len(store)} "
+                                       "rows): finish it by rerunning the extraction before exporting")
         layer, spec = store[module_name], store.spec(module_name)
-        layout = Layout(n_rows=len(store), layers=(spec,))
-        writer = LegacyFiles(Path(out_path), layout, store.file_names, store.targets, file_format=file_format,
-                              model_name=str(store.attrs.get("model_name", "model")), n_splits=n_splits,
-                              decimals=decimals, nd_npy_as_text=False, overwrite=overwrite)
+        keep = np.flatnonzero(~store.skipped) if drop_skipped else np.arange(len(store))
+        layout = Layout(n_rows=len(keep), layers=(spec,))
+        writer = LegacyFiles(Path(out_path), layout, store.file_names[keep], store.targets[keep],
+                             file_format=file_format, model_name=str(store.attrs.get("model_name", "model")),
+                             n_splits=n_splits, decimals=decimals, nd_npy_as_text=False, overwrite=overwrite)
         try:
             step = layer.chunks[0]
-            for start in range(0, len(store), step):
-                writer.write_rows(start, {module_name: layer[start:start + step]})
+            for start in range(0, len(keep), step):
+                writer.write_rows(start, {module_name: rows_or_nan(layer, keep[start:start + step], store.written)})
         finally:
             writer.close()
         files = writer.files()[module_name]
-        return ExportResult(folder=files[0].parent, files=files, shape=layer.shape)
+        return ExportResult(folder=files[0].parent, files=files, shape=(len(keep), *layer.shape[1:]),
+                            skipped=int(store.skipped.sum()), dropped_skipped=drop_skipped)
 
 
 def _data_lines(handle: TextIO) -> Iterator[str]:

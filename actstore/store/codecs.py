@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numcodecs
@@ -29,6 +29,7 @@ import numpy as np
 from .. import config
 from ..errors import BadOptionError
 from . import deflate
+from .integrity import with_crc32c, with_fletcher32, without_crc32c
 
 COMPRESSIONS = ("zstd", "lz4", "gzip", "none")
 BLOSC = ("zstd", "lz4")
@@ -70,6 +71,10 @@ class CodecSpec:
     level: int | None = None
     # Blosc's typesize as a Zarr array records it (None: the chunk's itemsize)
     typesize: int | None = None
+    # A checksum after the codec (.integrity): Zarr's crc32c codec, HDF5's
+    # Fletcher-32 filter (not after gzip: deflate carries Adler-32). New
+    # arrays have one; arrays written before checksums read back without.
+    checksum: bool = True
 
     def __post_init__(self) -> None:
         if self.name not in COMPRESSIONS:
@@ -85,43 +90,50 @@ class CodecSpec:
         return DEFAULT_LEVELS[self.name] if self.level is None else self.level
 
     def zarr_compressors(self) -> tuple:
-        """The Zarr v3 bytes-to-bytes codecs of this codec."""
-        from zarr.codecs import BloscCodec, GzipCodec
+        """The Zarr v3 bytes-to-bytes codecs of this codec, then its checksum."""
+        from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec
+        checksum = (Crc32cCodec(),) if self.checksum else ()
         if self.name in BLOSC:
             return (BloscCodec(cname=self.name, clevel=self.stored_level, shuffle="shuffle",
-                               blocksize=BLOSC_BLOCK_BYTES),)
+                               blocksize=BLOSC_BLOCK_BYTES), *checksum)
         if self.name == "gzip":
-            return (GzipCodec(level=self.stored_level),)
-        return ()
+            return (GzipCodec(level=self.stored_level), *checksum)
+        return checksum
 
     def hdf5_filters(self) -> dict[str, Any]:
-        """h5py ``create_dataset`` keywords of this codec's HDF5 filter pipeline."""
+        """h5py ``create_dataset`` keywords of this codec's HDF5 filter pipeline
+        (h5py puts Fletcher-32 last, after the compressor)."""
+        checksum = {"fletcher32": True} if self.checksum else {}
         if self.name in BLOSC:
             import hdf5plugin
-            return dict(hdf5plugin.Blosc(cname=self.name, clevel=self.stored_level,
-                                         shuffle=hdf5plugin.Blosc.SHUFFLE))
+            return {**hdf5plugin.Blosc(cname=self.name, clevel=self.stored_level,
+                                       shuffle=hdf5plugin.Blosc.SHUFFLE), **checksum}
         if self.name == "gzip":
             return {"compression": "gzip", "compression_opts": self.stored_level, "shuffle": True}
-        return {}
+        return checksum
 
     @classmethod
     def from_zarr(cls, codecs: Sequence) -> "CodecSpec | None":
         """The codec of a Zarr array's (or a shard's inner) codec chain as
-        actstore writes it (little-endian bytes, then Blosc, gzip or nothing);
-        None for any other chain, which zarr then encodes itself."""
-        from zarr.codecs import BloscCodec, BytesCodec, GzipCodec
+        actstore writes it (little-endian bytes, then Blosc, gzip or nothing,
+        then crc32c or nothing); None for any other chain, which zarr then
+        encodes itself."""
+        from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec
+        if codecs and isinstance(codecs[-1], Crc32cCodec):
+            spec = cls.from_zarr(codecs[:-1])
+            return spec and replace(spec, checksum=True)
         if not codecs or not isinstance(codecs[0], BytesCodec) or len(codecs) > 2:
             return None
         if codecs[0].endian is not None and codecs[0].endian.value != "little":
             return None
         if len(codecs) == 1:
-            return cls("none")
+            return cls("none", checksum=False)
         codec = codecs[1]
         if isinstance(codec, BloscCodec) and codec.cname.value in BLOSC and codec.shuffle.value == "shuffle" \
                 and codec.blocksize == BLOSC_BLOCK_BYTES:
-            return cls(codec.cname.value, codec.clevel, typesize=codec.typesize)
+            return cls(codec.cname.value, codec.clevel, typesize=codec.typesize, checksum=False)
         if isinstance(codec, GzipCodec):
-            return cls("gzip", codec.level)
+            return cls("gzip", codec.level, checksum=False)
         return None
 
     @classmethod
@@ -129,20 +141,29 @@ class CodecSpec:
         """The codec of an HDF5 dataset's filter pipeline (h5py's ``_filters``)
         as actstore writes it; None for any other pipeline."""
         filters = dict(filters)
+        checksum = filters.pop("fletcher32", False) is not False
         if not filters:
-            return cls("none")
+            return cls("none", checksum=checksum)
         if set(filters) == {"shuffle", "gzip"}:
-            return cls("gzip", int(filters["gzip"]))
+            return cls("gzip", int(filters["gzip"]), checksum=checksum)
         if set(filters) == {HDF5_BLOSC_FILTER}:
             values = filters[HDF5_BLOSC_FILTER]
             if len(values) >= 7 and values[5] == 1 and values[6] in HDF5_BLOSC_CODES:
-                return cls(HDF5_BLOSC_CODES[values[6]], int(values[4]))
+                return cls(HDF5_BLOSC_CODES[values[6]], int(values[4]), checksum=checksum)
         return None
 
     def encoder(self, framing: str) -> Encode:
         """Encodes one C-contiguous chunk as a ``framing`` (``zarr`` or ``hdf5``)
-        reader decodes it: the same Blosc bytes in both; for gzip, Zarr's gzip
-        stream or HDF5's byte shuffle then zlib stream."""
+        reader decodes it, checksum included (see :meth:`_compressor`)."""
+        compress = self._compressor(framing)
+        if not self.checksum or (framing == "hdf5" and self.name == "gzip"):
+            return compress
+        append = with_crc32c if framing == "zarr" else with_fletcher32
+        return lambda chunk: append(compress(chunk))
+
+    def _compressor(self, framing: str) -> Encode:
+        """Compresses one chunk for ``framing``: the same Blosc bytes in both;
+        for gzip, Zarr's gzip stream or HDF5's byte shuffle then zlib stream."""
         if self.name in BLOSC:
             blosc = numcodecs.Blosc(cname=self.name, clevel=self.stored_level, shuffle=numcodecs.Blosc.SHUFFLE,
                                     blocksize=BLOSC_BLOCK_BYTES, typesize=self.typesize)
@@ -163,6 +184,9 @@ class CodecSpec:
         """Decodes one Zarr chunk of this codec into a flat array of ``dtype``
         (HDF5 chunks are decoded by HDF5's own filters)."""
         stored = np.dtype(dtype).newbyteorder("<")
+        if self.checksum:   # a mismatch raises integrity.ChecksumError
+            decode = replace(self, checksum=False).decoder(dtype)
+            return lambda payload: decode(without_crc32c(payload))
         if self.name == "none":
             return lambda payload: np.frombuffer(payload, dtype=stored)
         codec = numcodecs.Blosc() if self.name in BLOSC else numcodecs.GZip()

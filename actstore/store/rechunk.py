@@ -12,12 +12,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from .. import config
 from ..errors import BadOptionError, IncompleteStoreError
 from .backends.registry import choose_shard_rows, default_compression, detect_format
 from .io.location import Location, identity, location
 from .layout import LayerSpec, Layout, choose_chunks
-from .metadata.provenance import fingerprint_sha256, now
+from .metadata.provenance import fingerprint_sha256, is_complete, now, skipped_rows
 from .read.store import Store
 from .session import open_session
 
@@ -40,6 +42,8 @@ class RechunkResult:
     block_rows: int
     shard_rows: int      # rows per Zarr shard; 0: one file per chunk
     seconds: float
+    skipped: int = 0     # rows of images skipped as unreadable: unwritten NaN rows in the copy, or dropped
+    dropped_skipped: bool = False
 
 
 def unit_major_chunks(shape: tuple[int, ...], itemsize: int, rows: int,
@@ -57,13 +61,17 @@ def unit_major_chunks(shape: tuple[int, ...], itemsize: int, rows: int,
 def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
             chunk_images: int | None = None, chunk_channels: int | None = None,
             shard_rows: int | None = None, max_memory: int = MAX_MEMORY,
-            file_format: str | None = None, overwrite: bool = False) -> RechunkResult:
+            file_format: str | None = None, overwrite: bool = False,
+            drop_skipped: bool = False) -> RechunkResult:
     """Copy the complete store ``src`` to ``out`` with new chunks, in bounded memory.
 
     Rows are copied in blocks that fill whole output chunks, so memory stays
     near ``max_memory`` whatever the store's size. The copy keeps the
     values, row metadata and provenance; its ``fingerprint`` records the new
-    chunks and ``rechunked_from`` the source.
+    chunks and ``rechunked_from`` the source. Rows of images skipped as
+    unreadable stay unwritten (NaN) rows of the copy, with the same
+    ``skipped_images`` records, so the copy is complete as the source is;
+    ``drop_skipped`` leaves them out (rows, file names and targets).
 
     Args:
         src: a complete store.
@@ -80,6 +88,7 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         max_memory: bytes the copy may hold at once.
         file_format: ``zarr`` or ``hdf5`` [default: from ``out``'s suffix].
         overwrite: replace an existing store at ``out``.
+        drop_skipped: leave out the rows of skipped images.
 
     Returns:
         A :class:`RechunkResult`.
@@ -101,13 +110,15 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
     src, out = location(src), location(out)   # local paths or URLs (s3://...)
     file_format = detect_format(out, file_format)
     with open_store(src) as store:
-        if not store.written.all():
+        if not is_complete(store.written, store.skipped):
             raise IncompleteStoreError(f"{src} is not complete ({len(store.written_rows)}/{len(store)} "
                                        "rows): run its extract command again to finish it first")
+        keep = np.flatnonzero(~store.skipped) if drop_skipped else np.arange(len(store))
+        n_rows = len(keep)
         rows, fit_rows = _chunk_rows(store, layout, chunk_images, max_memory)
         new_specs = tuple(_respec(store.spec(name), layout, rows, chunk_channels) for name in store.layers)
         # Blocks are whole shards: each shard is written once, whole.
-        shard = choose_shard_rows(file_format, new_specs, len(store), rows, shard_rows)
+        shard = choose_shard_rows(file_format, new_specs, n_rows, rows, shard_rows)
         if shard_rows is None and shard > fit_rows:
             shard = max(rows, fit_rows - fit_rows % rows)
         if fit_rows < shard:
@@ -115,23 +126,35 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
                                  f"layer, fewer than one shard of {shard} rows: raise it or lower "
                                  "--zarr-shard-rows")
         unit = shard or rows
-        block = min(unit * max(1, fit_rows // unit), max(unit, len(store)))
-        new_layout = Layout(n_rows=len(store), layers=new_specs, chunk_images=rows, shard_rows=shard,
+        block = min(unit * max(1, fit_rows // unit), max(unit, n_rows))
+        new_layout = Layout(n_rows=n_rows, layers=new_specs, chunk_images=rows, shard_rows=shard,
                             compression=store.attrs.get("compression",
                                                         default_compression(out, file_format, resume=False)),
                             compression_level=store.attrs.get("compression_level"))
-        with open_session(out, file_format, new_layout, store.file_names, store.targets, store.classes,
-                          _attrs(store, new_specs, rows, src), overwrite=overwrite,
-                          rerun_complete=False) as session:
-            written = session.written()
-            for start in range(0, len(store), block):
-                stop = min(start + block, len(store))
-                if not written[start:stop].all():   # a resumed copy skips what it holds
-                    session.writer.write_rows(start, {name: store[name][start:stop] for name in store.layers})
+        attrs = _attrs(store, new_specs, rows, src, keep if drop_skipped else None)
+        with open_session(out, file_format, new_layout, store.file_names[keep], store.targets[keep], store.classes,
+                          attrs, overwrite=overwrite, rerun_complete=False) as session:
+            done = session.written() | skipped_rows(attrs, n_rows)
+            for start in range(0, n_rows, block):
+                stop = min(start + block, n_rows)
+                if not done[start:stop].all():   # a resumed copy skips what it holds
+                    _copy_rows(store, session.writer, keep, start, stop, done)
             session.complete()
-    return RechunkResult(path=out, file_format=file_format, layout=layout, rows=len(store),
+    return RechunkResult(path=out, file_format=file_format, layout=layout, rows=n_rows,
                          chunks={s.module_name: s.chunks for s in new_specs}, block_rows=block, shard_rows=shard,
-                         seconds=time.perf_counter() - started)
+                         seconds=time.perf_counter() - started, skipped=int(store.skipped.sum()),
+                         dropped_skipped=drop_skipped)
+
+
+def _copy_rows(store: Store, writer, keep: np.ndarray, start: int, stop: int, done: np.ndarray) -> None:
+    """Copy rows ``start:stop`` of the copy (rows ``keep[start:stop]`` of
+    ``store``), in runs between the rows left unwritten (skipped images):
+    a run whole, as one write, when nothing in it is skipped."""
+    todo = np.flatnonzero(~done[start:stop]) + start
+    for run in np.split(todo, np.flatnonzero(np.diff(todo) != 1) + 1):
+        source = keep[run[0]:run[-1] + 1]
+        rows = slice(int(source[0]), int(source[-1]) + 1) if source[-1] - source[0] == len(source) - 1 else source
+        writer.write_rows(int(run[0]), {name: store[name][rows] for name in store.layers})
 
 
 def _chunk_rows(store: Store, layout: str, chunk_images: int | None, max_memory: int) -> tuple[int, int]:
@@ -160,9 +183,15 @@ def _respec(spec: LayerSpec, layout: str, rows: int, chunk_channels: int | None)
     return replace(spec, chunks=chunks)
 
 
-def _attrs(store, specs: tuple[LayerSpec, ...], rows: int, src: Location) -> dict:
+def _attrs(store, specs: tuple[LayerSpec, ...], rows: int, src: Location, kept: np.ndarray | None) -> dict:
+    """The copy's root attributes; ``kept``: the source rows it keeps, when
+    skipped images are dropped (their records then name no row)."""
     attrs = dict(store.attrs)
     fingerprint = {**attrs.get("fingerprint", {}), "chunks": {s.module_name: list(s.chunks) for s in specs}}
+    if kept is not None:
+        fingerprint.update(n_images=len(kept), dropped_skipped=True)
+        attrs.update(n_images=len(kept), skipped_images=[{k: v for k, v in record.items() if k != "row"}
+                                                         for record in attrs.get("skipped_images") or []])
     attrs.pop("completed", None)   # the copy's own time is set when it completes
     attrs.update(status="incomplete", chunk_images=rows, fingerprint=fingerprint,
                  fingerprint_sha256=fingerprint_sha256(fingerprint), rechunked_from=identity(src),

@@ -30,7 +30,7 @@ from .backends.registry import create_writer, is_store, open_reader, remove_stor
 from .io import lock as writer_lock
 from .io.location import Location, exists, is_url, join
 from .layout import Layout
-from .metadata.provenance import completed, fingerprint_differences, skipped_rows
+from .metadata.provenance import completed, fingerprint_differences, is_complete, skipped_rows
 
 # (key, stored, now) -> the refusal for a fingerprint that differs at key (naming the
 # flag to change), None when no one flag explains it, or "" for a key that only
@@ -79,10 +79,9 @@ class StoreSession(Closing):
         return skipped_rows(self.writer.root_attrs(), len(self.writer.written()))
 
     def complete(self) -> bool:
-        """Mark the store complete when every row is written (or skipped as
-        an unreadable image); say whether it is."""
-        written = self.writer.written()
-        if not (written | skipped_rows(self.writer.root_attrs(), len(written))).all():
+        """Mark the store complete when every row is written or skipped as an
+        unreadable image (:func:`~.metadata.provenance.is_complete`); say whether it is."""
+        if not _rows_complete(self.writer):
             return False
         self.writer.update_attrs(completed())
         return True
@@ -168,7 +167,7 @@ class OutPath(Closing):
         if self.state != "store" or overwrite:
             return
         _refuse_differences(self.path, self.stored_fingerprint, fingerprint, explain)
-        if not rerun_complete and self.writer is not None and self.writer.written().all():
+        if not rerun_complete and self.writer is not None and _rows_complete(self.writer):
             raise StoreConflictError(f"out path {self.path} exists (a complete store of this run); nothing was "
                                      "changed: pass --overwrite to replace it or choose another --out-path")
 
@@ -253,6 +252,11 @@ def open_session(path: Location, file_format: str, layout: Layout, file_names: S
 
 def _parent_exists(path: Location) -> bool:
     return is_url(path) or Path(path).resolve().parent.is_dir()
+
+
+def _rows_complete(writer: StoreWriter) -> bool:
+    written = writer.written()
+    return is_complete(written, skipped_rows(writer.root_attrs(), len(written)))
 
 
 def _not_a_store(path: Location) -> StoreConflictError:

@@ -8,7 +8,7 @@ multiple of 1/256 below 2**24 of them), so its activations are the same bits
 whatever order a CPU's kernels add in: AlexNet's linear layers differ in the
 last bits between CPUs, which made earlier digests hold on one machine only.
 Any change to the stored bytes must be deliberate and update the digests
-(``python tests/extract/test_golden.py`` prints them). The digests are read without
+(``PYTHONPATH=tests python tests/extract/test_golden.py`` prints them). The digests are read without
 actstore (zarr, h5py and plain files), so they do not depend on the code
 under test.
 """
@@ -102,7 +102,7 @@ def digests(path: Path) -> dict[str, str]:
                 out[f"{name}@attrs"] = _attrs_digest(node.attrs)
                 if isinstance(node, h5py.Dataset):
                     meta = [node.shape, str(node.dtype), node.chunks, node.compression,
-                            node.compression_opts, node.shuffle]
+                            node.compression_opts, node.shuffle, node.fletcher32]
                     out[f"{name}@meta"] = _sha(json.dumps(meta, default=str).encode())
                     data = node[()]
                     if data.dtype.kind == "O":   # variable-length strings: their text, not pointers
@@ -154,34 +154,34 @@ GOLDEN: dict[str, dict[str, str]] = {
         "activations/classifier.3": "2d30bea994108856acb0ce7f4513936d838da3baf0d18629f40ad8d6ced3813a",
         "activations/classifier.3:unit": "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925",
         "activations/classifier.3:unit@attrs": "eb7b2ae367bbfda021633e8bd082d8a4e920c884a0327e922b100086dbef1b73",
-        "activations/classifier.3:unit@meta": "4e555d0e664800c0cf3b40dc8243eb8fee0c0dfb4ec539137c43d42ccccfc52d",
+        "activations/classifier.3:unit@meta": "62096888ca7169173184e025538f6909ecf65d18b09fd263944fabe6424bf43c",
         "activations/classifier.3@attrs": "08d89f87460454b4770e2fb25b1b48afe26aedea2ca930ba891573043f8f4c89",
-        "activations/classifier.3@meta": "e8043e58b5d57196c716e5b1fd2224fab1609416410a03f912b5695ff2e44990",
+        "activations/classifier.3@meta": "ba99ec26f8c7423aced2838879bc44dd2e8db1005c42bd6840145ad1774f4f9c",
         "activations/features.0": "902fb726664e1ac3abcfcfdd7de4f8d41dd17f81dbce51996c1fa303ccd7ee42",
         "activations/features.0:unit": "3dfad550a5e1cd92b601651c5d77b3577d128d449b54d05073501b846b2a24af",
         "activations/features.0:unit@attrs": "f33427457a5ff655f3e8878126836e2ae574715282bec6b53aca3f2ab35a8a7f",
-        "activations/features.0:unit@meta": "b0e3673c170b512a8f9c47c0213a962b3342e5f4690dc505d647ce68b33e86ae",
+        "activations/features.0:unit@meta": "946084b569b639d3cd507b4b6dee68285c84093fd60ec743735f693de2bdcf21",
         "activations/features.0@attrs": "5a3f6540658b75fc6c4e86589a19082bccdf89b237fb9ae5c83d71ff9a1aeecc",
-        "activations/features.0@meta": "7997c52ec4e5de80a240d662df7c0e9fe247f560100d1843f021e4def77cf6f2",
+        "activations/features.0@meta": "88d5a942b61ec4e8c7f9b32d76069e1c4c11a99aa28f76e5beee6961d0710cd5",
         "activations@attrs": "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
         "class": "15ec7bf0b50732b49f8228e07d24365338f9e3ab994b00af08e5a3bffe55fd8b",
         "class@attrs": "1f38695fa53d57f61a7913ea9c7ff27525de2a809481bc45ca633f6e37cb2fcf",
-        "class@meta": "7fff9c6072461831a287744d0b8334a7b354659f1f6ce0d37e7b5fde8551bff3",
+        "class@meta": "05d6f080fe2226ab7f7400a453b58f179a79c8bf87e9dae6351e1cde55cba1a7",
         "classes": "5bdc0646eeca3c3d2d0aa2d89fc448612d5160163a6ce45944fdcef2c787d4a9",
         "classes@attrs": "9fa04e8df674d8dbd1638dfed0067beefb95315a1c8b947a20276b051ad0d60e",
-        "classes@meta": "496f4ad55e13e1225d14a40d9279c73460b969accba8a31e22eebfc8fdfaf81f",
+        "classes@meta": "9b3f813e627d64d48c5fd15a3599e2be423c5e76cbfa4bd70ceb594b97c4b858",
         "file_names": "f5e97483c764e0af4c45e5b6d0faf37e0a2abdd52195b3616fd05fd8b49351ff",
         "file_names@attrs": "9fa04e8df674d8dbd1638dfed0067beefb95315a1c8b947a20276b051ad0d60e",
-        "file_names@meta": "e7fb4732ac3d0b64c2a0ea028da6e2f2594f7125c0bfb3e791b8e10e00fc3a8d",
+        "file_names@meta": "4650270da1bcffa071c80380e05a607610fdefafd5565c04c7cec53ab1e8e978",
         "image": "6db65fd59fd356f6729140571b5bcd6bb3b83492a16e1bf0a3884442fc3c8a0e",
         "image@attrs": "8b5b9b14f7aa00c89ba9409c7df069deacb2c6a4bd42afa54aed8c63b16d510b",
-        "image@meta": "1ed8309b1e01803423ec4fe55d7ec6aeb663119e33c86bf7d5645245675b1fe4",
+        "image@meta": "9f8a77913ade11c9617a5f8f23092defc9d859de17b53f86d00687b4509f5708",
         "targets": "c19a7f96ff7df68d6675624cd6be8a4e7399b2951ca7cc8b17eab812ff83c7d4",
         "targets@attrs": "9fa04e8df674d8dbd1638dfed0067beefb95315a1c8b947a20276b051ad0d60e",
-        "targets@meta": "75d0c265897189fafca97f88817f649a118880a0f840fc4052c9e144c943f9a9",
+        "targets@meta": "6205c7457e226cde3185565c4bf9787d7d034fbacbd023ef4e2afcac05d89962",
         "written": "040a5a009f9b9d5e4771742174142e74fa2d3e0aaa3df5717f01ade338d75d0e",
         "written@attrs": "9fa04e8df674d8dbd1638dfed0067beefb95315a1c8b947a20276b051ad0d60e",
-        "written@meta": "1c463f904185df1d67dbe7255087feab53992fb7f8a9f3af1e16dc37c80f7ad8"
+        "written@meta": "1962e9dcae8270e955e1def1cd85a994c3ca12312464ad38f631750bcbc05cc6"
     },
     "npy": {
         "exactnet/classifier.2/activations.npy": "4d69cd57da0ca2f3da135032e040d5d58916cad431e3c70ad1c1a33de9c22341",
@@ -192,26 +192,26 @@ GOLDEN: dict[str, dict[str, str]] = {
         "exactnet/features.2/targets.npy": "73882a55ce37f22168f0c8f17c59c6a187b31bebb86d67ceeb413a8610971072"
     },
     "zarr": {
-        "activations/classifier.1/c/0/0": "c1e897bad27b25a233c77d7f85b8c2b2b429bc27ca4c920256e61da5819bab1e",
-        "activations/classifier.1/c/0/1": "0ec6fdce589a44578400b33d25782767925b15c4ac07cabe4d23cd8f04694cb0",
-        "activations/classifier.1/c/0/2": "db608dfc21cb5b16d81855b3c50581daaf19d32fbbfdfcb9f9ee6c245a82c363",
-        "activations/classifier.1/c/0/3": "17b2732b70abeb8d01ab7e17286c626e6601240ef1a006d8e01aec5a36d61a13",
-        "activations/classifier.1/c/1/0": "3aa543bf9da28b2b984007685b26c17643177ebe09e3661458e154a927234d98",
-        "activations/classifier.1/c/1/1": "b350d49942af325f0ca1519f988ce33034d4bd73089d33a18281c587b3c46462",
-        "activations/classifier.1/c/1/2": "753c7dedc175d61a028183083638485869a8a31b74d36ac98386183016a0dcab",
-        "activations/classifier.1/c/1/3": "c782cd0f44791c2490a8bc7290e32653128920678e01f79efbada69d6b62866f",
-        "activations/classifier.1/c/2/0": "1cc865eb363318d873ffca48e147ac88d53336c2f68d5ea9989fdab2e2fb2457",
-        "activations/classifier.1/c/2/1": "c24e2d7c89fbfd2c02776d05cd2e6223d2f8d521020dfb4232981aeba38a4cf2",
-        "activations/classifier.1/c/2/2": "e9f6182f46aca56a419df58418202df5d2f855c54e45d955da5a02c3a6425465",
-        "activations/classifier.1/c/2/3": "e840eb915fb4d34e52b88149f5ffc96aa0ad16f14816f3687b2f64ef31576953",
-        "activations/classifier.1/zarr.json": "9d3d94793c88c2b261493bcdc52e63e4f5a992e2fbf10146f04d22e90cdbb353",
-        "activations/features.3/c/0/0/0/0": "4f2f3f92064e282d6c06fde76fbe0920ed0c77554b6e0c63ce889fcbb8f742c2",
-        "activations/features.3/c/0/1/0/0": "42c0d7d0c14e8ad3074f492fdccd4716eef559467d5a53378f91c2f6fe6e7fb9",
-        "activations/features.3/c/1/0/0/0": "f123f6c1c518fa2fc14ceb6e6de297b807c3c386a6dda65afbb3e34685dafd8b",
-        "activations/features.3/c/1/1/0/0": "8995558964611083acf5a17711359bafe7651c332a775682ac9266f44da07cc5",
-        "activations/features.3/c/2/0/0/0": "f7c25fa2941b9060a7123414ace6bb7615d9dfb83d4194aba4306bd5dd9cb324",
-        "activations/features.3/c/2/1/0/0": "943330fd8e3c707e6bd1d4cf581fd7a29e3c55ae5d9515334eaa6bf963e4532a",
-        "activations/features.3/zarr.json": "a2761df360c5844b1340a8cd60d15bd3e99278b4724bc2950854c92c80041dd3",
+        "activations/classifier.1/c/0/0": "1ff5cb913e94d9191a58b55448f3fb71771d3cc1ada1206c21fbf5ec1dfad023",
+        "activations/classifier.1/c/0/1": "fc29603fd5a53f44321a84f6db12b8dce6687d3df7475f7e659f6748b716788f",
+        "activations/classifier.1/c/0/2": "1a8be257fbf0f3d4968db838655d3048a9c62616106f5f78bb95a36deaf8121a",
+        "activations/classifier.1/c/0/3": "1b45ae155310a266ebb5542501700beccbe82f50d16fc292ba5e15cbe3e3dc65",
+        "activations/classifier.1/c/1/0": "3252b749ad031c8e997825067445761abb2f7e4e8417ac6037f16349a7d9db28",
+        "activations/classifier.1/c/1/1": "b40e90abdfe6752ba4e6e3466e8bb51b97d668d0a57d4bf7abc5d0101b7172ef",
+        "activations/classifier.1/c/1/2": "8e9f2d122226f632b05ce5e46f628e8465114fd6bb57d0c6bfc175aeb04f9f7e",
+        "activations/classifier.1/c/1/3": "db8d63ae7f45de051948203c4cf28ed824c6ac47bcb401dcb5816ee319c37f5d",
+        "activations/classifier.1/c/2/0": "e9a11c5416d5c6dc3d8eb588afd4a3f886dc0f7dcc77aa847fef2fcd71c2d65d",
+        "activations/classifier.1/c/2/1": "6b11b7b191494052ac7216a556edaeb218e557998fbb96e49276329390fc1264",
+        "activations/classifier.1/c/2/2": "ff78f7a78ce1531865e843c31205b5b64ebd553a498118fafdf59538c724f4ed",
+        "activations/classifier.1/c/2/3": "8add1b6b78fc8990431330456a2d0c7f82f57e0080168125ce12b8f1ed5774b8",
+        "activations/classifier.1/zarr.json": "3dc57ede0254353c9059258160aaa75dd38fcf98e1812cff751a408a6c6b46f8",
+        "activations/features.3/c/0/0/0/0": "6dacfa8749be17f3ec3e2a45de34550622056f29466ef583de6e016240673858",
+        "activations/features.3/c/0/1/0/0": "05717bdc6a299e1353a84e1dfb2a45933d33e7559917dd9dc57bca5909dff713",
+        "activations/features.3/c/1/0/0/0": "5ece087624c9ebf2b2612901e6e6260663cbcf6dcd16e6b1cbc97db6e57c185e",
+        "activations/features.3/c/1/1/0/0": "12ebe9886c5bd7c25a1193468a5fedbe221857d67ab8eb98e9287fb38aa2d85b",
+        "activations/features.3/c/2/0/0/0": "d9d597aae055de53e719fbe6f0cec8781d24a95a4f3fbd773b39ec8f95f410c1",
+        "activations/features.3/c/2/1/0/0": "283a85ef0d1fbd2f877b9136c21709a8d9ab2d39ef1c89221231ce686a97723e",
+        "activations/features.3/zarr.json": "f86caec689effe737803f21c67544bd48345f18d67dfbb15957f17039875fcff",
         "activations/zarr.json": "f14c83188834a33a797862ac70fd3e60be12cbd98a266d27fa72ef055e3cb562",
         "classes/c/0": "4b175952e7e00beb2eebc7cf5b7af8dfa67c5a8f128778485b3e3bfa63204797",
         "classes/zarr.json": "914688d3dd8cc20ff96942be35b458032cce8a59699eb8e7895ac71c4545d8c3",
@@ -227,15 +227,14 @@ GOLDEN: dict[str, dict[str, str]] = {
         "written/c/1": "27ecd0a598e76f8a2fd264d427df0a119903e8eae384e478902541756f089dd1",
         "written/c/2": "67abdd721024f0ff4e0b3f4c2fc13bc5bad42d0b7851d456d88d203d15aaa450",
         "written/zarr.json": "526ce340f321530d07c2e2a4fde9af330afa42ad6120e02c81915418dcb298c1",
-        "zarr.json": "63896cbff72e0a9bdd09f565b42e94e9e759e679d5a48a1023f530cf5a9b4fdf"
+        "zarr.json": "7aa0dcee80fe36bcebfcb9c0a1ae8675f1b2c557a1708ae9fe9a5a9827b6356f"
     }
 }
 
 
 if __name__ == "__main__":   # print the digests of the golden runs, to update GOLDEN deliberately
-    import sys
     import tempfile
-    sys.path.insert(0, str(Path(__file__).parents[1]))
+
     from conftest import make_images as _make_images
     scratch = Path(tempfile.mkdtemp())
     golden = _make_images(scratch / "in", "classes", per_class=3, seed=11)

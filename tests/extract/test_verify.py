@@ -85,7 +85,8 @@ def test_verify_finds_a_corrupt_chunk(good_store):
     report = verify(good_store)
     failed = {c.name: c.detail for c in report.checks if not c.ok}
     assert list(failed) == ["chunks decode"]
-    assert failed["chunks decode"].startswith("features.2 rows 4-7:")
+    assert failed["chunks decode"].startswith("layer 'features.2' rows 4-7 are corrupt (index of shard "
+                                              f"{chunk}: shard index checksum mismatch)")
 
 
 def test_verify_counts_nan_and_inf_and_unwritten_rows(good_store):
@@ -113,12 +114,15 @@ def test_verify_cli_exit_status(good_store, tmp_path):
 
 
 def test_verify_names_the_rows_of_a_deleted_chunk(good_store):
-    (good_store / "activations" / "features.2" / "c" / "1" / "0" / "0" / "0").unlink()   # rows 4-7
+    shard = good_store / "activations" / "features.2" / "c" / "1" / "0" / "0" / "0"   # rows 4-7
+    shard.unlink()
     report = verify(good_store)
     failed = {c.name: c.detail for c in report.checks if not c.ok}
-    assert failed == {"chunks present": "features.2 rows 4-7 have no stored chunk (lost; they read as NaN): "
-                                        "rerun with --overwrite, or restore the files",
-                      "finite values": "features.2: 186624 NaN, 0 Inf, classifier.6: 0 NaN, 0 Inf"}   # 4 x 64x27x27
+    assert failed == {"chunks present": "features.2 rows 4-7 have no stored chunk (lost): run the extract command "
+                                        "again to recompute them, or restore the files",
+                      "chunks decode": f"layer 'features.2' rows 4-7 are recorded as written but their data is "
+                                       f"gone ({shard} missing): run the extract command again to recompute "
+                                       "them, or restore the file"}
     assert CliRunner().invoke(app, ["verify", str(good_store)]).exit_code == 1
 
 
@@ -148,9 +152,11 @@ def test_verify_finds_written_rows_with_no_chunk_in_hdf5(tmp_path, image_dir, we
         new.attrs.update(attrs)
     report = verify(out)
     failed = {c.name: c.detail for c in report.checks if not c.ok}
-    assert failed["chunks present"] == ("classifier.6 rows 8-11 have no stored chunk (lost; they read as NaN): "
-                                        "rerun with --overwrite, or restore the files")
-    assert failed["finite values"] == "classifier.6: 4000 NaN, 0 Inf"
+    assert failed["chunks present"] == ("classifier.6 rows 8-11 have no stored chunk (lost): run the extract "
+                                        "command again to recompute them, or restore the files")
+    assert failed["chunks decode"] == (f"layer 'classifier.6' rows 8-11 are recorded as written but their data is "
+                                       f"gone ({out} chunk (8, 0), {out} chunk (8, 500) missing): run the extract "
+                                       "command again to recompute them, or restore the file")
 
 
 def test_a_random_weights_file_is_recorded_as_a_file_not_as_published_weights(good_store, weights_file):
@@ -199,6 +205,7 @@ def test_a_lost_shard_is_found_by_its_shard_grid(tmp_path):
     arr[:] = 1.0
     reader = ZarrReader(tmp_path / "s.zarr")
     assert reader.block_rows("activations/x") == 4
-    assert reader.missing_blocks("activations/x", [0, 1, 2]) == []
-    (tmp_path / "s.zarr" / "activations" / "x" / "c" / "1" / "0").unlink()   # rows 4-7
-    assert reader.missing_blocks("activations/x", [0, 1, 2]) == [1]
+    assert reader.missing_blocks("activations/x", [0, 1, 2]) == {}
+    shard = tmp_path / "s.zarr" / "activations" / "x" / "c" / "1" / "0"   # rows 4-7
+    shard.unlink()
+    assert reader.missing_blocks("activations/x", [0, 1, 2]) == {1: [str(shard)]}

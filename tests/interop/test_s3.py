@@ -364,5 +364,5 @@ def test_verify_names_the_rows_of_an_object_deleted_from_s3(url):
     write_store(url, "zarr")            # 40 rows, chunks of 8 images and 4 of 6 channels
     fsspec.filesystem("s3").rm_file(f"{url}/activations/features.0/c/2/1/0/0")   # rows 16-23, channels 4-5
     failed = {c.name: c.detail for c in verify(url).checks if not c.ok}
-    assert failed["chunks present"] == ("features.0 rows 16-23 have no stored chunk (lost; they read as NaN): "
-                                        "rerun with --overwrite, or restore the files")
+    assert failed["chunks present"] == ("features.0 rows 16-23 have no stored chunk (lost): run the extract "
+                                        "command again to recompute them, or restore the files")

@@ -8,6 +8,7 @@ import importlib
 import sys
 import zlib
 
+import google_crc32c
 import h5py
 import numcodecs
 import numpy as np
@@ -71,7 +72,9 @@ def test_zarr_gzip_chunks_are_isal_gzip_members_that_numcodecs_decodes_bit_exact
     for row, channel in [(0, 0), (2, 1)]:
         stored = (tmp_path / "s.zarr" / "activations" / "layer" / "c" / f"{row}/{channel}/0/0").read_bytes()
         chunk = _chunk(data, row, channel)
+        stored, checksum = stored[:-4], stored[-4:]   # the crc32c codec after gzip
         assert stored == isal_zlib.compress(chunk, 2, 31)
+        assert checksum == google_crc32c.value(stored).to_bytes(4, "little")
         assert numcodecs.GZip().decode(stored) == chunk.tobytes() == gzip.decompress(stored)
     np.testing.assert_array_equal(zarr.open_array(tmp_path / "s.zarr" / "activations" / "layer")[:], data)
 

@@ -70,6 +70,17 @@ class StoreWriter(ABC):
     def written(self) -> np.ndarray:
         """The (N,) bool mask of rows already written."""
 
+    def unmark(self, rows: np.ndarray) -> None:
+        """Record the rows of mask ``rows`` (whole write blocks) as not written:
+        their data was found lost or corrupt, and this run writes them again."""
+        raise NotImplementedError(f"{self.format_name} stores are never resumed")
+
+    def lost_rows(self) -> np.ndarray:
+        """The (N,) mask of written rows whose stored chunk (or shard) is
+        gone in some layer: what a resume writes again. None lost where the
+        format cannot tell."""
+        return np.zeros(len(self.written()), dtype=bool)
+
     @abstractmethod
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         """Merge ``attrs`` into the root attributes."""
@@ -182,10 +193,11 @@ class StoreReader(ABC):
         are stored in shards (the unit a lost file or object takes with it)."""
 
     @abstractmethod
-    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> dict[int, list[str]]:
         """Those of ``row_blocks`` (indices along the image axis, in blocks of
-        :meth:`block_rows`) for which some stored block is absent: rows that
-        would read the fill value instead of their data."""
+        :meth:`block_rows`) for which some stored block is absent (rows that
+        would read the fill value instead of their data), each with what is
+        gone (files, objects or chunks), for messages."""
 
     @abstractmethod
     def close(self) -> None: ...

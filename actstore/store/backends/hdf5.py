@@ -35,6 +35,7 @@ import numpy as np
 
 from ...errors import OutOfSpaceError, is_disk_full
 from ..codecs import BLOSC, ChunkCompressor, CodecSpec, whole_chunks
+from ..integrity import corrupt, first_bad_block, row_runs, rows_of_blocks
 from ..io.location import Location, free_space, is_url
 from ..layout import ACTIVATIONS, DERIVED, FORMAT_NAME, LayerSpec, Layout, layer_order, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
@@ -246,6 +247,15 @@ class Hdf5Writer(StoreWriter):
             return self._kept.copy()
         return self._written[:].astype(bool)
 
+    def unmark(self, rows: np.ndarray) -> None:
+        for first, last in row_runs(np.flatnonzero(rows)):
+            self._written[first:last + 1] = 0
+        self._file.flush()
+
+    def lost_rows(self) -> np.ndarray:
+        return rows_of_blocks(self.written(), [(d.chunks[0], lambda blocks, d=d: _missing_chunks(d, blocks))
+                                               for d in self._layers.values()])
+
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         # SWMR lets us change attributes that exist (status, completed), not add
         # new ones; for those, leave SWMR mode for a moment.
@@ -347,7 +357,6 @@ class Hdf5Reader(StoreReader):
         return dset.asstr() if h5py.check_string_dtype(dset.dtype) else dset
 
     def read(self, name: str, selection: tuple) -> np.ndarray:
-        dset = self.array(name)
         # h5py takes one index list per read; read contiguous runs of the
         # first list as slices and let h5py handle the rest.
         first, rest = selection[0], selection[1:]
@@ -357,9 +366,20 @@ class Hdf5Reader(StoreReader):
                 return np.empty(shape, dtype=self._file[name].dtype)
             breaks = np.flatnonzero(np.diff(first) != 1) + 1
             runs = np.split(first, breaks)
-            parts = [_read_h5(dset, (slice(int(r[0]), int(r[-1]) + 1),) + rest) for r in runs]
-            return np.concatenate(parts, axis=0)
-        return _read_h5(dset, selection)
+            return np.concatenate([self._read(name, (slice(int(r[0]), int(r[-1]) + 1),) + rest) for r in runs])
+        return self._read(name, selection)
+
+    def _read(self, name: str, selection: tuple) -> np.ndarray:
+        dset = self.array(name)
+        try:
+            return _read_h5(dset, selection)
+        except OSError as error:   # a Fletcher-32 or Adler-32 mismatch, a codec refusing damaged bytes
+            rows = np.atleast_1d(np.arange(dset.shape[0])[selection[0]])
+            found = first_bad_block(lambda part: _read_h5(dset, (slice(int(part[0]), int(part[-1]) + 1),
+                                                                *selection[1:])), rows, dset.chunks[0])
+            if found is None:
+                raise
+            raise corrupt(name.rsplit("/", 1)[-1], found[0], f"file {self._file.filename}", found[1]) from error
 
     def derived(self, layer: str) -> dict[str, np.ndarray]:
         group = self._file.get(f"{DERIVED}/{layer}")
@@ -375,14 +395,8 @@ class Hdf5Reader(StoreReader):
         dset = self._file[name]
         return int(dset.chunks[0]) if dset.chunks else int(dset.shape[0])
 
-    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
-        dset = self._file[name]
-        if dset.chunks is None:
-            return []
-        stored = {tuple(dset.id.get_chunk_info(i).chunk_offset) for i in range(dset.id.get_num_chunks())}
-        across = list(itertools.product(*(range(0, s, c) for s, c in zip(dset.shape[1:], dset.chunks[1:]))))
-        rows = dset.chunks[0]
-        return [int(b) for b in row_blocks if any((int(b) * rows, *rest) not in stored for rest in across)]
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> dict[int, list[str]]:
+        return _missing_chunks(self._file[name], row_blocks)
 
     def notes(self) -> list[str]:
         notes = []
@@ -401,6 +415,18 @@ class Hdf5Reader(StoreReader):
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
+
+
+def _missing_chunks(dset: h5py.Dataset, row_blocks: Sequence[int]) -> dict[int, list[str]]:
+    """Those of ``row_blocks`` (chunk rows) with a chunk never stored, each with the chunks, for messages."""
+    if dset.chunks is None:
+        return {}
+    stored = {tuple(dset.id.get_chunk_info(i).chunk_offset) for i in range(dset.id.get_num_chunks())}
+    across = list(itertools.product(*(range(0, s, c) for s, c in zip(dset.shape[1:], dset.chunks[1:]))))
+    rows = dset.chunks[0]
+    gone = {int(b): [f"{dset.file.filename} chunk {(int(b) * rows, *rest)}" for rest in across
+                     if (int(b) * rows, *rest) not in stored] for b in row_blocks}
+    return {block: chunks for block, chunks in gone.items() if chunks}
 
 
 def _read_h5(dset, selection: tuple) -> np.ndarray:

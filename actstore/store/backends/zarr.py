@@ -13,7 +13,6 @@ process that reopens a store still being created waits for that mark.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import os
@@ -33,11 +32,13 @@ from zarr.storage import LocalStore
 
 from ...errors import IncompleteStoreError
 from ..codecs import ChunkCompressor, CodecSpec, Encode, whole_chunks
+from ..integrity import row_runs, rows_of_blocks
 from ..io.location import STORAGE_OPTIONS, Location, filesystem, is_url, join, location
 from ..layout import ACTIVATIONS, DERIVED, FORMAT_NAME, LayerSpec, Layout, layer_order, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
 from .base import StoreReader, StoreWriter
 from .shard_stream import ShardRows, ShardStream, open_shard_stream
+from .zarr_integrity import locate_corruption, missing_objects
 from .zarr_shards import ShardFormat, ShardReader, shard_shape
 
 # One group per shard claim ("I-of-N"): distinct keys, so processes claiming
@@ -298,6 +299,15 @@ class ZarrWriter(StoreWriter):
     def written(self) -> np.ndarray:
         return self._written[:].astype(bool)
 
+    def unmark(self, rows: np.ndarray) -> None:
+        for first, last in row_runs(np.flatnonzero(rows)):
+            self._write(self._written, first, np.zeros(last + 1 - first, dtype=np.uint8))
+
+    def lost_rows(self) -> np.ndarray:
+        return rows_of_blocks(self.written(), [(arr.metadata.chunk_grid.chunk_shape[0],
+                                                lambda blocks, arr=arr: missing_objects(arr, blocks))
+                                               for arr in self._layers.values()])
+
     def update_attrs(self, attrs: Mapping[str, Any]) -> None:
         values, removed = encode(attrs, self._group.attrs)
         self._group.attrs.update(values)
@@ -391,7 +401,11 @@ class ZarrReader(StoreReader):
             self._shard_readers[name] = ShardReader(arr, shards) if shards else None
         if self._shard_readers[name] is not None:
             return self._shard_readers[name].read(selection)
-        return np.asarray(self.array(name).oindex[selection])
+        arr = self.array(name)
+        try:
+            return np.asarray(arr.oindex[selection])
+        except Exception as error:   # a checksum, or a codec refusing damaged bytes
+            raise (locate_corruption(arr, selection) or error) from error
 
     def chunk_stats(self, name: str) -> tuple[int, int]:
         arr = self.array(name)
@@ -400,20 +414,10 @@ class ZarrReader(StoreReader):
     def block_rows(self, name: str) -> int:
         return int(self.array(name).metadata.chunk_grid.chunk_shape[0])
 
-    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> list[int]:
+    def missing_blocks(self, name: str, row_blocks: Sequence[int]) -> dict[int, list[str]]:
         # The chunk grid of the metadata is the grid of stored objects: shards
         # where the array is sharded, chunks otherwise.
-        arr = self.array(name)
-        grid = arr.metadata.chunk_grid.chunk_shape
-        across = list(itertools.product(*(range(math.ceil(s / c)) for s, c in zip(arr.shape[1:], grid[1:]))))
-        store = arr.store_path.store
-
-        async def keys() -> set[str]:
-            return {key async for key in store.list_prefix(f"{arr.path}/")}
-        stored = sync(keys())
-        return [int(b) for b in row_blocks
-                if any(f"{arr.path}/{arr.metadata.encode_chunk_key((int(b), *rest))}" not in stored
-                       for rest in across)]
+        return missing_objects(self.array(name), row_blocks)
 
     def files_stored(self, name: str) -> int:
         return int(self.array(name)._nshards_initialized)   # shards, or chunks when unsharded

@@ -37,6 +37,7 @@ from zarr.storage import LocalStore
 from ... import config
 from ...errors import BadOptionError
 from ..codecs import CodecSpec, Decode, Encode
+from ..integrity import corrupt
 
 # An inner chunk that is not in the shard: offset and nbytes both this.
 MISSING = 2**64 - 1
@@ -173,7 +174,13 @@ class ShardReader:
             if payload is None:
                 out[target] = self.fill
             else:
-                out[target] = self.decode(payload).reshape(inner)[np.ix_(*(g[2] for g in chunk))]
+                try:
+                    values = self.decode(payload).reshape(inner)
+                except Exception as error:   # a checksum, or a codec refusing damaged bytes
+                    shard = tuple(g[0] // p for g, p in zip(chunk, self.shards.chunks_per_shard))
+                    raise corrupt(self._layer, axes[0][chunk[0][1]], f"shard {self._where(shard)}",
+                                  error) from error
+                out[target] = values[np.ix_(*(g[2] for g in chunk))]
         if self._folder is not None:
             # Local files: each task reads its byte range (pread) and decodes
             # it, so reads from a cold or network disk overlap as well.
@@ -232,14 +239,28 @@ class ShardReader:
                                               for shard in shards))
             raws = [None if buffer is None else buffer.to_bytes() for buffer in sync(get_all())]
         for shard, raw in zip(shards, raws):
-            self._indices[shard] = (np.full((*per_shard, 2), MISSING, dtype="<u8") if raw is None else
-                                    read_index(raw, per_shard, self.shards.index_at_start, self.shards.checksum))
+            try:
+                self._indices[shard] = (np.full((*per_shard, 2), MISSING, dtype="<u8") if raw is None else
+                                        read_index(raw, per_shard, self.shards.index_at_start,
+                                                   self.shards.checksum))
+            except ValueError as error:
+                rows = self.shards.shard_shape[0]
+                raise corrupt(self._layer, range(shard[0] * rows, min((shard[0] + 1) * rows, self.shape[0])),
+                              f"index of shard {self._where(shard)}", error) from error
+
+    @property
+    def _layer(self) -> str:
+        return self.arr.path.rsplit("/", 1)[-1]
+
+    def _where(self, shard: tuple[int, ...]) -> str:
+        """The shard's file (or object key), for messages."""
+        return str(self._folder / self._key(shard)) if self._folder else f"{self.arr.path}/{self._key(shard)}"
 
     def _read_local_index(self, shard: tuple[int, ...], size: int) -> bytes | None:
         try:
             with open(self._folder / self._key(shard), "rb") as handle:
-                if not self.shards.index_at_start:
-                    handle.seek(-size, os.SEEK_END)
+                if not self.shards.index_at_start:   # a truncated file: its index fails its checksum
+                    handle.seek(max(0, os.fstat(handle.fileno()).st_size - size))
                 return handle.read(size)
         except FileNotFoundError:
             return None

@@ -69,3 +69,28 @@ def skipped_rows(attrs: Mapping[str, Any], n_rows: int) -> np.ndarray:
     rows = [int(s["row"]) for s in attrs.get("skipped_images") or () if s.get("row") is not None]
     mask[[r for r in rows if 0 <= r < n_rows]] = True
     return mask
+
+
+def is_complete(written: np.ndarray, skipped: np.ndarray) -> bool:
+    """The one definition of a complete store's rows, which extract, rechunk,
+    export and verify share: each row is written or recorded as skipped (an
+    unreadable image, see :func:`skipped_rows`).
+
+    Example:
+        >>> is_complete(np.array([True, False]), np.array([False, True]))
+        True
+    """
+    return bool((np.asarray(written, dtype=bool) | np.asarray(skipped, dtype=bool)).all())
+
+
+def skipped_note(skipped: int, dropped: bool, kept_as: str) -> str:
+    """What an export or a copy did with the rows of skipped images, for its output line.
+
+    Example:
+        >>> skipped_note(2, True, "NaN rows")
+        '; 2 skipped image(s) dropped'
+    """
+    if not skipped:
+        return ""
+    return (f"; {skipped} skipped image(s) dropped" if dropped else
+            f"; {skipped} skipped image(s) kept as {kept_as} (see skipped_images; --drop-skipped leaves them out)")

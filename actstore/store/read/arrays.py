@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..backends.base import StoreReader
+from ..integrity import lost
 from ..layout import ACTIVATIONS, LayerSpec
 from .selection import axis_index as _axis_index
 from .selection import check_written
@@ -67,7 +68,21 @@ class LazyArray:
         selection, post = _normalise(key, self.shape)
         check_written(self._written, selection[0], self.name)
         data = self._reader.read(self._key, selection)
+        if data.dtype.kind == "f" and data.size and np.isnan(data.min()):   # the fill value, or data that is NaN
+            self._refuse_lost(selection[0])
         return post(data)
+
+    def _refuse_lost(self, rows_key: Any) -> None:
+        """Raise :class:`~actstore.errors.CorruptStoreError` when a stored
+        chunk or shard of these written rows is gone: they would read the
+        fill value (NaN), not their data."""
+        rows = np.atleast_1d(np.arange(self.shape[0])[rows_key])
+        step = self._reader.block_rows(self._key)
+        gone = self._reader.missing_blocks(self._key, np.unique(rows // step).tolist())
+        if gone:
+            files = sorted({path for paths in gone.values() for path in paths})
+            raise lost(self.name, rows[np.isin(rows // step, list(gone))],
+                       ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else ""))
 
 
 def _normalise(key: Any, shape: tuple[int, ...]):

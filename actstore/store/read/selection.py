@@ -46,3 +46,15 @@ def axis_index(k: Any, size: int, axis: int) -> int | slice | np.ndarray:
     if index.min() < -size or index.max() >= size:
         raise IndexError(f"index out of bounds for axis {axis} with size {size}")
     return index.astype(np.int64) % size
+
+
+def rows_or_nan(layer: Any, rows: np.ndarray, written: np.ndarray) -> np.ndarray:
+    """``layer[rows]`` for sorted ``rows``, NaN in those never written (images
+    skipped as unreadable): what an export of a complete store writes."""
+    kept = written[rows]
+    if kept.all() and rows[-1] - rows[0] == len(rows) - 1:   # the usual block: one contiguous read
+        return layer[int(rows[0]):int(rows[-1]) + 1]
+    out = np.full((len(rows), *layer.shape[1:]), np.nan, dtype=layer.dtype)
+    if kept.any():
+        out[kept] = layer[rows[kept]]
+    return out

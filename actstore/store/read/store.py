@@ -18,9 +18,10 @@ import numpy as np
 
 from ...errors import LayerNotFoundError, SelectionError
 from ..backends.base import StoreReader
+from ..integrity import row_runs
 from ..io.location import location
 from ..layout import ACTIVATIONS, LayerSpec
-from ..metadata.provenance import skipped_rows
+from ..metadata.provenance import is_complete, skipped_rows
 from .arrays import FlatArray, LazyArray
 from .selection import axis_index as _axis_index
 from .selection import check_written
@@ -62,7 +63,7 @@ class Store:
 
     @property
     def complete(self) -> bool:
-        return self.status == "complete" and bool((self.written | self.skipped).all())
+        return self.status == "complete" and is_complete(self.written, self.skipped)
 
     @property
     def written_rows(self) -> np.ndarray:
@@ -81,14 +82,10 @@ class Store:
         key = f"{ACTIVATIONS}/{self._layer_name(layer)}"
         step = self._reader.block_rows(key)
         blocks = np.unique(self.written_rows // step)
-        runs: list[tuple[int, int]] = []
+        gone = np.zeros(len(self), dtype=bool)
         for block in self._reader.missing_blocks(key, blocks.tolist()):
-            rows = np.flatnonzero(self.written[block * step:(block + 1) * step]) + block * step
-            if runs and runs[-1][1] == rows[0] - 1:
-                runs[-1] = (runs[-1][0], int(rows[-1]))
-            else:
-                runs.append((int(rows[0]), int(rows[-1])))
-        return runs
+            gone[block * step:(block + 1) * step] = True
+        return row_runs(np.flatnonzero(gone & self.written))
 
     def layer_attrs(self, layer: str) -> dict[str, Any]:
         """The layer's attributes as stored."""
@@ -254,7 +251,9 @@ class Store:
                             "files": self._reader.files_stored(f"{ACTIVATIONS}/{name}"),
                             "bytes_raw": raw, "bytes_stored": stored,
                             "compression_ratio": round(raw / stored, 2) if stored else None}
-        return {"path": str(self.path), "format": self.format, "status": self.status,
+        damaged = {name: runs for name in self.layers if (runs := self.missing_rows(name))}
+        return {"path": str(self.path), "format": self.format, "status": "damaged" if damaged else self.status,
+                "damaged": damaged,
                 "rows": len(self), "rows_written": int(self.written.sum()),
                 "classes": len(self.classes), "layers": layers, "notes": self._reader.notes(),
                 "attrs": {k: v for k, v in self.attrs.items() if k != "fingerprint"}}
