@@ -83,21 +83,7 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         report.add("rows written", store.complete,
                    f"{int(written.sum())}/{len(store)} rows written{skipped}, status {store.status}")
 
-        if (store.attrs.get("imported_from") or {}).get("file_names_known", True):
-            names, counts = np.unique(store.file_names, return_counts=True)
-            dupes = names[counts > 1]
-            report.add("unique file names", not len(dupes), f"{len(dupes)} repeated (e.g. {', '.join(dupes[:3])})"
-                       if len(dupes) else f"{len(names)} unique")
-        else:
-            report.checks.append(Check("unique file names", True, "skipped: imported from files that did not "
-                                       "name the images, so the store has no file names", skipped=True))
-
-        lost = {layer: store.missing_rows(layer) for layer in store.layers}
-        lost = {layer: runs for layer, runs in lost.items() if runs}
-        report.add("chunks present", not lost,
-                   "; ".join(f"{layer} rows {describe_runs(runs)} have no stored chunk (lost): run the extract "
-                             "command again to recompute them, or restore the files" for layer, runs in lost.items())
-                   or "every written row has its stored chunk in every layer")
+        report.checks += [_unique_names(store), _chunks_present(store)]
         if quick:
             report.checks.append(Check("chunks decode", True, "skipped (--quick): checksums and values not "
                                        "read", skipped=True))
@@ -107,6 +93,25 @@ def verify(path: str | Path, *, recompute: int = 0, model_path: str | Path | Non
         if recompute:
             report.checks.append(_recompute(store, recompute, model_path, in_path, device, seed, rtol, atol))
     return report
+
+
+def _unique_names(store) -> Check:
+    if not (store.attrs.get("imported_from") or {}).get("file_names_known", True):
+        return Check("unique file names", True, "skipped: imported from files that did not name the images, "
+                     "so the store has no file names", skipped=True)
+    names, counts = np.unique(store.file_names, return_counts=True)
+    dupes = names[counts > 1]
+    return Check("unique file names", not len(dupes), f"{len(dupes)} repeated (e.g. {', '.join(dupes[:3])})"
+                 if len(dupes) else f"{len(names)} unique")
+
+
+def _chunks_present(store) -> Check:
+    lost = {layer: store.missing_rows(layer) for layer in store.layers}
+    lost = {layer: runs for layer, runs in lost.items() if runs}
+    return Check("chunks present", not lost,
+                 "; ".join(f"{layer} rows {describe_runs(runs)} have no stored chunk (lost): run the extract "
+                           "command again to recompute them, or restore the files" for layer, runs in lost.items())
+                 or "every written row has its stored chunk in every layer")
 
 
 def _check_chunks(store, report: VerifyReport) -> None:

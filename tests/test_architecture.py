@@ -230,3 +230,17 @@ def test_the_store_tests_run_without_torch(tmp_path):
                           "-k", "TestZarrSharded or TestZarrUnsharded or TestHdf5"],
                          capture_output=True, text=True, env=env, cwd=PACKAGE.parent)
     assert ran.returncode == 0 and " passed" in ran.stdout and "error" not in ran.stdout.lower(), ran.stdout[-2000:]
+
+
+def test_modules_and_functions_stay_small():
+    """One idea per module (at most 400 lines), one step per function (at most 60 lines)."""
+    too_big = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        relative = path.relative_to(PACKAGE)
+        if len(text.splitlines()) > 400:
+            too_big.append(f"{relative}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                too_big.append(f"{relative}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert too_big == []

@@ -82,67 +82,82 @@ def _wrap(text: str, width: int, separator: str) -> list[str]:
     return lines
 
 
+# The help of extract's options, by ExtractOptions field: the CLI's flags are exactly its fields.
+HELP = {
+    'model_name': ('Model as its family spells it: alexnet, vit_small_patch14_dinov2, ViT-B-32, facebook/dinov2-small '
+                   '(see `actstore models --source S`).'),
+    'source': 'Model family: torchvision, timm, open_clip or hf.',
+    'module_names': 'Module to store, e.g. features.11; repeat for several (one forward pass).',
+    'in_path': 'Folder of images, flat or one subfolder per class.',
+    'out_path': ('Store path: a .zarr directory or .h5/.hdf5 file. A path without those suffixes gets the original '
+                 "tool's txt layout <out>/<model>/<module>/ unless --file-format says otherwise."),
+    'batch_size': 'Images per forward pass.',
+    'device': 'cpu, cuda or cuda:N.',
+    'flatten_acts': 'Store (N, units) instead of the native shape.',
+    'fraction': 'Random fraction of the images (0 < F <= 1), picked with --rnd-seed.',
+    'rnd_seed': 'Seed for --fraction and for random initialisation.',
+    'things': 'Order classes by the THINGS concept file (uniqueID column).',
+    'things_tsv': 'Path to things_concept.tsv [default: data/things_concept.tsv].',
+    'file_format': "zarr, hdf5, or the original tool's txt/npy [default: from the out path's suffix, else zarr].",
+    'dtype': 'Storage dtype: float32 or float16.',
+    'compression_level': "Codec level [default: the codec's own].",
+    'chunk_channels': 'Channels (units) per chunk [default: all, split only when a chunk would exceed 1 MiB].',
+    'num_workers': 'DataLoader processes decoding images [default: 2 on the CPU, up to 8 on a GPU].',
+    'interactive': 'Show the module tree and ask for the module.',
+    'skip_bad_images': 'Leave out unreadable images (recorded in the store) instead of stopping.',
+    'dry_run': 'Print per-layer sizes, a measured estimate of the store and the free space; write nothing.',
+    'force': 'Start even when the estimated store size exceeds the free space.',
+    'amp': ('Mixed precision for the forward pass: float16 or bfloat16 (recorded; stored values then carry that '
+            'precision).'),
+    'decoder': ('pil (decode in DataLoader workers), or torchvision: JPEGs decoded in batches on --device (nvJPEG on '
+                'a GPU) when the decoder is the limit; values differ slightly from pil.'),
+    'channels_last': 'Run convolutions in channels_last memory format (can be faster on GPUs).',
+    'shard': ('I/N: this process extracts share I of N into the same Zarr store (torchrun sets it from '
+              'RANK/WORLD_SIZE).'),
+    'repair': ('Also decode every stored chunk first and recompute the rows whose chunks fail their checksum (a '
+               'plain rerun recomputes rows whose files are gone).'),
+    'quiet': 'No progress bar, and no closing line on what limited the run.',
+    'pretrained': "The original tool's flag; trained weights are the default here.",
+}
+
+
 @app.command("extract")
 @command
 def extract_command(
-    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help="Model as its family spells "
-        "it: alexnet, vit_small_patch14_dinov2, ViT-B-32, facebook/dinov2-small (see `actstore models --source S`)."),
-    source: str = typer.Option("torchvision", "--source", help="Model family: torchvision, timm, open_clip or hf."),
-    module_names: List[str] = typer.Option([], "--module-name", "--module_name", help="Module to store, e.g. "
-        "features.11; repeat for several (one forward pass)."),
-    in_path: Path = typer.Option(Path("./images/"), "--in-path", "--in_path", help="Folder of images, flat or one "
-        "subfolder per class."),
-    out_path: str = typer.Option("./activations/", "--out-path", "--out_path", help="Store path: a .zarr directory or "
-        ".h5/.hdf5 file. A path without those suffixes gets the original tool's txt layout <out>/<model>/<module>/ "
-        "unless --file-format says otherwise."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", "--model_name", help=HELP['model_name']),
+    source: str = typer.Option("torchvision", "--source", help=HELP['source']),
+    module_names: List[str] = typer.Option([], "--module-name", "--module_name", help=HELP['module_names']),
+    in_path: Path = typer.Option(Path("./images/"), "--in-path", "--in_path", help=HELP['in_path']),
+    out_path: str = typer.Option("./activations/", "--out-path", "--out_path", help=HELP['out_path']),
     model_path: Optional[Path] = typer.Option(None, "--model-path", "--model_path", help=MODEL_PATH_HELP),
     weights: str = typer.Option("DEFAULT", "--weights", help=WEIGHTS_HELP),
-    batch_size: int = typer.Option(config.BATCH_SIZE, "--batch-size", "--batch_size", help="Images per forward pass."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    flatten_acts: bool = typer.Option(False, "--flatten-acts", "--flatten_acts", help="Store (N, units) instead of "
-        "the native shape."),
-    fraction: float = typer.Option(1.0, "--fraction", help="Random fraction of the images (0 < F <= 1), picked with "
-        "--rnd-seed."),
-    rnd_seed: int = typer.Option(42, "--rnd-seed", "--rnd_seed", help="Seed for --fraction and for random "
-        "initialisation."),
-    things: bool = typer.Option(False, "--things", help="Order classes by the THINGS concept file (uniqueID column)."),
-    things_tsv: Optional[Path] = typer.Option(None, "--things-tsv", help="Path to things_concept.tsv [default: "
-        "data/things_concept.tsv]."),
-    file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help="zarr, hdf5, or the "
-        "original tool's txt/npy [default: from the out path's suffix, else zarr]."),
-    dtype: str = typer.Option("float32", "--dtype", help="Storage dtype: float32 or float16."),
+    batch_size: int = typer.Option(config.BATCH_SIZE, "--batch-size", "--batch_size", help=HELP['batch_size']),
+    device: str = typer.Option("cpu", "--device", help=HELP['device']),
+    flatten_acts: bool = typer.Option(False, "--flatten-acts", "--flatten_acts", help=HELP['flatten_acts']),
+    fraction: float = typer.Option(1.0, "--fraction", help=HELP['fraction']),
+    rnd_seed: int = typer.Option(42, "--rnd-seed", "--rnd_seed", help=HELP['rnd_seed']),
+    things: bool = typer.Option(False, "--things", help=HELP['things']),
+    things_tsv: Optional[Path] = typer.Option(None, "--things-tsv", help=HELP['things_tsv']),
+    file_format: Optional[str] = typer.Option(None, "--file-format", "--file_format", help=HELP['file_format']),
+    dtype: str = typer.Option("float32", "--dtype", help=HELP['dtype']),
     compression: Optional[str] = COMPRESSION_OPTION,
-    compression_level: Optional[int] = typer.Option(None, "--compression-level", help="Codec level [default: the "
-        "codec's own]."),
+    compression_level: Optional[int] = typer.Option(None, "--compression-level", help=HELP['compression_level']),
     chunk_images: int = CHUNK_IMAGES_OPTION,
-    chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help="Channels (units) per chunk [default: "
-        "all, split only when a chunk would exceed 1 MiB]."),
+    chunk_channels: Optional[int] = typer.Option(None, "--chunk-channels", help=HELP['chunk_channels']),
     zarr_shard_rows: Optional[int] = ZARR_SHARD_ROWS_OPTION,
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader processes decoding images "
-        "[default: 2 on the CPU, up to 8 on a GPU]."),
-    interactive: bool = typer.Option(False, "--interactive", help="Show the module tree and ask for the module."),
-    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help="Leave out unreadable images (recorded in "
-        "the store) instead of stopping."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print per-layer sizes, a measured estimate of the store "
-        "and the free space; write nothing."),
-    force: bool = typer.Option(False, "--force", help="Start even when the estimated store size exceeds the free "
-        "space."),
-    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision for the forward pass: float16 or bfloat16 "
-        "(recorded; stored values then carry that precision)."),
-    decoder: str = typer.Option("pil", "--decoder", help="pil (decode in DataLoader workers), or torchvision: JPEGs "
-        "decoded in batches on --device (nvJPEG on a GPU) when the decoder is the limit; values differ slightly from "
-        "pil."),
-    channels_last: bool = typer.Option(False, "--channels-last", help="Run convolutions in channels_last memory "
-        "format (can be faster on GPUs)."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="I/N: this process extracts share I of N into the same "
-        "Zarr store (torchrun sets it from RANK/WORLD_SIZE)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help=HELP['num_workers']),
+    interactive: bool = typer.Option(False, "--interactive", help=HELP['interactive']),
+    skip_bad_images: bool = typer.Option(False, "--skip-bad-images", help=HELP['skip_bad_images']),
+    dry_run: bool = typer.Option(False, "--dry-run", help=HELP['dry_run']),
+    force: bool = typer.Option(False, "--force", help=HELP['force']),
+    amp: Optional[str] = typer.Option(None, "--amp", help=HELP['amp']),
+    decoder: str = typer.Option("pil", "--decoder", help=HELP['decoder']),
+    channels_last: bool = typer.Option(False, "--channels-last", help=HELP['channels_last']),
+    shard: Optional[str] = typer.Option(None, "--shard", help=HELP['shard']),
     overwrite: bool = OVERWRITE_STORE_OPTION,
-    repair: bool = typer.Option(False, "--repair", help="Also decode every stored chunk first and recompute the rows "
-        "whose chunks fail their checksum (a plain rerun recomputes rows whose files are gone)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, and no closing line on what limited "
-        "the run."),
-    pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help="The original tool's flag; trained "
-        "weights are the default here."),
+    repair: bool = typer.Option(False, "--repair", help=HELP['repair']),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help=HELP['quiet']),
+    pretrained: bool = typer.Option(False, "--pretrained", hidden=True, help=HELP['pretrained']),
 ) -> None:
     """Extract activations of MODEL at the given modules for every image into one store."""
     from ..extract import ExtractOptions, extract
@@ -152,6 +167,11 @@ def extract_command(
         module_names = _choose_modules(model_name, source, model_path)
     flags = {k: v for k, v in locals().items() if k in ExtractOptions.__dataclass_fields__}
     result = extract(ExtractOptions(**flags, command_line=shlex.join(["actstore", *sys.argv[1:]])))
+    _report(result, dry_run, quiet)
+
+
+def _report(result, dry_run: bool, quiet: bool) -> None:
+    """What a run did, in one line (a dry run: its plan)."""
     if result.plan is not None and dry_run:
         typer.echo(_format_plan(result.plan, result.file_format))
         return

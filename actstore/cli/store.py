@@ -113,7 +113,7 @@ def export_command(
     drop_skipped: bool = DROP_SKIPPED_OPTION,
 ) -> None:
     """Write one layer of a store in the original extract.py layout (txt/npy), streaming."""
-    from ..legacy.convert import export_layer
+    from ..legacy.export import export_layer
     from ..store.metadata.provenance import skipped_note
     result = export_layer(store_path, module_name, out_path, file_format, n_splits=n_splits,
                           decimals=decimals, overwrite=overwrite, drop_skipped=drop_skipped)

@@ -2,12 +2,13 @@
 
 - :mod:`.files`: the layout's files, and :class:`LegacyFiles`, the row sink
   that ``extract`` (an out path without a store suffix) and ``export`` write;
-- :mod:`.convert`: export a store's layer to the layout, import the layout into a store;
+- :mod:`.export` and :mod:`.convert`: a store's layer into the layout, and the layout into a store;
 - :mod:`.thingsvision`: the original functions under their original names.
 
 Every name this module had in 0.2 is still here.
 """
-from .convert import ExportResult, ImportResult, export_layer, import_legacy
+from .convert import ImportResult, import_legacy
+from .export import ExportResult, export_layer
 from .files import SLICE_FMT, LegacyFiles, slice_format, split_bounds
 from .files import LegacyFiles as LegacyWriter
 from .thingsvision import merge_activations, slices2tensor, split_activations, tensor2slices

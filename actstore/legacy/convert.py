@@ -1,11 +1,11 @@
-"""Between stores and the original layout: export a layer to txt/npy files, import such files.
+"""From the original layout into a store: import txt/npy files (:func:`import_legacy`).
 
-Both stream a few chunks of rows at a time, so memory does not grow with the
-number of images. This module never imports torch.
+Streams a few chunks of rows at a time, so memory does not grow with the
+number of images. This module never imports torch. The other way, a store's
+layer into the layout, is :mod:`.export`.
 
 Example:
-    >>> from actstore.legacy.convert import export_layer, import_legacy
-    >>> export_layer("alexnet.zarr", "features.11", "legacy_out", "txt")    # doctest: +SKIP
+    >>> from actstore.legacy import import_legacy
     >>> import_legacy("legacy_out/alexnet/features.11", "back.zarr")        # doctest: +SKIP
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Iterator, TextIO
 import numpy as np
 
 from .. import config
-from ..errors import BadOptionError, IncompleteStoreError, LayerNotFoundError, LegacyFilesError
+from ..errors import BadOptionError, LegacyFilesError
 from ..store import (
     FORMAT_VERSION,
     LayerSpec,
@@ -31,78 +31,12 @@ from ..store import (
     default_compression,
     detect_format,
     location,
-    open_store,
 )
-from ..store.metadata.provenance import is_complete, root_attrs
-from ..store.read.selection import rows_or_nan
+from ..store.metadata.provenance import root_attrs
 from ..store.session import open_session
-from .files import SLICE_DECIMALS, LegacyFiles, npy_header, split_files, text_shape
+from .files import npy_header, split_files, text_shape
 
 IMPORTED = "unknown (imported)"
-
-
-@dataclass
-class ExportResult:
-    """What :func:`export_layer` wrote."""
-
-    folder: Path
-    files: list[Path]
-    shape: tuple[int, ...]
-    skipped: int = 0     # rows of images skipped as unreadable: NaN rows, or dropped
-    dropped_skipped: bool = False
-
-
-def export_layer(store_path: str | Path, module_name: str, out_path: str | Path, file_format: str = "txt", *,
-                 n_splits: int = 1, decimals: int = SLICE_DECIMALS, overwrite: bool = False,
-                 drop_skipped: bool = False) -> ExportResult:
-    """Write one layer of a store in the original layout, streaming chunk by chunk.
-
-    Files go to ``<out_path>/<model_name>/<module_name>/``: the activations
-    (``.npy`` keeps the stored shape in one array; text uses the original
-    slices for 3+-D layers, ``%-7.5f`` by default, lossy), ``targets`` and
-    ``file_names.txt``. Memory stays at a few chunks whatever the layer's size.
-    Skipped (unreadable) images' rows are NaN, or dropped with ``drop_skipped``.
-
-    Args:
-        store_path: a complete store.
-        module_name: the layer to export.
-        out_path: the root folder of the original layout.
-        file_format: ``txt`` or ``npy`` (``.txt``/``.npy`` accepted).
-        n_splits: write ``activations_01`` ... ``activations_NN`` instead of one file.
-        decimals: decimals of text slices (the original: 5).
-        overwrite: replace existing ``activations*`` files in the target folder.
-        drop_skipped: leave out the rows of skipped images.
-
-    Returns:
-        An :class:`ExportResult` with the folder, the files and the layer's shape.
-
-    Raises:
-        UserError: missing store or layer, incomplete store, existing files, bad options.
-
-    Example:
-        >>> export_layer("alexnet.zarr", "features.11", "out", "txt", n_splits=4)   # doctest: +SKIP
-    """
-    with open_store(store_path) as store:
-        if module_name not in store:
-            raise LayerNotFoundError(f"no layer {module_name!r} in {store_path}; layers: {', '.join(store.layers)}")
-        if not is_complete(store.written, store.skipped):
-            raise IncompleteStoreError(f"{store_path} is incomplete ({int(store.written.sum())}/{len(store)} "
-                                       "rows): finish it by rerunning the extraction before exporting")
-        layer, spec = store[module_name], store.spec(module_name)
-        keep = np.flatnonzero(~store.skipped) if drop_skipped else np.arange(len(store))
-        layout = Layout(n_rows=len(keep), layers=(spec,))
-        writer = LegacyFiles(Path(out_path), layout, store.file_names[keep], store.targets[keep],
-                             file_format=file_format, model_name=str(store.attrs.get("model_name", "model")),
-                             n_splits=n_splits, decimals=decimals, nd_npy_as_text=False, overwrite=overwrite)
-        try:
-            step = layer.chunks[0]
-            for start in range(0, len(keep), step):
-                writer.write_rows(start, {module_name: rows_or_nan(layer, keep[start:start + step], store.written)})
-        finally:
-            writer.close()
-        files = writer.files()[module_name]
-        return ExportResult(folder=files[0].parent, files=files, shape=(len(keep), *layer.shape[1:]),
-                            skipped=int(store.skipped.sum()), dropped_skipped=drop_skipped)
 
 
 def _data_lines(handle: TextIO) -> Iterator[str]:
@@ -336,25 +270,30 @@ def import_legacy(source: str | Path, out_path: str | Path, *, file_format: str 
     attrs = _import_attrs(source, layers, layout, model_name, image_layout, command_line)
     with open_session(out_path, store_format, layout, first.file_names or [""] * n_images, first.targets,
                       classes, attrs, overwrite=overwrite, rerun_complete=False) as session:
-        # Whole chunk rows at a time (shards are streamed; else whole chunks):
-        # little in memory, and no stored block is ever written twice. A
-        # resumed store keeps the unit it was made with.
-        written, start = session.written(), 0
-        block_rows = session.writer.stream_rows or session.writer.block_rows or layout.block_rows
-        for blocks in itertools.zip_longest(*(layer.blocks(block_rows) for layer in layers)):
-            sizes = {len(b) if b is not None else 0 for b in blocks}
-            if len(sizes) > 1 or start + max(sizes) > n_images:
-                raise LegacyFilesError(f"the activations in {source} do not hold {n_images} rows each, as the "
-                                "targets say: is a split file missing or extra?")
-            if not written[start:start + max(sizes)].all():   # a resumed import skips what it holds
-                session.writer.write_rows(start, {layer.module_name: b for layer, b in zip(layers, blocks)})
-            start += max(sizes)
-        if start != n_images:
-            raise LegacyFilesError(f"the activations in {source} hold {start} rows but the targets {n_images}: "
-                            "is a split file missing?")
+        _write_blocks(session, layers, layout, source)
         session.complete()
     return ImportResult(path=out_path, file_format=store_format, n_images=n_images,
                         layers={s.module_name: s.shape for s in specs})
+
+
+def _write_blocks(session, layers: list[_SourceLayer], layout: Layout, source: Path) -> None:
+    """Every layer's rows into the session's store, whole chunk rows at a time
+    (shards are streamed; else whole chunks): little in memory, and no stored
+    block is ever written twice. A resumed store keeps the unit it was made
+    with, and the rows it holds are skipped."""
+    written, start, n_images = session.written(), 0, layout.n_rows
+    block_rows = session.writer.stream_rows or session.writer.block_rows or layout.block_rows
+    for blocks in itertools.zip_longest(*(layer.blocks(block_rows) for layer in layers)):
+        sizes = {len(b) if b is not None else 0 for b in blocks}
+        if len(sizes) > 1 or start + max(sizes) > n_images:
+            raise LegacyFilesError(f"the activations in {source} do not hold {n_images} rows each, as the "
+                                   "targets say: is a split file missing or extra?")
+        if not written[start:start + max(sizes)].all():
+            session.writer.write_rows(start, {layer.module_name: b for layer, b in zip(layers, blocks)})
+        start += max(sizes)
+    if start != n_images:
+        raise LegacyFilesError(f"the activations in {source} hold {start} rows but the targets {n_images}: "
+                               "is a split file missing?")
 
 
 def _check_rows(source: Path, layers: list[_SourceLayer]) -> int:
@@ -406,4 +345,4 @@ def _import_attrs(source: Path, layers: list[_SourceLayer], layout: Layout, mode
     return root_attrs(fields, fingerprint, command_line=command_line, after={"imported_from": imported_from})
 
 
-__all__ = ["ExportResult", "ImportResult", "export_layer", "import_legacy"]
+__all__ = ["ImportResult", "import_legacy"]

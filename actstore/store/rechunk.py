@@ -65,33 +65,23 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
             drop_skipped: bool = False) -> RechunkResult:
     """Copy the complete store ``src`` to ``out`` with new chunks, in bounded memory.
 
-    Rows are copied in blocks that fill whole output chunks, so memory stays
-    near ``max_memory`` whatever the store's size. The copy keeps the
+    Rows are copied in blocks of whole output shards (or chunks), so memory
+    stays near ``max_memory`` whatever the store's size. The copy keeps the
     values, row metadata and provenance; its ``fingerprint`` records the new
     chunks and ``rechunked_from`` the source. Rows of images skipped as
-    unreadable stay unwritten (NaN) rows of the copy, with the same
-    ``skipped_images`` records, so the copy is complete as the source is;
-    ``drop_skipped`` leaves them out (rows, file names and targets).
+    unreadable stay unwritten (NaN) rows with the same ``skipped_images``
+    records, so the copy is complete as the source is; ``drop_skipped``
+    leaves them out (rows, file names and targets).
 
     Args:
-        src: a complete store.
-        out: the new store (``.zarr`` or ``.h5``; another format than ``src`` is fine).
         layout: ``unit-major`` (many images, one channel or a few units per
             chunk) or ``image-major`` (what ``extract`` writes).
         chunk_images: rows per chunk [unit-major: as many as ``max_memory``
             allows; image-major: ``config.CHUNK_IMAGES``].
-        chunk_channels: channels (units) per chunk [default: from
-            ``config.CHUNK_BYTES``].
-        shard_rows: rows per Zarr shard, a multiple of the chunk rows; 0
-            writes one file per chunk [default: as ``extract`` chooses,
-            within ``max_memory``].
-        max_memory: bytes the copy may hold at once.
+        chunk_channels: channels (units) per chunk [default: from ``config.CHUNK_BYTES``].
+        shard_rows: rows per Zarr shard, a multiple of the chunk rows; 0 writes
+            one file per chunk [default: as ``extract`` chooses, within ``max_memory``].
         file_format: ``zarr`` or ``hdf5`` [default: from ``out``'s suffix].
-        overwrite: replace an existing store at ``out``.
-        drop_skipped: leave out the rows of skipped images.
-
-    Returns:
-        A :class:`RechunkResult`.
 
     Raises:
         UserError: unknown layout, incomplete source, ``out`` exists, or a
@@ -101,11 +91,7 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
         >>> rechunk("alexnet.zarr", "alexnet-units.zarr", "unit-major")      # doctest: +SKIP
     """
     started = time.perf_counter()
-    if layout not in LAYOUTS:
-        raise BadOptionError(f"unknown --layout {layout!r}: use one of {', '.join(LAYOUTS)}")
-    for option, value in (("--chunk-images", chunk_images), ("--chunk-channels", chunk_channels)):
-        if value is not None and value < 1:
-            raise BadOptionError(f"{option} must be at least 1, got {value}")
+    _check_options(layout, chunk_images, chunk_channels)
     from . import open_store  # the package's entry point, defined after this module's siblings
     src, out = location(src), location(out)   # local paths or URLs (s3://...)
     file_format = detect_format(out, file_format)
@@ -115,22 +101,9 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
                                        "rows): run its extract command again to finish it first")
         keep = np.flatnonzero(~store.skipped) if drop_skipped else np.arange(len(store))
         n_rows = len(keep)
-        rows, fit_rows = _chunk_rows(store, layout, chunk_images, max_memory)
-        new_specs = tuple(_respec(store.spec(name), layout, rows, chunk_channels) for name in store.layers)
-        # Blocks are whole shards: each shard is written once, whole.
-        shard = choose_shard_rows(file_format, new_specs, n_rows, rows, shard_rows)
-        if shard_rows is None and shard > fit_rows:
-            shard = max(rows, fit_rows - fit_rows % rows)
-        if fit_rows < shard:
-            raise BadOptionError(f"--max-memory-mb {max_memory / 2**20:,.0f} holds {fit_rows} rows of every "
-                                 f"layer, fewer than one shard of {shard} rows: raise it or lower "
-                                 "--zarr-shard-rows")
-        unit = shard or rows
-        block = min(unit * max(1, fit_rows // unit), max(unit, n_rows))
-        new_layout = Layout(n_rows=n_rows, layers=new_specs, chunk_images=rows, shard_rows=shard,
-                            compression=store.attrs.get("compression",
-                                                        default_compression(out, file_format, resume=False)),
-                            compression_level=store.attrs.get("compression_level"))
+        new_layout, block = _plan(store, n_rows, layout, file_format, out, chunk_images, chunk_channels, shard_rows,
+                                  max_memory)
+        new_specs, rows, shard = new_layout.layers, new_layout.chunk_images, new_layout.shard_rows
         attrs = _attrs(store, new_specs, rows, src, keep if drop_skipped else None)
         with open_session(out, file_format, new_layout, store.file_names[keep], store.targets[keep], store.classes,
                           attrs, overwrite=overwrite, rerun_complete=False) as session:
@@ -144,6 +117,33 @@ def rechunk(src: str | Path, out: str | Path, layout: str = "unit-major", *,
                          chunks={s.module_name: s.chunks for s in new_specs}, block_rows=block, shard_rows=shard,
                          seconds=time.perf_counter() - started, skipped=int(store.skipped.sum()),
                          dropped_skipped=drop_skipped)
+
+
+def _check_options(layout: str, chunk_images: int | None, chunk_channels: int | None) -> None:
+    if layout not in LAYOUTS:
+        raise BadOptionError(f"unknown --layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    for option, value in (("--chunk-images", chunk_images), ("--chunk-channels", chunk_channels)):
+        if value is not None and value < 1:
+            raise BadOptionError(f"{option} must be at least 1, got {value}")
+
+
+def _plan(store: Store, n_rows: int, layout: str, file_format: str, out: Location, chunk_images: int | None,
+          chunk_channels: int | None, shard_rows: int | None, max_memory: int) -> tuple[Layout, int]:
+    """The copy's layout (chunks, shards, codec) and the rows it copies at once:
+    whole shards (each written once, whole) that fit ``max_memory``."""
+    rows, fit_rows = _chunk_rows(store, layout, chunk_images, max_memory)
+    new_specs = tuple(_respec(store.spec(name), layout, rows, chunk_channels) for name in store.layers)
+    shard = choose_shard_rows(file_format, new_specs, n_rows, rows, shard_rows)
+    if shard_rows is None and shard > fit_rows:
+        shard = max(rows, fit_rows - fit_rows % rows)
+    if fit_rows < shard:
+        raise BadOptionError(f"--max-memory-mb {max_memory / 2**20:,.0f} holds {fit_rows} rows of every "
+                             f"layer, fewer than one shard of {shard} rows: raise it or lower --zarr-shard-rows")
+    unit = shard or rows
+    block = min(unit * max(1, fit_rows // unit), max(unit, n_rows))
+    compression = store.attrs.get("compression", default_compression(out, file_format, resume=False))
+    return Layout(n_rows=n_rows, layers=new_specs, chunk_images=rows, shard_rows=shard, compression=compression,
+                  compression_level=store.attrs.get("compression_level")), block
 
 
 def _copy_rows(store: Store, writer, keep: np.ndarray, start: int, stop: int, done: np.ndarray) -> None:

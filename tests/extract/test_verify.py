@@ -198,7 +198,7 @@ def test_a_lost_shard_is_found_by_its_shard_grid(tmp_path):
     """Sharded Zarr arrays store one object per shard: the check counts shards."""
     import zarr
 
-    from actstore.store.backends.zarr import ZarrReader
+    from actstore.store.backends.zarr_reader import ZarrReader
     group = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
     arr = group.create_array("activations/x", shape=(12, 8), chunks=(2, 4), shards=(4, 8), dtype="float32",
                              fill_value=float("nan"))

@@ -16,8 +16,10 @@ from ..io.location import Location, exists, is_url, location, remove, suffix
 from ..layout import ACTIVATIONS, LayerSpec, Layout
 from . import zarr_shards as sharding
 from .base import StoreReader, StoreWriter
-from .hdf5 import Hdf5Reader, Hdf5Writer
-from .zarr import ZarrReader, ZarrWriter
+from .hdf5 import Hdf5Writer
+from .hdf5_reader import Hdf5Reader
+from .zarr import ZarrWriter
+from .zarr_reader import ZarrReader
 
 # name -> (writer, reader)
 BACKENDS: dict[str, tuple[type[StoreWriter], type[StoreReader]]] = {
