@@ -19,6 +19,7 @@ the deflates release the GIL), and the backends store the finished bytes (HDF5's
 from __future__ import annotations
 
 import itertools
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -212,6 +213,20 @@ def whole_chunks(start: int, stop: int, rows: int, n_rows: int) -> bool:
     cover whole chunks (the last one may end at the array's end): the blocks
     :meth:`ChunkCompressor.encode_block` takes."""
     return start % rows == 0 and (stop % rows == 0 or stop == n_rows)
+
+
+_decoding: ThreadPoolExecutor | None = None
+_decoding_lock = threading.Lock()
+
+
+def decoding_pool() -> ThreadPoolExecutor:
+    """The threads that decode chunks for reads, one pool for the process (every
+    reader shares it; Blosc and zlib release the GIL), started on first use."""
+    global _decoding
+    with _decoding_lock:
+        if _decoding is None:
+            _decoding = ThreadPoolExecutor(max_workers=config.usable_cores(), thread_name_prefix="actstore-decode")
+        return _decoding
 
 
 class ChunkCompressor:

@@ -23,7 +23,6 @@ import asyncio
 import itertools
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -36,7 +35,7 @@ from zarr.storage import LocalStore
 
 from ... import config
 from ...errors import BadOptionError
-from ..codecs import CodecSpec, Decode, Encode
+from ..codecs import CodecSpec, Decode, Encode, decoding_pool
 from ..integrity import corrupt
 
 # An inner chunk that is not in the shard: offset and nbytes both this.
@@ -149,7 +148,6 @@ class ShardReader:
         self.dtype = np.dtype(arr.dtype)
         self.fill = np.asarray(arr.fill_value, dtype=self.dtype)
         self._indices: dict[tuple[int, ...], np.ndarray] = {}
-        self._pool: ThreadPoolExecutor | None = None
         store = arr.store_path.store
         self._folder = Path(store.root) / arr.path if isinstance(store, LocalStore) else None
 
@@ -167,7 +165,7 @@ class ShardReader:
                            for p in np.split(np.arange(len(index)), cuts) if len(p)])
         wanted = list(itertools.product(*groups))
         ranges = self._locate([tuple(g[0] for g in chunk) for chunk in wanted])
-        pool = self._workers()
+        pool = decoding_pool()
 
         def place(chunk, payload) -> None:
             target = np.ix_(*(g[1] for g in chunk))
@@ -197,11 +195,6 @@ class ShardReader:
         else:
             list(pool.map(lambda item: place(*item), zip(wanted, self._get_ranges(ranges))))
         return out.reshape([len(a) for k, a in zip(selection, axes) if not isinstance(k, (int, np.integer))])
-
-    def _workers(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=config.usable_cores(), thread_name_prefix="actstore-read")
-        return self._pool
 
     def _locate(self, chunks: list[tuple[int, ...]]) -> list[tuple[tuple[int, ...], int, int] | None]:
         """``(shard, offset, nbytes)`` of each inner chunk, None where not stored;
@@ -294,9 +287,7 @@ class ShardReader:
         return out
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        """Nothing to release: the decoding threads are the process's (codecs.decoding_pool)."""
 
 
 __all__ = ["MISSING", "ShardFormat", "ShardReader", "choose_shard_rows", "read_index",
