@@ -6,7 +6,9 @@ test that asks for one is skipped where torch is missing), so the store tests
 run without it."""
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,40 @@ def reference_activations(model_name: str, weights: Path, root: Path, file_names
                 model(transform(image.convert("RGB")).unsqueeze(0))
     handle.remove()
     return torch.cat(captured).numpy()
+
+
+BUCKET = "actstore-test"   # the bucket of the S3 server below
+
+
+@pytest.fixture(scope="session")
+def s3_env():
+    """A moto S3 server on 127.0.0.1 with one bucket; this process and its
+    subprocesses reach it through fsspec's config and dummy AWS credentials.
+    Yields the environment for subprocesses. One for the whole session:
+    tests in several folders use it (fsspec caches its S3 filesystem)."""
+    fsspec = pytest.importorskip("fsspec")
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)   # one log line per request otherwise
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    variables = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": endpoint}
+    saved_conf = fsspec.config.conf.get("s3")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in variables.items():
+            patch.setenv(name, value)
+        fsspec.config.conf["s3"] = {"endpoint_url": endpoint}
+        fsspec.filesystem("s3").mkdir(BUCKET)
+        try:
+            yield {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        finally:
+            if saved_conf is None:
+                fsspec.config.conf.pop("s3", None)
+            else:
+                fsspec.config.conf["s3"] = saved_conf
+            server.stop()

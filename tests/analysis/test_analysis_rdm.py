@@ -6,7 +6,6 @@ import importlib.util
 
 import numpy as np
 import pytest
-from interop.test_s3 import s3_env  # noqa: F401  (the moto S3 server fixture)
 from synthetic import CLASSES, SUFFIXES, write_store
 
 from actstore import open_store
@@ -238,11 +237,8 @@ def test_a_store_written_by_shards_of_a_run(tmp_path, image_dir, weights_file):
     np.testing.assert_allclose(result.values, reference(values, "cosine"), atol=1e-6)
 
 
-def test_a_store_on_s3(tmp_path, request):
-    pytest.importorskip("moto.server")
-    pytest.importorskip("s3fs")
-    from interop.test_s3 import BUCKET
-    request.getfixturevalue("s3_env")
+def test_a_store_on_s3(tmp_path, s3_env):   # a fixture argument: set up before the environment is saved
+    from conftest import BUCKET
     url = f"s3://{BUCKET}/analysis/store.zarr"
     values = write_store(url, "zarr", n=24)
     result = rdm(url, "features.0", metric="euclidean")

@@ -3,10 +3,7 @@
 tests start on 127.0.0.1; every store equals the same run written locally."""
 from __future__ import annotations
 
-import dataclasses
-import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import BUCKET
 from synthetic import write_store
 from typer.testing import CliRunner
 
@@ -25,42 +23,11 @@ from actstore.store import exists, is_store, remove_store
 
 fsspec = pytest.importorskip("fsspec")
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 ROOT = Path(__file__).resolve().parents[2]
-BUCKET = "actstore-test"
 LAYERS = ["features.2", "classifier.4"]
 RUN = dict(module_names=LAYERS, batch_size=4, chunk_images=4, num_workers=0, quiet=True)
-
-
-@pytest.fixture(scope="session")
-def s3_env():
-    """A moto S3 server on 127.0.0.1 with one bucket; this process and its
-    subprocesses reach it through fsspec's config and dummy AWS credentials.
-    Yields the environment for subprocesses."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)   # one log line per request otherwise
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    variables = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": endpoint}
-    saved_conf = fsspec.config.conf.get("s3")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in variables.items():
-            patch.setenv(name, value)
-        fsspec.config.conf["s3"] = {"endpoint_url": endpoint}
-        fsspec.filesystem("s3").mkdir(BUCKET)
-        try:
-            yield {**os.environ, "PYTHONPATH": str(ROOT)}
-        finally:
-            if saved_conf is None:
-                fsspec.config.conf.pop("s3", None)
-            else:
-                fsspec.config.conf["s3"] = saved_conf
-            server.stop()
 
 
 @pytest.fixture
@@ -91,23 +58,6 @@ def assert_same(path, expected: dict[str, np.ndarray]) -> None:
         assert np.array_equal(found[key], values), key
 
 
-class InterruptAt:
-    """The model's transform, raising KeyboardInterrupt (Ctrl-C) at its ``n``-th image;
-    its repr is the transform's, so the store's fingerprint is unchanged."""
-
-    def __init__(self, transform, n: int) -> None:
-        self.transform, self.n, self.calls = transform, n, 0
-
-    def __call__(self, image):
-        self.calls += 1
-        if self.calls == self.n:
-            raise KeyboardInterrupt
-        return self.transform(image)
-
-    def __repr__(self) -> str:
-        return repr(self.transform)
-
-
 def test_extraction_to_s3_equals_the_local_store(url, image_dir, weights_file, local):
     result = extract(model_name="alexnet", model_path=weights_file("alexnet"), in_path=image_dir,
                      out_path=url, **RUN)
@@ -115,11 +65,20 @@ def test_extraction_to_s3_equals_the_local_store(url, image_dir, weights_file, l
     assert_same(url, local)
 
 
-def test_an_interrupted_s3_extraction_resumes_to_the_local_store(url, image_dir, weights_file, local):
+def test_an_interrupted_s3_extraction_resumes_to_the_local_store(url, image_dir, weights_file, local, monkeypatch):
+    from actstore.extract.writer_thread import BackgroundWriter
     model = load_model("alexnet", model_path=weights_file("alexnet"))
-    interrupted = dataclasses.replace(model, transform=InterruptAt(model.transform, 7))
-    with pytest.raises(Interrupted, match="4 of 12 rows are kept"):
-        extract(model=interrupted, in_path=image_dir, out_path=url, **RUN)
+    put, calls = BackgroundWriter.put, []
+
+    def ctrl_c_at_the_second_batch(self, *args):   # Ctrl-C in the main thread, as a user's
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        put(self, *args)
+    with monkeypatch.context() as patch:
+        patch.setattr(BackgroundWriter, "put", ctrl_c_at_the_second_batch)
+        with pytest.raises(Interrupted, match="4 of 12 rows are kept"):
+            extract(model=model, in_path=image_dir, out_path=url, **RUN)
     with open_store(url) as store:
         assert store.written.tolist() == [True] * 4 + [False] * 8 and store.status == "incomplete"
     result = extract(model=model, in_path=image_dir, out_path=url, **RUN)
