@@ -81,7 +81,8 @@ def plot_rdm(rdm_value: "xarray.DataArray", path: Any = None, *, title: str | No
         ax.set_xticks(np.arange(n), labels, rotation=90, fontsize=8)
         ax.set_yticks(np.arange(n), labels, fontsize=8)
     layer = rdm_value.attrs.get("layer", "")
-    ax.set_title(title or f"RDM of {layer} ({n} {rdm_value.dims[0]}s)")
+    noun = {"image": "images", "class": "classes"}.get(rdm_value.dims[0], rdm_value.dims[0])
+    ax.set_title(title or f"RDM of {layer} ({n} {noun})")
     return _save(figure, path)
 
 
