@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import StoreConflictError
 from .backends.base import StoreWriter
-from .backends.registry import create_writer, is_store, open_reader, remove_store, reopen_writer
+from .backends.registry import create_writer, format_at, reader_class, remove_store, reopen_writer, writer_class
 from .io import lock as writer_lock
 from .io.location import Location, exists, is_url, join
 from .layout import Layout
@@ -129,18 +129,19 @@ class OutPath(Closing):
     def _look(self, dry_run: bool) -> str:
         if not exists(self.path):
             return "absent"
-        if not is_store(self.path):
+        found = format_at(self.path)   # what is there, looked at once
+        if found is None:
             path = self.path
             empty = isinstance(path, Path) and path.is_dir() and not any(path.iterdir())
             return "empty" if empty else "other"
         if dry_run:
-            reader = open_reader(self.path)
+            reader = reader_class(found)(self.path)
             try:
                 self.attrs = reader.root_attrs()
             finally:
                 reader.close()
         else:
-            self.writer = reopen_writer(self.path)
+            self.writer = writer_class(found).reopen(self.path)
             self.attrs, self.block_rows = self.writer.root_attrs(), self.writer.block_rows
         return "store"
 

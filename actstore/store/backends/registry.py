@@ -104,10 +104,18 @@ def scratch_path(folder: Path, file_format: str) -> Path:
     return folder / f"sample{suffixes[0] if suffixes else ''}"
 
 
+def format_at(path: str | Path) -> str | None:
+    """The format of the actstore store at ``path``, None where there is none
+    (another folder or file, or nothing); opens no store."""
+    path = location(path)
+    if not exists(path):
+        return None
+    return next((name for name, (writer, _) in BACKENDS.items() if writer.matches(path)), None)
+
+
 def is_store(path: str | Path) -> bool:
     """True only for an actstore store (never for another folder or file); opens nothing."""
-    path = location(path)
-    return exists(path) and any(writer.matches(path) for writer, _ in BACKENDS.values())
+    return format_at(path) is not None
 
 
 def remove_store(path: str | Path) -> None:
