@@ -18,8 +18,10 @@ import re
 import resource
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
@@ -33,12 +35,18 @@ from ..errors import (
 )
 from ..store import Store, open_store
 
+T = TypeVar("T")
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 # Share of the budget that read blocks (the float32 read, its float64 copy
 # and the reader's own temporaries) may take; results take the rest.
 READ_SHARE = 0.4
-BYTES_READ = 4 + 8 + 4   # per value: as stored (float32), as float64, the reader's temporaries
+# Per value read: as stored (float32), as float64, the block before it still
+# in use (the next block is read while the last is multiplied), temporaries.
+BYTES_READ = 4 + 8 + 8 + 4
+# A column block's float64 bytes at most: blocks this size keep BLAS at full
+# speed, and several per pass let reading overlap the products.
+COLUMN_BLOCK_BYTES = 64 * 2**20
 
 
 def parse_memory(value: int | float | str) -> int:
@@ -181,6 +189,16 @@ class LayerBlocks:
         steps = steps // chunk * chunk if steps >= chunk else steps
         return [slice(a, min(a + steps, size)) for a in range(0, size, steps)]
 
+    def _column_step(self, max_units: int) -> int:
+        """Units per column block: at most ``max_units`` (the budget) and about
+        COLUMN_BLOCK_BYTES, but whole chunks of the split axis where the budget
+        allows (a block cutting chunks would decode them more than once)."""
+        size = self.array.shape[self.axis] if self.array.ndim > 1 else 1
+        per_step = self.units // max(size, 1)
+        chunk_units = per_step * (self.array.chunks[self.axis] if self.array.ndim > 1 else 1)
+        target = max(COLUMN_BLOCK_BYTES // (8 * self.n), chunk_units)
+        return max(1, min(max_units, target))
+
     def _read(self, rows: np.ndarray, units: slice | None) -> np.ndarray:
         key: tuple = (slice(int(rows[0]), int(rows[-1]) + 1) if np.all(np.diff(rows) == 1) else rows,)
         if units is not None and self.array.ndim > 1:
@@ -228,27 +246,33 @@ class LayerBlocks:
         return rows // chunk * chunk if rows >= chunk else rows
 
     def row_blocks(self, step: int, progress: Progress | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One pass: ``(positions, data)`` with ``data[i]`` the row ``self.rows[positions[i]]``."""
+        """One pass: ``(positions, data)`` with ``data[i]`` the row ``self.rows[positions[i]]``;
+        the next block is read while the caller works on this one."""
         starts = range(0, self.n, step)
         if progress is not None:
             progress.add(len(starts))
-        for start in starts:
+
+        def load(start: int) -> tuple[np.ndarray, np.ndarray]:
             positions = self.order[start:start + step]
             block = np.asarray(self._read(self.sorted[start:start + step], None), dtype=np.float64)
             self._check(positions, block)
+            return positions, block
+        for positions, block in read_ahead(partial(load, start) for start in starts):
             if progress is not None:
                 progress.step()
             yield positions, block
 
     def columns(self, max_units: int, progress: Progress | None = None, check: bool = True) -> Iterator[np.ndarray]:
-        """One pass: float64 ``(n, units)`` blocks over every unit, rows in ``self.rows`` order.
+        """One pass: float64 ``(n, units)`` blocks over every unit, rows in ``self.rows`` order;
+        the next block is read while the caller works on this one.
         ``check=False`` leaves the NaN check to the caller (:meth:`check_sums`)."""
-        slices = self.unit_slices(max_units)
+        slices = self.unit_slices(self._column_step(max_units))
         step = max(1, (64 * 2**20) // max(1, 4 * self.units // len(slices)))
         step = max(self.array.chunks[0], step // self.array.chunks[0] * self.array.chunks[0])
         if progress is not None:
             progress.add(len(slices))
-        for units in slices:
+
+        def load(units: slice) -> np.ndarray:
             out: np.ndarray | None = None
             for start in range(0, self.n, step):
                 part = self._read(self.sorted[start:start + step], units)
@@ -260,6 +284,8 @@ class LayerBlocks:
                     out[self.order[start:start + step]] = part
             if check:
                 self._check(np.arange(self.n), out)
+            return out
+        for out in read_ahead(partial(load, units) for units in slices):
             if progress is not None:
                 progress.step()
             yield out
@@ -267,6 +293,20 @@ class LayerBlocks:
     def check_sums(self, sums: np.ndarray) -> None:
         """Refuse NaN rows found from each row's sum over every unit (NaN or inf there)."""
         self._check(np.arange(self.n), sums[:, None])
+
+
+def read_ahead(loads: Iterable[Callable[[], T]]) -> Iterator[T]:
+    """The results of ``loads`` in order, each next one run on a reader thread
+    while the caller works on the last: decoding (which releases the GIL)
+    overlaps the caller's BLAS products. At most two results live at once."""
+    loads = iter(loads)
+    with ThreadPoolExecutor(1, thread_name_prefix="actstore-read-ahead") as reader:
+        pending = next((reader.submit(load) for load in loads), None)
+        while pending is not None:
+            value = pending.result()
+            pending = next((reader.submit(load) for load in loads), None)
+            yield value
+            del value
 
 
 def column_units(n: int, read_bytes: int, layers: int = 1, extra: int = 0) -> int:

@@ -12,11 +12,20 @@ the shapes and the budget (``method="auto"``):
   ``U``, then ``V = XcᵀU/s`` in a second pass; when the images are few. Exact.
 - ``randomized``: randomized SVD with power iterations (Halko et al. 2011,
   Alg. 4.4): ``Y = XcΩ``, then ``q`` times ``Q ← qr(Xc qr(XcᵀQ))``, then the
-  SVD of ``QᵀXc``; every product is one pass over row blocks, ``2q + 2``
-  passes in all.
+  SVD of ``QᵀXc``. When the layer (as float32) fits the budget it is read
+  once and held: the power iterations multiply in float32 (they only find
+  the subspace), over ``max(k + 10, 2k)`` columns, until the top k Ritz
+  values settle, and ``QᵀXc`` is taken in float64; one pass. Otherwise
+  every product is one pass over row blocks, ``2q + 2`` passes in all.
+
+``auto`` takes ``randomized`` held in RAM when the layer fits and that
+multiplies less than the exact ways would; else ``covariance`` when the
+units are few; else ``gram`` when the n×n matrix fits; else ``randomized``
+over the store.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +59,7 @@ class PCAResult:
     store: str
     written: str | None = None
     scores: "xarray.DataArray | None" = None
+    power_iterations: int | None = None     # of the randomized method
 
     @property
     def flat_components(self) -> np.ndarray:
@@ -144,26 +154,82 @@ def _orthonormal(matrix: np.ndarray) -> np.ndarray:
     return np.linalg.qr(matrix)[0]
 
 
-def _randomized(blocks: LayerBlocks, k: int, budget: int, bar: Progress, iterations: int, seed: int) -> tuple:
+# Held in RAM, power iterations go on until the top k singular values move
+# by less than this (relative) in one iteration, at most MAX_ITERATIONS.
+TOLERANCE = 1e-6
+MAX_ITERATIONS = 40
+
+
+def _randomized(blocks: LayerBlocks, k: int, budget: int, bar: Progress, iterations: int | None,
+                seed: int) -> tuple:
     n, p = blocks.n, blocks.units
-    width = min(k + 10, n, p)
+    width = min(max(k + 10, 2 * k), n, p)
+    held = np.empty((n, p), dtype=np.float32) if _holds(n, p, width, budget) else None
+    if held is None:
+        width = min(k + 10, n, p)
     omega = np.random.default_rng(seed).standard_normal((p, width))
     step = blocks.row_step(int(budget * READ_SHARE), extra_per_row=16 * width)
     y = np.zeros((n, width))
 
     def sample(positions, x):
         y[positions] = x @ omega
+        if held is not None:
+            held[positions] = x
     shift, sums, squares = _shifted_pass(blocks, step, bar, sample)
     offset = sums / n                       # the mean of the shifted rows
     y -= offset @ omega
     q = _orthonormal(y)
-    for _ in range(iterations):
-        z = _orthonormal(_transposed_product(blocks, q, shift, offset, step, bar))
-        q = _orthonormal(_product(blocks, z, shift, offset, step, bar))
-    b = _transposed_product(blocks, q, shift, offset, step, bar).T      # QᵀXc, (width, p)
+    if held is None:
+        def product(z):
+            return _product(blocks, z, shift, offset, step, bar)
+
+        def transposed(q, exact=True):
+            return _transposed_product(blocks, q, shift, offset, step, bar)
+    else:
+        def product(z):
+            return (held @ z.astype(np.float32)).astype(np.float64) - offset @ z
+
+        def transposed(q, exact=False):
+            return _held_transposed(held, q, offset, exact)
+    adaptive = iterations is None
+    if adaptive:
+        iterations = MAX_ITERATIONS if held is not None else _iterations(k, n, p)
+    done, values = 0, None
+    while done < iterations:
+        z, r = np.linalg.qr(transposed(q))
+        q = _orthonormal(product(z))
+        done += 1
+        if adaptive and held is not None:   # the singular values of R are those of XcᵀQ: Ritz values
+            latest = np.linalg.svd(r, compute_uv=False)[:k]
+            if values is not None and np.max(np.abs(latest - values) / np.maximum(latest, 1e-300)) < TOLERANCE:
+                break
+            values = latest
+    if adaptive and held is not None and done == iterations:
+        warnings.warn(f"pca: the top {k} singular values did not settle to {TOLERANCE:g} in {done} power "
+                      "iterations; method='gram' or 'covariance' is exact", RuntimeWarning, stacklevel=3)
+    b = transposed(q, exact=True).T      # QᵀXc, (width, p)
     u, s, vt = np.linalg.svd(b, full_matrices=False)
     total = float((squares - sums * sums / n).sum() / (n - 1))
-    return vt[:k], s[:k] ** 2 / (n - 1), shift + offset, total
+    return (vt[:k], s[:k] ** 2 / (n - 1), shift + offset, total), done
+
+
+def _holds(n: int, p: int, width: int, budget: int) -> bool:
+    """Whether the layer as float32, with the randomized method's own
+    matrices, fits the budget's result share (then it is read once)."""
+    return 4 * n * p + 48 * (n + p) * width <= budget * (1 - READ_SHARE)
+
+
+def _held_transposed(held: np.ndarray, q: np.ndarray, offset: np.ndarray, exact: bool) -> np.ndarray:
+    """``Xcᵀ Q`` from the held float32 rows: in float32 (a power iteration), or
+    ``exact`` in float64, converting a block of units at a time."""
+    if not exact:
+        out = (q.T.astype(np.float32) @ held).T.astype(np.float64)
+    else:
+        out = np.empty((held.shape[1], q.shape[1]))
+        step = max(1, (32 * 2**20) // (8 * len(held)))
+        for start in range(0, held.shape[1], step):
+            out[start:start + step] = (q.T @ held[:, start:start + step].astype(np.float64)).T
+    return out - np.outer(offset, q.sum(axis=0))
 
 
 def _transposed_product(blocks: LayerBlocks, q: np.ndarray, shift: np.ndarray, offset: np.ndarray, step: int,
@@ -188,17 +254,27 @@ def _product(blocks: LayerBlocks, z: np.ndarray, shift: np.ndarray, offset: np.n
     return out - offset @ z
 
 
-def _choose(method: str, n: int, p: int, budget: int) -> str:
+def _choose(method: str, n: int, p: int, k: int, budget: int) -> str:
     if method not in METHODS:
         raise BadOptionError(f"method {method!r}: use one of {', '.join(METHODS)}")
     if method != "auto":
         return method
     room = budget * (1 - READ_SHARE)
+    width = min(max(k + 10, 2 * k), n, p)
+    # Held in RAM, the randomized products (float32, half the cost) take about
+    # (q + 1)·width·n·p with q near 7; the covariance np²/2, the Gram matrix n²p/2.
+    if _holds(n, p, width, budget) and 8 * width < min(n, p) / 2:
+        return "randomized"
     if p <= n and 16 * p * p <= room:
         return "covariance"
     if 16 * n * n <= room:
         return "gram"
     return "randomized"
+
+
+def _iterations(k: int, n: int, p: int) -> int:
+    """Power iterations as scikit-learn's ``n_iter="auto"``."""
+    return 7 if k < 0.1 * min(n, p) else 4
 
 
 def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, write_to: Any = None,
@@ -215,8 +291,10 @@ def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, 
             every written row go, as layer ``<layer>.pca<k>``, with provenance.
         max_memory: budget, e.g. ``"2GB"``.
         method: ``auto``, ``covariance``, ``gram`` or ``randomized`` (see the module).
-        power_iterations, seed: of the randomized method; default as scikit-learn's
-            ``n_iter="auto"``: 7 when k < 0.1·min(rows, units), else 4 (2q + 2 passes).
+        power_iterations, seed: of the randomized method. Default: with the layer
+            held in RAM, until the top k singular values settle (to 1e-6, at
+            most 40); over the store, as scikit-learn's ``n_iter="auto"``: 7 when
+            k < 0.1·min(rows, units), else 4 (2q + 2 passes).
         scores: also return the scores of the fitted rows (``result.scores``;
             one more pass unless ``write_to`` projects the rows anyway).
         progress: show a progress bar.
@@ -233,17 +311,16 @@ def pca(store: Store | Any, layer: str, n_components: int, *, rows: Any = None, 
                                  f"({blocks.n} rows, {blocks.units} units)")
         if write_to is not None:
             check_target(st, write_to, blocks.layer, n_components)
-        chosen_method = _choose(method, blocks.n, blocks.units, budget)
+        chosen_method = _choose(method, blocks.n, blocks.units, n_components, budget)
         bar = Progress(description=f"pca {blocks.layer}", enabled=progress)
         if chosen_method == "covariance":
             parts = _covariance(blocks, n_components, budget, bar)
         elif chosen_method == "gram":
             parts = _gram(blocks, n_components, budget, bar)
         else:
-            if power_iterations is None:
-                power_iterations = 7 if n_components < 0.1 * min(blocks.n, blocks.units) else 4
-            parts = _randomized(blocks, n_components, budget, bar, power_iterations, seed)
+            parts, power_iterations = _randomized(blocks, n_components, budget, bar, power_iterations, seed)
         result = _result(st, blocks, chosen, chosen_method, bar, *parts)
+        result.power_iterations = power_iterations if chosen_method == "randomized" else None
         if scores or write_to is not None:
             projected = project(st, result, chosen if write_to is None else st.written_rows, budget, bar)
             if scores:

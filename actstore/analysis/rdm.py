@@ -103,25 +103,34 @@ def _class_block(block: np.ndarray, index: np.ndarray, counts: np.ndarray) -> np
 
 
 def _finish(gram: np.ndarray, s: np.ndarray, q: np.ndarray, start: int, metric: str, p: int) -> np.ndarray:
-    """Turn rows ``start:start+len(gram)`` of the Gram matrix into dissimilarities, in place."""
-    rows = slice(start, start + len(gram))
+    """Turn rows ``start:start+len(gram)`` of the Gram matrix into dissimilarities,
+    in place, a few rows at a time (every step on rows still in cache; no n×n
+    temporary)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         if metric == "euclidean":
-            gram *= -2
-            gram += q[rows, None]
-            gram += q[None, :]
-            np.maximum(gram, 0, out=gram)
-            np.sqrt(gram, out=gram)
+            scale = None
+        elif metric == "correlation":
+            scale = np.sqrt(np.maximum(q - s * s / p, 0))
         else:
+            scale = np.sqrt(q)
+        if scale is not None:
+            scale = 1 / np.where(_degenerate(q, s, p, metric), np.nan, scale)
+        step = max(1, (2 * 2**20) // (8 * max(1, gram.shape[1])))
+        for first in range(0, len(gram), step):
+            rows = slice(start + first, start + min(len(gram), first + step))
+            tile = gram[first:first + step]
+            if metric == "euclidean":
+                tile *= -2
+                tile += q[rows, None]
+                tile += q[None, :]
+                np.maximum(tile, 0, out=tile)
+                np.sqrt(tile, out=tile)
+                continue
             if metric == "correlation":
-                gram -= np.outer(s[rows] / p, s)
-                scale = np.sqrt(np.maximum(q - s * s / p, 0))
-            else:
-                scale = np.sqrt(q)
-            scale = np.where(_degenerate(q, s, p, metric), np.nan, scale)
-            gram /= scale[rows, None]
-            gram /= scale[None, :]
-            np.subtract(1, gram, out=gram)
+                tile -= (s[rows, None] / p) * s[None, :]
+            tile *= scale[rows, None]
+            tile *= scale[None, :]
+            np.subtract(1, tile, out=tile)
     local = np.arange(len(gram))
     gram[local, local + start] = 0.0
     return gram
@@ -154,6 +163,14 @@ class _Plan:
     units: int
 
 
+def _shift(block: np.ndarray) -> float:
+    """The common shift: the mean of a few rows of the first block (NaN ignored;
+    any constant near the data's level keeps digits, so a sample is enough)."""
+    sample = block[: max(1, min(len(block), 2**16 // max(1, block.shape[1])))]
+    finite = sample[np.isfinite(sample)]
+    return float(finite.mean()) if finite.size else 0.0
+
+
 def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, bar: Progress,
                 sums: list) -> np.ndarray:
     """One pass: rows ``start:start+tile`` of the Gram matrix; the first pass
@@ -165,8 +182,7 @@ def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, 
         if plan.index is not None:
             block = _class_block(block, plan.index, plan.counts)
         if not sums:
-            sums.extend([float(np.nanmean(block)) if plan.metric != "cosine" else 0.0,
-                         np.zeros(plan.m), np.zeros(plan.m)])
+            sums.extend([_shift(block) if plan.metric != "cosine" else 0.0, np.zeros(plan.m), np.zeros(plan.m)])
         block -= sums[0]
         if first:
             sums[1] += block.sum(axis=1)

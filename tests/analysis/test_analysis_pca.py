@@ -39,7 +39,31 @@ def test_pca_equals_scikit_learn(stored, method):
     assert_matches(result, reference)
     assert result.components.dims == ("component", "channel", "height", "width")
     assert result.components.shape == (K, 8, 6, 5) and result.method == method
-    assert result.passes == {"covariance": 1, "gram": 1, "randomized": 16}[method]   # gram: the layer is kept
+    # gram: the layer is kept; randomized: the layer is held in RAM, iterations until the values settle
+    assert result.passes == 1
+    assert (result.power_iterations is not None) == (method == "randomized")
+
+
+def test_randomized_over_the_store_takes_2q_plus_2_passes_and_fixed_iterations_are_kept(stored):
+    path, _, reference = stored
+    streamed = pca(path, "features.0", K, method="randomized", max_memory="1MB")
+    assert_matches(streamed, reference)
+    assert streamed.passes == 16 and streamed.power_iterations == 7     # scikit-learn's n_iter="auto"
+    held = pca(path, "features.0", K, method="randomized", power_iterations=9)
+    assert held.passes == 1 and held.power_iterations == 9
+    assert_matches(held, reference)
+
+
+def test_auto_holds_a_wide_layer_in_ram_and_iterates_until_the_values_settle(tmp_path):
+    path = tmp_path / "wide.zarr"
+    values = write_store(path, "zarr", n=400, conv=(16, 6, 5), rank=8)
+    flat = values["features.0"].reshape(400, -1).astype(np.float64)
+    reference = sklearn_decomposition.PCA(K, svd_solver="full").fit(flat)
+    result = pca(path, "features.0", K)
+    assert result.method == "randomized" and result.passes == 1
+    assert 1 <= result.power_iterations < 40
+    assert_matches(result, reference)
+    np.testing.assert_allclose(result.total_variance, flat.var(axis=0, ddof=1).sum(), rtol=1e-10)
 
 
 def test_auto_picks_an_exact_way_for_few_units_and_randomized_past_the_budget(stored):
@@ -93,3 +117,13 @@ def test_bad_requests_are_refused(stored):
         pca(path, "features.0", 2, method="svd")
     with pytest.raises(KeyError, match="did you mean features.0"):
         pca(path, "feature.0", 2)
+
+
+def test_held_iterations_that_do_not_settle_warn_and_name_the_exact_ways(stored, monkeypatch):
+    import importlib
+    module = importlib.import_module("actstore.analysis.pca")   # the module (the package exports the function)
+    path, _, _ = stored
+    monkeypatch.setattr(module, "MAX_ITERATIONS", 1)
+    with pytest.warns(RuntimeWarning, match="did not settle.*method='gram' or 'covariance' is exact"):
+        result = pca(path, "features.0", K, method="randomized")
+    assert result.power_iterations == 1

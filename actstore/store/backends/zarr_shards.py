@@ -118,6 +118,22 @@ class ShardFormat:
         return math.prod(self.chunks_per_shard) * 16 + (4 if self.checksum else 0)
 
 
+def _compact(positions: np.ndarray) -> slice | np.ndarray:
+    """A run of consecutive positions as a slice (a view, not a fancy-index copy)."""
+    if len(positions) and positions[-1] - positions[0] == len(positions) - 1 \
+            and (len(positions) < 3 or np.all(np.diff(positions) == 1)):
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
+
+
+def _block_index(parts: list) -> tuple:
+    """An index of the block ``parts`` (slices or arrays, one per axis): plain
+    slices where every part is one, else an open mesh."""
+    if all(isinstance(part, slice) for part in parts):
+        return tuple(parts)
+    return np.ix_(*(np.arange(part.start, part.stop) if isinstance(part, slice) else part for part in parts))
+
+
 def read_index(shard: bytes, chunks_per_shard: Sequence[int], index_at_start: bool = False,
                checksum: bool = True) -> np.ndarray:
     """The ``(*chunks_per_shard, 2)`` offsets and sizes of a stored shard,
@@ -161,14 +177,14 @@ class ShardReader:
         for index, size in zip(axes, inner):
             ids = index // size
             cuts = np.flatnonzero(np.diff(ids)) + 1
-            groups.append([(int(ids[p[0]]), p, index[p] - ids[p[0]] * size)
+            groups.append([(int(ids[p[0]]), _compact(p), _compact(index[p] - ids[p[0]] * size))
                            for p in np.split(np.arange(len(index)), cuts) if len(p)])
         wanted = list(itertools.product(*groups))
         ranges = self._locate([tuple(g[0] for g in chunk) for chunk in wanted])
         pool = decoding_pool()
 
         def place(chunk, payload) -> None:
-            target = np.ix_(*(g[1] for g in chunk))
+            target = _block_index([g[1] for g in chunk])
             if payload is None:
                 out[target] = self.fill
             else:
@@ -178,7 +194,7 @@ class ShardReader:
                     shard = tuple(g[0] // p for g, p in zip(chunk, self.shards.chunks_per_shard))
                     raise corrupt(self._layer, axes[0][chunk[0][1]], f"shard {self._where(shard)}",
                                   error) from error
-                out[target] = values[np.ix_(*(g[2] for g in chunk))]
+                out[target] = values[_block_index([g[2] for g in chunk])]
         if self._folder is not None:
             # Local files: each task reads its byte range (pread) and decodes
             # it, so reads from a cold or network disk overlap as well.
