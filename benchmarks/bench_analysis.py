@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 from _common import SCRATCH, cpu_name, dir_bytes, mb, remove, run_measured, table
 
-from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer
-from actstore.store.backends.zarr_shards import choose_shard_rows
+from actstore.store import FORMAT_NAME, LayerSpec, Layout, choose_shard_rows, create_writer
 
 CLASSES = 20
 
@@ -40,7 +39,7 @@ def write_synthetic(path: Path, fmt: str, n: int, units: dict[str, int], chunk_r
     specs = tuple(LayerSpec(name, (p,), (p,), "float32", (chunk_rows, min(p, chunk_units)))
                   for name, p in units.items())
     layout = Layout(n_rows=n, layers=specs, chunk_images=chunk_rows, compression="zstd",
-                    shard_rows=choose_shard_rows(n, chunk_rows))
+                    shard_rows=choose_shard_rows(fmt, specs, n, chunk_rows))
     writer = create_writer(path, fmt, layout,
                            [f"c{t:02d}/img_{i:05d}.jpg" for i, t in enumerate(targets)], targets,
                            [f"c{c:02d}" for c in range(CLASSES)], {"format": FORMAT_NAME, "status": "complete"})

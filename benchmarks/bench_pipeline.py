@@ -150,7 +150,7 @@ def tofile(path, acts: dict[str, np.ndarray], rows: int) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run(acts, rows: int, repeats: int, thread_counts: list[int]):
+def run(acts, rows: int, repeats: int, thread_counts: list[int], formats: list[str], codecs: list[str]):
     out = SCRATCH / "pipeline"
     out.mkdir(parents=True, exist_ok=True)
     raw = rows * sum(a[0].nbytes for a in acts.values())
@@ -162,8 +162,9 @@ def run(acts, rows: int, repeats: int, thread_counts: list[int]):
         results.setdefault(("tofile",), []).append((*tofile(path, acts, rows), raw))
         remove(path)
         results.setdefault(("feed",), []).append((*feed_only(acts, rows), raw))
-        for label, (file_format, suffix, shard_rows) in FORMATS.items():
-            for codec in COMPRESSIONS:
+        for label in formats:
+            file_format, suffix, shard_rows = FORMATS[label]
+            for codec in codecs:
                 layout = layout_of(acts, rows, codec, shard_rows)
                 chunks = grid({k: a[:n] for k, a in acts.items()}, layout)
                 for threads in thread_counts:
@@ -178,7 +179,7 @@ def run(acts, rows: int, repeats: int, thread_counts: list[int]):
     return results, raw
 
 
-def report(results, raw: int, rows: int, thread_counts: list[int]) -> None:
+def report(results, raw: int, rows: int, thread_counts: list[int], formats: list[str], codecs: list[str]) -> None:
     """The table, and the targets. The write path's CPU s per stored GB (the
     process's, less the feed's: the copy into host batches, which a real run
     makes in its forward hook) split into the codec's own (its baseline), the
@@ -188,8 +189,8 @@ def report(results, raw: int, rows: int, thread_counts: list[int]) -> None:
     write_cpu = median([c for _, c, _ in results[("tofile",)]]) / (raw / 1e9)
     feed_cpu = median([c for _, c, _ in results[("feed",)]]) / (raw / 1e9)
     table_rows, verdicts = [], []
-    for label in FORMATS:
-        for codec in COMPRESSIONS:
+    for label in formats:
+        for codec in codecs:
             for threads in thread_counts:
                 pipe, alone = results[(label, codec, threads, "pipeline")], results[(label, codec, threads, "codec")]
                 wall, cpu, stored = (median([r[i] for r in pipe]) for i in range(3))
@@ -220,6 +221,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=128, help="pre-made rows (a multiple of 64), cycled")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, nargs="*", default=None, help="codec threads [default: 1..cores]")
+    parser.add_argument("--formats", nargs="*", default=list(FORMATS), choices=list(FORMATS), metavar="FORMAT",
+                        help=f"of {', '.join(repr(f) for f in FORMATS)} [default: all]")
+    parser.add_argument("--codecs", nargs="*", default=list(COMPRESSIONS), choices=list(COMPRESSIONS),
+                        help="[default: all]")
     args = parser.parse_args()
     if args.images % BATCH or args.rows % args.images:
         parser.error(f"--images must be a multiple of {BATCH} and --rows a multiple of --images")
@@ -230,8 +235,8 @@ def main() -> None:
     print(f"{args.rows} rows ({raw / 1e9:.2f} GB raw) per run, batches of {BATCH}, layers "
           f"{', '.join(f'{k} {a.shape[1:]}' for k, a in acts.items())}; disk {SCRATCH}; "
           f"{args.repeats} interleaved repeat(s), medians\n")
-    results, raw = run(acts, args.rows, args.repeats, thread_counts)
-    report(results, raw, args.rows, thread_counts)
+    results, raw = run(acts, args.rows, args.repeats, thread_counts, args.formats, args.codecs)
+    report(results, raw, args.rows, thread_counts, args.formats, args.codecs)
     remove(SCRATCH / "pipeline")
 
 
