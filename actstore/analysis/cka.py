@@ -29,7 +29,6 @@ from ..errors import BadOptionError, StoresDifferError
 from ..store import Store
 from .blocks import (
     READ_SHARE,
-    Backend,
     LayerBlocks,
     Progress,
     column_units,
@@ -38,6 +37,7 @@ from .blocks import (
     select_rows,
     tile_rows,
 )
+from .products import Backend
 
 if TYPE_CHECKING:
     import xarray

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..errors import BadOptionError
 from ..store import Store
-from .blocks import READ_SHARE, Backend, LayerBlocks, Progress, column_units, opened, parse_memory, select_rows
+from .blocks import READ_SHARE, LayerBlocks, Progress, column_units, opened, parse_memory, select_rows
+from .products import Backend
 from .scores import check_target, project, write_scores
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class PCAResult:
                      "explained_variance_ratio": self.explained_variance_ratio, "mean": self.mean}
         attrs = {"layer": self.layer, "store": self.store, "method": self.method, "passes": self.passes,
                  "rows": len(self.rows), "total_variance": self.total_variance}
+        if self.power_iterations is not None:
+            attrs["power_iterations"] = self.power_iterations
         return xr.Dataset({name: value.rename(None) for name, value in variables.items()}, attrs=attrs)
 
     def transform(self, data: np.ndarray) -> np.ndarray:

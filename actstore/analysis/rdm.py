@@ -28,7 +28,6 @@ from ..errors import BadOptionError, MemoryBudgetError, TooFewRowsError
 from ..store import Store
 from .blocks import (
     READ_SHARE,
-    Backend,
     LayerBlocks,
     Progress,
     column_units,
@@ -38,6 +37,7 @@ from .blocks import (
     select_rows,
     tile_rows,
 )
+from .products import Backend
 from .stats import correlate, upper
 
 if TYPE_CHECKING:

@@ -138,5 +138,6 @@ def pca_command(
         plot_pca(result, plot)
     ratios = result.explained_variance_ratio.values
     typer.echo("explained variance ratio: " + " ".join(f"{r:.4f}" for r in ratios) + f" (total {ratios.sum():.4f})")
-    typer.echo(_summary(f"pca of {layer} ({result.method})", result.components.shape, result.passes, result.seconds)
+    how = result.method + (f", {result.power_iterations} power iterations" if result.power_iterations else "")
+    typer.echo(_summary(f"pca of {layer} ({how})", result.components.shape, result.passes, result.seconds)
                + (f"; scores in {result.written}" if result.written else "") + (f"; saved to {out}" if out else ""))

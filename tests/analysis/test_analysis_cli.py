@@ -2,6 +2,8 @@
 picture, and a one-line summary."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from synthetic import write_store
@@ -53,6 +55,10 @@ def test_pca_command_writes_scores_and_components(store, tmp_path):
     output = run("pca", path, "--layer", "features.0", "--components", "3", "--write-to", tmp_path / "p.zarr",
                  "--out", tmp_path / "p.zarr.npy", "--plot", tmp_path / "p.png", "--quiet")
     assert "explained variance ratio:" in output and "scores in" in output
+    assert "pca of features.0 (gram): shape (3, 6, 5, 4), 2 pass(es)" in output   # 40 rows, 120 units
+    randomized = run("pca", path, "--layer", "features.0", "--components", "3", "--method", "randomized", "--quiet")
+    assert re.search(r"pca of features.0 \(randomized, \d+ power iterations\): shape \(3, 6, 5, 4\), 1 pass",
+                     randomized)
     assert np.load(tmp_path / "p.zarr.npy").shape == (3, 6, 5, 4)
     from actstore import open_store
     with open_store(tmp_path / "p.zarr") as scores:
