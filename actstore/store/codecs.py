@@ -173,8 +173,7 @@ class CodecSpec:
             level = self.stored_level
 
             def shuffled_deflate(chunk: np.ndarray) -> bytes:   # HDF5's pipeline: shuffle, then deflate
-                shuffled = numcodecs.Shuffle(elementsize=chunk.dtype.itemsize).encode(chunk)
-                return deflate.zlib_stream(shuffled, level)
+                return deflate.zlib_stream(byte_shuffle(chunk), level)
             return shuffled_deflate
         if self.name == "gzip":   # a gzip member as numcodecs.GZip writes, by the fastest deflate
             level = self.stored_level
@@ -192,6 +191,14 @@ class CodecSpec:
             return lambda payload: np.frombuffer(payload, dtype=stored)
         codec = numcodecs.Blosc() if self.name in BLOSC else numcodecs.GZip()
         return lambda payload: np.frombuffer(codec.decode(payload), dtype=stored)
+
+
+def byte_shuffle(chunk: np.ndarray) -> np.ndarray:
+    """HDF5's shuffle filter: byte ``j`` of every element, then byte ``j + 1``
+    (``numcodecs.Shuffle``'s output). A NumPy transpose: several times faster
+    than numcodecs' loop here, and it lets go of the GIL while it copies."""
+    flat = np.ascontiguousarray(chunk).reshape(-1)
+    return np.ascontiguousarray(flat.view(np.uint8).reshape(flat.size, flat.dtype.itemsize).T)
 
 
 def check_level(name: str | None, level: int) -> None:

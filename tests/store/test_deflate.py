@@ -97,3 +97,13 @@ def test_without_the_isal_wheel_stock_zlib_writes_the_same_format(zlib_only, tmp
         _, stored = file["activations/layer"].id.read_direct_chunk((0, 0, 0, 0))
         assert stored == zlib.compress(numcodecs.Shuffle(elementsize=4).encode(_chunk(data, 0, 0)), 1)
         np.testing.assert_array_equal(file["activations/layer"][:], data)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "uint8"])
+def test_byte_shuffle_is_hdf5s_shuffle_filter(dtype):
+    from actstore.store.codecs import byte_shuffle
+    chunk = np.random.default_rng(1).standard_normal((3, 5, 7)).astype(dtype)
+    expected = bytes(numcodecs.Shuffle(elementsize=chunk.dtype.itemsize).encode(chunk))
+    assert byte_shuffle(chunk).tobytes() == expected
+    assert byte_shuffle(chunk[:, ::2]).tobytes() == bytes(numcodecs.Shuffle(
+        elementsize=chunk.dtype.itemsize).encode(np.ascontiguousarray(chunk[:, ::2])))
