@@ -9,7 +9,9 @@ batch after the forward pass: copied into a reused host batch
 by its ``RowBuffer`` and written by a real store writer (``create_writer``,
 ``limit_codec_threads``). No decoding, no forward pass: the main thread
 feeds as fast as the writer takes. Each configuration is timed until the
-writer is closed (bytes in the page cache, not yet on disk).
+writer is closed (bytes in the page cache, not yet on disk); every timed
+run starts after ``os.sync()``, so no run pays for the write-back of the
+runs before it.
 
 Two baselines on the same chunks and the same threads:
 
@@ -29,6 +31,7 @@ medians.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -78,6 +81,7 @@ def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray]
     keep = np.ones(rows, dtype=bool)
     writer = create_writer(path, file_format, layout, names, [0] * rows, [], {"format": "actstore"})
     writer.limit_codec_threads(threads)
+    os.sync()   # every run starts with no dirty pages of the runs before it to write back
     wall, cpu = time.perf_counter(), time.process_time()
     background = BackgroundWriter(writer, layout.block_rows, rows, _NoProgress())
     host = HostBuffers(torch.device("cpu"), BATCH, "float32", flatten=False)
@@ -102,6 +106,7 @@ def chunk_encoder(file_format: str, codec: str, layout: Layout):
 
 def codec_alone(encode, chunks: list[np.ndarray], repeat: int, threads: int) -> tuple[float, float, int, int]:
     """Wall and CPU seconds, stored and raw bytes, to encode ``chunks`` ``repeat`` times on ``threads``."""
+    os.sync()
     wall, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(threads) as pool:
         stored = sum(len(p) for p in pool.map(encode, chunks * repeat))
@@ -140,6 +145,7 @@ def feed_only(acts: dict[str, np.ndarray], rows: int) -> tuple[float, float]:
 def tofile(path, acts: dict[str, np.ndarray], rows: int) -> tuple[float, float]:
     n = min(len(a) for a in acts.values())
     path.mkdir(parents=True, exist_ok=True)
+    os.sync()
     wall, cpu = time.perf_counter(), time.process_time()
     handles = {name: open(path / f"{name}.raw", "wb") for name in acts}
     for start in range(0, rows, BATCH):

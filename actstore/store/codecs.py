@@ -263,18 +263,29 @@ class ChunkCompressor:
         """:meth:`encode_block` as the chunks finish, in C order of the chunk
         grid: every chunk is queued on the pool at once, so the caller
         stores one chunk while the pool still encodes the next ones."""
-        if start % chunks[0]:
-            raise ValueError(f"block starts at row {start}, inside a chunk of {chunks[0]} rows")
-        first = start // chunks[0]
-        grid = [range(0, n, c) for n, c in zip(data.shape, chunks)]
-        tasks = [((first + offsets[0] // chunks[0],) + tuple(o // c for o, c in zip(offsets[1:], chunks[1:])),
-                  offsets, data, chunks, encode, put)
-                 for offsets in itertools.product(*grid)]
+        for _, index, payload in self.iter_blocks([(None, data, start, chunks, encode, put)]):
+            yield index, payload
+
+    def iter_blocks(self, blocks: Sequence[tuple[Any, np.ndarray, int, tuple[int, ...], Encode, Put | None]]
+                    ) -> Iterator[tuple[Any, tuple[int, ...], bytes]]:
+        """``(key, chunk grid index, encoded bytes)`` for the chunks of several
+        blocks ``(key, data, start, chunks, encode, put)`` (one per layer), in
+        order, all queued at once: the pool never runs dry between layers
+        while the caller stores what is done."""
+        tasks = []
+        for key, data, start, chunks, encode, put in blocks:
+            if start % chunks[0]:
+                raise ValueError(f"block starts at row {start}, inside a chunk of {chunks[0]} rows")
+            first = start // chunks[0]
+            grid = [range(0, n, c) for n, c in zip(data.shape, chunks)]
+            tasks += [(key, (first + offsets[0] // chunks[0],) + tuple(o // c for o, c in zip(offsets[1:], chunks[1:])),
+                       offsets, data, chunks, encode, put)
+                      for offsets in itertools.product(*grid)]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.threads or config.usable_cores(),
                                             thread_name_prefix="actstore-codec")
         for task, payload in zip(tasks, self._pool.map(_encode_one, tasks)):
-            yield task[0], payload
+            yield task[0], task[1], payload
 
     def close(self) -> None:
         if self._pool is not None:
@@ -283,7 +294,7 @@ class ChunkCompressor:
 
 
 def _encode_one(task) -> bytes | None:
-    index, offsets, data, chunks, encode, put = task
+    _, index, offsets, data, chunks, encode, put = task
     piece = data[tuple(slice(o, o + c) for o, c in zip(offsets, chunks))]
     if piece.shape != tuple(chunks):      # the array's edge: pad to a whole chunk
         padded = np.zeros(chunks, dtype=data.dtype)

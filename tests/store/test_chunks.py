@@ -55,6 +55,24 @@ def _inflated(payload: bytes) -> bytes:
     return gzip.decompress(payload[:-4])
 
 
+def test_blocks_of_several_layers_are_encoded_together_each_in_its_order():
+    data = np.arange(20 * 6 * 5 * 7, dtype=np.float32).reshape(20, 6, 5, 7)
+    flat = np.arange(20 * 3, dtype=np.float32).reshape(20, 3)
+    compressor = ChunkCompressor()
+    compressor.threads = 2
+    got = list(compressor.iter_blocks([("conv", data[8:], 8, CHUNKS, lambda c: c.tobytes(), None),
+                                       ("flat", flat[8:16], 8, (8, 3), lambda c: c.tobytes(), None)]))
+    conv = ChunkCompressor().encode_block(data[8:], 8, CHUNKS, lambda chunk: chunk.tobytes())
+    assert [(key, index) for key, index, _ in got] == [("conv", index) for index, _ in conv] + [("flat", (1, 0))]
+    assert [payload for _, _, payload in got[:-1]] == [payload for _, payload in conv]
+    assert got[-1][2] == flat[8:16].tobytes()
+    stored = []
+    assert all(payload is None for _, _, payload in compressor.iter_blocks(
+        [("flat", flat[:8], 0, (8, 3), lambda c: c.tobytes(), lambda index, payload: stored.append(index))]))
+    assert stored == [(0, 0)]
+    compressor.close()
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])   # Blosc's typesize follows the dtype
 @pytest.mark.parametrize("compression", ["zstd", "lz4", "gzip", "none"])
 def test_zarr_chunks_are_byte_identical_to_zarrs_own(tmp_path, compression, dtype):

@@ -229,14 +229,15 @@ class Hdf5Writer(StoreWriter):
 
     def _write_rows(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         stop = start + len(next(iter(arrays.values())))
+        blocks = []   # every layer's chunks queued on the codec's pool at once; each stored as it is done
         for name, data in arrays.items():
             dset, encode = self._layers[name], self._encoders[name]
             if encode and whole_chunks(start, stop, dset.chunks[0], dset.shape[0]):
-                for index, payload in self._compressor.encode_block(
-                        np.asarray(data, dtype=dset.dtype), start, dset.chunks, encode):
-                    dset.id.write_direct_chunk(tuple(i * c for i, c in zip(index, dset.chunks)), payload)
+                blocks.append((dset, np.asarray(data, dtype=dset.dtype), start, dset.chunks, encode, None))
             else:   # a block that ends inside a chunk (an interrupted run's last rows)
                 dset[start:stop] = data
+        for dset, index, payload in self._compressor.iter_blocks(blocks):
+            dset.id.write_direct_chunk(tuple(i * c for i, c in zip(index, dset.chunks)), payload)
         # One flush a block: it makes this block's data durable, and the marks
         # of the block before (set after that block's flush) durable with it.
         self._file.flush()

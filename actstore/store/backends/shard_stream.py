@@ -11,7 +11,7 @@ thread pool and appends the encoded chunks, in C order of the inner grid, to
   the object exists only once whole.
 
 Rows of a shard are marked ``written`` only once its file is in place (see
-:class:`ShardRows`), so a killed process loses at most its unfinished shard;
+:class:`.shard_rows.ShardRows`), so a killed process loses at most its unfinished shard;
 its ``.partial`` file is removed when the shard is opened again. A shard
 that is already stored (a run that stopped mid-shard) is continued: its
 finished chunk rows are copied into the new file and a partly written chunk
@@ -132,6 +132,9 @@ class ShardStream:
         self.offset = self.index_bytes if fmt.index_at_start else 0
         self.final_rows = 0                      # chunk rows before this are final
         self.tail: np.ndarray | None = None      # the raw rows of chunk row ``final_rows``
+        # Blocks to encode, held while several streams gather theirs (see
+        # :func:`append_together`); None: each block is encoded at once.
+        self.held: list[tuple[int, np.ndarray]] | None = None
 
     @property
     def rows(self) -> int:
@@ -232,10 +235,17 @@ class ShardStream:
         self._append_encoded(self.first_row + self.final_rows * self.rows, tail)
 
     def _append_encoded(self, start: int, data: np.ndarray) -> None:
-        first = self.first_row // self.rows
-        for index, payload in self.compressor.iter_block(data, start, self.fmt.inner_chunks, self.fmt.encode):
-            self._write((index[0] - first, *index[1:]), payload)
+        if self.held is not None:
+            self.held.append((start, data))
+        else:
+            for index, payload in self.compressor.iter_block(data, start, self.fmt.inner_chunks, self.fmt.encode):
+                self.store(index, payload)
         self.final_rows = (start - self.first_row) // self.rows + -(-len(data) // self.rows)
+
+    def store(self, index: tuple[int, ...], payload: bytes) -> None:
+        """Append the encoded inner chunk at array chunk ``index``."""
+        first = self.first_row // self.rows
+        self._write((index[0] - first, *index[1:]), payload)
 
     def _write(self, local: tuple[int, ...], payload: bytes) -> None:
         self.sink.write(payload)
@@ -301,93 +311,4 @@ def open_shard_stream(arr, fmt: ShardFormat, root: Location, compressor: ChunkCo
     return stream
 
 
-OpenShard = Callable[[str, int, int, np.ndarray], "ShardStream | None"]
-
-
-class ShardRows:
-    """The open shard of every sharded array of a store, written together.
-
-    Rows arrive in order, each call's rows split at shard boundaries. A
-    shard is committed (every array's file in place) when its last row
-    arrives, a row of another shard or an earlier row does, or on
-    :meth:`commit` (the writer closing); only then are its rows marked
-    written, so ``written`` never names a row whose shard is not in place.
-    Any error aborts the open shard: its rows stay unmarked and a resumed
-    run writes them again.
-
-    ``open_shard(array, first row, start, marked)`` opens one array's stream
-    at row ``start`` of the shard from ``first row`` (continuing a stored
-    one; ``marked``: which of its rows are written), or returns None when it
-    cannot: ``fallback(start, arrays)`` then writes and marks those rows at
-    once (through zarr). ``marks(first, stop)`` reads the marks and
-    ``mark(first, marks)`` stores them.
-    """
-
-    def __init__(self, shard_rows: int, n_rows: int, open_shard: OpenShard,
-                 marks: Callable[[int, int], np.ndarray], mark: Callable[[int, np.ndarray], None],
-                 fallback: Callable[[int, dict[str, np.ndarray]], None]) -> None:
-        self.shard_rows, self.n_rows = shard_rows, n_rows
-        self.open_shard, self.marks, self.mark, self.fallback = open_shard, marks, mark, fallback
-        self.first: int | None = None            # the open shard's first row
-        self.streams: dict[str, ShardStream] = {}
-        self.marked = np.zeros(0, dtype=bool)    # its rows written (before, or given since it opened)
-        self.next_row = 0
-
-    def write(self, start: int, arrays: dict[str, np.ndarray]) -> None:
-        stop = start + len(next(iter(arrays.values())))
-        try:
-            for first in range(start - start % self.shard_rows, stop, self.shard_rows):
-                a, b = max(start, first), min(stop, first + self.shard_rows)
-                self._write_part(first, a, b, {k: v[a - start:b - start] for k, v in arrays.items()})
-        except BaseException:
-            self.abort()
-            raise
-
-    def commit(self) -> None:
-        """Put the open shard in place, then mark its rows."""
-        if self.first is None:
-            return
-        first, streams, marked = self.first, self.streams, self.marked
-        self.first, self.streams = None, {}
-        for done, stream in enumerate(streams.values()):
-            try:
-                stream.commit()
-            except BaseException:
-                for other in list(streams.values())[done + 1:]:
-                    other.abort()
-                raise
-        self.mark(first, marked)
-
-    def abort(self) -> None:
-        for stream in self.streams.values():
-            stream.abort()
-        self.first, self.streams = None, {}
-
-    def _write_part(self, first: int, start: int, stop: int, arrays: dict[str, np.ndarray]) -> None:
-        if self.first is not None and (first != self.first or start < self.next_row
-                                       or set(arrays) != set(self.streams)):
-            self.commit()
-        if self.first is None and not self._open(first, start, list(arrays)):
-            self.fallback(start, arrays)
-            return
-        for name, data in arrays.items():
-            self.streams[name].append(start, data)
-        self.marked[start - first:stop - first] = True
-        self.next_row = stop
-        if stop == min(first + self.shard_rows, self.n_rows):
-            self.commit()
-
-    def _open(self, first: int, start: int, names: list[str]) -> bool:
-        marked = self.marks(first, min(first + self.shard_rows, self.n_rows)).astype(bool)
-        for name in names:
-            stream = self.open_shard(name, first, start, marked)
-            if stream is None:
-                self.abort()
-                return False
-            self.streams[name] = stream
-        self.first, self.marked = first, marked
-        return True
-
-
-__all__ = ["FileSink", "ShardRows", "ShardStream", "StoredFile", "StoredObject", "UploadSink",
-           "open_shard_stream"]
+__all__ = ["FileSink", "ShardStream", "StoredFile", "StoredObject", "UploadSink", "open_shard_stream"]

@@ -21,7 +21,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -37,7 +37,8 @@ from ..io.location import STORAGE_OPTIONS, Location, filesystem, is_url, join, l
 from ..layout import ACTIVATIONS, DERIVED, FORMAT_NAME, LayerSpec, Layout, stored_dim_names
 from ..metadata.attributes import NULLABLE, decode, encode
 from .base import StoreWriter
-from .shard_stream import ShardRows, ShardStream, open_shard_stream
+from .shard_rows import ShardRows
+from .shard_stream import ShardStream, open_shard_stream
 from .zarr_integrity import missing_objects
 from .zarr_shards import ShardFormat, shard_shape
 
@@ -228,8 +229,18 @@ class ZarrWriter(StoreWriter):
     def _write_through(self, start: int, arrays: Mapping[str, np.ndarray]) -> None:
         """Write rows and mark them at once, without streaming shards."""
         stop = start + len(next(iter(arrays.values())))
+        blocks = []   # chunks of every layer on a local disk: queued on the pool together, each stored there
         for name, data in arrays.items():
-            self._write(self._layers[name], start, data)
+            arr = self._layers[name]
+            put = self._local_put(arr)
+            if put is not None and self._encoders[arr.path] and whole_chunks(start, stop, arr.chunks[0],
+                                                                              arr.shape[0]):
+                blocks.append((arr, np.asarray(data, dtype=arr.dtype), start, arr.chunks, self._encoders[arr.path],
+                               put))
+            else:
+                self._write(arr, start, data)
+        for _ in self._compressor.iter_blocks(blocks):
+            pass
         self._write(self._written, start, np.ones(stop - start, dtype=np.uint8))
 
     def add_layer(self, spec: LayerSpec) -> None:
@@ -269,15 +280,24 @@ class ZarrWriter(StoreWriter):
         under its key: on a local disk from the pool itself, the way zarr's
         LocalStore does (a temporary file renamed into place, so a chunk is
         old or new, never torn); elsewhere through the store, all at once."""
-        store = arr.store_path.store
-        if isinstance(store, LocalStore):
-            folder = Path(store.root) / arr.path
-
-            def put(index: tuple[int, ...], payload: bytes) -> None:
-                _write_file(folder / arr.metadata.encode_chunk_key(index), payload)
+        put = self._local_put(arr)
+        if put is not None:
             self._compressor.encode_block(data, start, arr.chunks, encode, put)
             return
         self._put(arr, self._compressor.encode_block(data, start, arr.chunks, encode))
+
+    @staticmethod
+    def _local_put(arr: zarr.Array) -> Callable[[tuple[int, ...], bytes], None] | None:
+        """On a local disk: what stores one encoded chunk of ``arr`` under its
+        key from the pool; None elsewhere."""
+        store = arr.store_path.store
+        if not isinstance(store, LocalStore):
+            return None
+        folder = Path(store.root) / arr.path
+
+        def put(index: tuple[int, ...], payload: bytes) -> None:
+            _write_file(folder / arr.metadata.encode_chunk_key(index), payload)
+        return put
 
     def _put(self, arr: zarr.Array, objects: list[tuple[tuple[int, ...], bytes]]) -> None:
         """Store encoded chunks or shards by grid index: one file renamed into
