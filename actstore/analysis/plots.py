@@ -60,10 +60,15 @@ def plot_rdm(rdm_value: "xarray.DataArray", path: Any = None, *, title: str | No
     order, classes = _class_order(rdm_value)
     values = np.asarray(rdm_value.values)[np.ix_(order, order)]
     figure, ax = plt.subplots(figsize=(6.4, 5.6))
-    off = values[~np.eye(len(values), dtype=bool)]
+    diagonal = np.eye(len(values), dtype=bool)
+    off = values[~diagonal]
     off = off[np.isfinite(off)]
     low, high = np.percentile(off, [1, 99]) if off.size else (0.0, 1.0)   # the diagonal's 0 would flatten the rest
-    image = ax.imshow(values, cmap=cmap, interpolation="nearest", vmin=low, vmax=max(high, low + 1e-12))
+    # The diagonal (0 by definition) and undefined pairs are grey, not the colour of the closest pair.
+    shown = np.where(diagonal, np.nan, values)
+    colours = plt.get_cmap(cmap).copy()
+    colours.set_bad("lightgrey")
+    image = ax.imshow(shown, cmap=colours, interpolation="nearest", vmin=low, vmax=max(high, low + 1e-12))
     figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
                     label=f"{rdm_value.attrs.get('metric', 'dissimilarity')} distance")
     n = len(values)
