@@ -166,10 +166,8 @@ MAX_ITERATIONS = 40
 def _randomized(blocks: LayerBlocks, k: int, budget: int, bar: Progress, iterations: int | None,
                 seed: int) -> tuple:
     n, p = blocks.n, blocks.units
-    width = min(max(k + 10, 2 * k), n, p)
-    held = np.empty((n, p), dtype=np.float32) if _holds(n, p, width, budget) else None
-    if held is None:
-        width = min(k + 10, n, p)
+    held = np.empty((n, p), dtype=np.float32) if _holds(n, p, _width(k, n, p, True), budget) else None
+    width = _width(k, n, p, held is not None)
     omega = np.random.default_rng(seed).standard_normal((p, width))
     step = blocks.row_step(int(budget * READ_SHARE), extra_per_row=16 * width)
     y = np.zeros((n, width))
@@ -197,23 +195,30 @@ def _randomized(blocks: LayerBlocks, k: int, budget: int, bar: Progress, iterati
     adaptive = iterations is None
     if adaptive:
         iterations = MAX_ITERATIONS if held is not None else _iterations(k, n, p)
-    done, values = 0, None
-    while done < iterations:
+    done, values, settled = 0, None, False
+    while done < iterations and not settled:
         z, r = np.linalg.qr(transposed(q))
         q = _orthonormal(product(z))
         done += 1
         if adaptive and held is not None:   # the singular values of R are those of XcᵀQ: Ritz values
             latest = np.linalg.svd(r, compute_uv=False)[:k]
-            if values is not None and np.max(np.abs(latest - values) / np.maximum(latest, 1e-300)) < TOLERANCE:
-                break
+            settled = values is not None and \
+                np.max(np.abs(latest - values) / np.maximum(latest, 1e-300)) < TOLERANCE
             values = latest
-    if adaptive and held is not None and done == iterations:
+    if adaptive and held is not None and not settled:
         warnings.warn(f"pca: the top {k} singular values did not settle to {TOLERANCE:g} in {done} power "
                       "iterations; method='gram' or 'covariance' is exact", RuntimeWarning, stacklevel=3)
     b = transposed(q, exact=True).T      # QᵀXc, (width, p)
     u, s, vt = np.linalg.svd(b, full_matrices=False)
     total = float((squares - sums * sums / n).sum() / (n - 1))
     return (vt[:k], s[:k] ** 2 / (n - 1), shift + offset, total), done
+
+
+def _width(k: int, n: int, p: int, held: bool) -> int:
+    """Columns of the randomized range finder: ``k + 10`` over the store (each
+    product a pass), ``max(k + 10, 2k)`` held in RAM (more columns settle in
+    fewer iterations, and products there are cheap)."""
+    return min(max(k + 10, 2 * k) if held else k + 10, n, p)
 
 
 def _holds(n: int, p: int, width: int, budget: int) -> bool:
@@ -263,7 +268,7 @@ def _choose(method: str, n: int, p: int, k: int, budget: int) -> str:
     if method != "auto":
         return method
     room = budget * (1 - READ_SHARE)
-    width = min(max(k + 10, 2 * k), n, p)
+    width = _width(k, n, p, True)
     # Held in RAM, the randomized products (float32, half the cost) take about
     # (q + 1)·width·n·p with q near 7; the covariance np²/2, the Gram matrix n²p/2.
     if _holds(n, p, width, budget) and 8 * width < min(n, p) / 2:
