@@ -199,6 +199,10 @@ class LayerBlocks:
         target = max(COLUMN_BLOCK_BYTES // (8 * self.n), chunk_units)
         return max(1, min(max_units, target))
 
+    def column_count(self, max_units: int) -> int:
+        """How many blocks :meth:`columns` reads in one pass."""
+        return len(self.unit_slices(self._column_step(max_units)))
+
     def _read(self, rows: np.ndarray, units: slice | None) -> np.ndarray:
         key: tuple = (slice(int(rows[0]), int(rows[-1]) + 1) if np.all(np.diff(rows) == 1) else rows,)
         if units is not None and self.array.ndim > 1:
@@ -262,9 +266,10 @@ class LayerBlocks:
                 progress.step()
             yield positions, block
 
-    def columns(self, max_units: int, progress: Progress | None = None, check: bool = True) -> Iterator[np.ndarray]:
-        """One pass: float64 ``(n, units)`` blocks over every unit, rows in ``self.rows`` order;
-        the next block is read while the caller works on this one.
+    def columns(self, max_units: int, progress: Progress | None = None, check: bool = True,
+                dtype: Any = np.float64) -> Iterator[np.ndarray]:
+        """One pass: ``(n, units)`` blocks (float64, or ``dtype``) over every unit, rows in
+        ``self.rows`` order; the next block is read while the caller works on this one.
         ``check=False`` leaves the NaN check to the caller (:meth:`check_sums`)."""
         slices = self.unit_slices(self._column_step(max_units))
         step = max(1, (64 * 2**20) // max(1, 4 * self.units // len(slices)))
@@ -277,7 +282,7 @@ class LayerBlocks:
             for start in range(0, self.n, step):
                 part = self._read(self.sorted[start:start + step], units)
                 if out is None:
-                    out = np.empty((self.n, part.shape[1]))
+                    out = np.empty((self.n, part.shape[1]), dtype=dtype)
                 if self.in_order:
                     out[start:start + len(part)] = part
                 else:

@@ -9,9 +9,13 @@ with the row sums ``s = X·1`` and squared norms ``q = diag(G)``:
 - cosine: ``1 − G_ij / sqrt(q_i q_j)``;
 - euclidean: ``sqrt(max(q_i + q_j − 2 G_ij, 0))``.
 
-Every row is first shifted by one common constant (the mean of the first
-block), which none of correlation or euclidean distance sees, so large
-means do not cancel digits. When the n×n result does not fit the budget it
+Before the products, each row is shifted by its mean over the first block
+of units (correlation ignores a row's constant) or every row by one common
+constant (euclidean distance ignores that), so large means do not cancel
+digits. ``precision="auto"`` multiplies the blocks in float32 for
+correlation and cosine (float32 sums over at most 8,192 units, added in
+float64: errors of a few 1e-7, half the time of float64 products) and in
+float64 for euclidean distance, whose ``q_i + q_j − 2 G_ij`` cancels. When the n×n result does not fit the budget it
 is computed in tiles of rows, one pass over the store per tile, and written
 to ``out`` (a Zarr path) and returned lazily. RSA follows Kriegeskorte et al.
 (2008); Kendall's tau-a as in Nili et al. (2014).
@@ -19,7 +23,7 @@ to ``out`` (a Zarr path) and returned lazily. RSA follows Kriegeskorte et al.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +41,7 @@ from .blocks import (
     select_rows,
     tile_rows,
 )
-from .products import Backend
+from .products import Backend, GramSum
 from .stats import correlate, upper
 
 if TYPE_CHECKING:
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
 
 METRICS = ("correlation", "cosine", "euclidean")
 BY = ("image", "class")
+PRECISIONS = ("auto", "float64", "float32")
 
 
 def _require_classes(store: Store) -> None:
@@ -161,62 +166,127 @@ class _Plan:
     m: int
     tile: int
     units: int
+    single: bool
 
 
-def _shift(block: np.ndarray) -> float:
-    """The common shift: the mean of a few rows of the first block (NaN ignored;
-    any constant near the data's level keeps digits, so a sample is enough)."""
+def _shift(block: np.ndarray, metric: str) -> float | np.ndarray:
+    """What the rows are shifted by: for correlation each row's mean over the
+    first block; for euclidean one constant, the mean of a few rows of the
+    first block (NaN ignored; any value near the data's level keeps digits);
+    for cosine nothing."""
+    if metric == "correlation":
+        means = block.mean(axis=1, dtype=np.float64)
+        return np.where(np.isfinite(means), means, 0.0)
+    if metric == "cosine":
+        return 0.0
     sample = block[: max(1, min(len(block), 2**16 // max(1, block.shape[1])))]
     finite = sample[np.isfinite(sample)]
     return float(finite.mean()) if finite.size else 0.0
 
 
+@dataclass
+class _Sums:
+    """What the first pass learns of every row ``y`` (the row after its shift):
+    its sum ``s`` and squared norm ``q``; with float32 products also, for each
+    block, what :func:`_take_out_mean_row` took out (``v``, ``alpha``, ``c``)
+    and ``cross`` = ``z·v`` of what remained."""
+
+    shift: Any
+    s: np.ndarray
+    q: np.ndarray
+    v: list = field(default_factory=list)
+    alpha: list = field(default_factory=list)
+    c: list = field(default_factory=list)
+    cross: list = field(default_factory=list)
+
+    def correction(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(L, R)`` with ``y_i·y_j = z_i·z_j + (L Rᵀ)_ij``, summed over blocks."""
+        if not self.alpha:
+            return None
+        alpha, cross = np.stack(self.alpha, axis=1).astype(np.float64), np.stack(self.cross, axis=1)
+        return np.hstack([alpha * np.asarray(self.c), alpha, cross]), np.hstack([alpha, cross, alpha])
+
+
+def _take_out_mean_row(block: np.ndarray, sums: _Sums, k: int) -> None:
+    """``z = y − α v`` in place, ``v`` the block's mean row and ``α`` each row's
+    coefficient on it (least squares, so ``|z| <= |y|``). Rows that share a
+    pattern (ReLU layers, cosine) make float32 sums of ``y·y`` lose digits
+    (3e-6); of ``z·z`` they do not, and the rest is added in float64:
+    ``y_i·y_j = z_i·z_j + α_i α_j c + α_i (z_j·v) + α_j (z_i·v)``, ``c = v·v``."""
+    # SciPy's BLAS, as for the products: NumPy's own BLAS threads would spin beside them
+    from scipy.linalg.blas import sgemv, sger
+    if k == len(sums.v):   # the first pass: fix v and α (later passes take the same out)
+        v = block.mean(axis=0, dtype=np.float64).astype(np.float32)
+        c = float(np.square(v, dtype=np.float64).sum())
+        sums.v.append(v)
+        sums.c.append(c)
+        sums.alpha.append(sgemv(1 / c, block.T, v, trans=1) if c > 0 else np.zeros(len(block), np.float32))
+    v, alpha = sums.v[k], sums.alpha[k]
+    sger(-1.0, v, alpha, a=block.T, overwrite_a=1)   # block.T (Fortran order) −= v αᵀ, in place
+    if k == len(sums.cross):
+        sums.cross.append(sgemv(1.0, block.T, v, trans=1).astype(np.float64))
+
+
 def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, bar: Progress,
                 sums: list) -> np.ndarray:
-    """One pass: rows ``start:start+tile`` of the Gram matrix; the first pass
-    (``sums`` empty) also fixes the shift and sums every row and its squares."""
+    """One pass: rows ``start:start+tile`` of the Gram matrix of the shifted
+    rows (of ``z`` for float32 products). The first pass (``sums`` empty) also
+    fixes the shift and sums every row and its squares."""
     stop = min(start + plan.tile, plan.m)
-    gram = backend.zeros((stop - start, plan.m))
+    dtype = np.float32 if plan.single else np.float64
+    gram = GramSum(backend, (stop - start, plan.m), plan.single)
     first, whole = not sums, start == 0 and stop == plan.m
-    for block in blocks.columns(plan.units, bar, check=plan.index is not None):
+    for k, block in enumerate(blocks.columns(plan.units, bar, check=plan.index is not None, dtype=dtype)):
         if plan.index is not None:
-            block = _class_block(block, plan.index, plan.counts)
+            block = _class_block(block, plan.index, plan.counts).astype(dtype, copy=False)
         if not sums:
-            sums.extend([_shift(block) if plan.metric != "cosine" else 0.0, np.zeros(plan.m), np.zeros(plan.m)])
-        block -= sums[0]
+            sums.append(_Sums(_shift(block, plan.metric), np.zeros(plan.m), np.zeros(plan.m)))
+        shift = sums[0].shift
+        block -= np.asarray(shift, dtype=dtype).reshape(-1, 1) if np.ndim(shift) else dtype(shift)
         if first:
-            sums[1] += block.sum(axis=1)
+            sums[0].s += block.sum(axis=1, dtype=np.float64)
             if not whole:   # else the diagonal of the Gram matrix
-                sums[2] += np.einsum("ij,ij->i", block, block)
+                sums[0].q += np.einsum("ij,ij->i", block, block, dtype=np.float64)
+        if plan.single:
+            _take_out_mean_row(block, sums[0], k)
         device_block = backend.put(block)
-        backend.add_product(gram, device_block if whole else device_block[start:stop], device_block)
+        gram.add(device_block if whole else device_block[start:stop], device_block)
     bar.passes += 1
     if first and plan.index is None:
-        blocks.check_sums(sums[1])
-    gram = backend.numpy(backend.symmetric(gram) if whole else gram)
+        blocks.check_sums(sums[0].s)
+    gram = gram.result()
+    correction = sums[0].correction()
+    if correction is not None:   # gram += L[rows] Rᵀ in place (BLAS on the transposes)
+        from scipy.linalg.blas import dgemm
+        dgemm(1.0, correction[1], correction[0][start:stop], beta=1.0, c=gram.T, trans_b=1, overwrite_c=1)
     if first and whole:
-        sums[2][:] = np.diag(gram)
+        sums[0].q[:] = np.diag(gram)
     return gram
 
 
-def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: int, out: Any) -> _Plan:
+def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: int, out: Any,
+          precision: str) -> _Plan:
     index, labels, _ = _conditions(blocks.store, rows, by)
     m = len(labels)
     if m < 2:
         what = "classes" if by == "class" else "images"
         raise TooFewRowsError(f"an RDM needs at least 2 {what}; the rows selected hold {m}")
     counts = None if index is None else np.bincount(index, minlength=m)
-    tile = tile_rows(m, budget, 8 * m)
-    if tile < m and out is None:
-        raise MemoryBudgetError(f"the {m}×{m} RDM takes {human(8 * m * m)}, more than max_memory allows: "
-                                "pass out=PATH to compute it in tiles and write it there")
+    single = precision == "float32" or (precision == "auto" and metric != "euclidean")
     per_unit = 0 if index is None else 8 * m   # the class means of a block
     units = column_units(blocks.n, int(budget * READ_SHARE), extra=per_unit)
-    return _Plan(metric, index, counts, m, tile, units)
+    per_row = 8 * m   # a row of the float64 sum; with float32 products its float32 part where it has
+    if single:        # a part of its own (more units than one part sums), and what _Sums keeps per block
+        per_row += 4 * m * (blocks.units > GramSum.FLUSH_UNITS) + 60 * blocks.column_count(units)
+    tile = tile_rows(m, budget, per_row)
+    if tile < m and out is None:
+        raise MemoryBudgetError(f"the {m}×{m} RDM takes {human(per_row * m)}, more than max_memory allows: "
+                                "pass out=PATH to compute it in tiles and write it there")
+    return _Plan(metric, index, counts, m, tile, units, single)
 
 
 def rdm(store: Store | Any, layer: str, *, metric: str = "correlation", by: str = "image", rows: Any = None,
-        max_memory: int | str = "2GB", out: Any = None, device: str = "cpu",
+        max_memory: int | str = "2GB", out: Any = None, device: str = "cpu", precision: str = "auto",
         progress: bool = False) -> "xarray.DataArray":
     """The representational dissimilarity matrix of a layer, exact, in bounded memory.
 
@@ -231,6 +301,9 @@ def rdm(store: Store | Any, layer: str, *, metric: str = "correlation", by: str 
         out: a Zarr path: write the result there (required when it does not
             fit the budget) and return it lazily.
         device: ``cpu`` (NumPy) or a torch device (``cuda``) for the Gram blocks.
+        precision: ``auto`` (float32 products summed in float64 for correlation
+            and cosine, errors of a few 1e-7; float64 for euclidean),
+            ``float64`` (errors near 1e-12, twice the time) or ``float32``.
         progress: show a progress bar over the reads.
 
     Returns:
@@ -241,27 +314,29 @@ def rdm(store: Store | Any, layer: str, *, metric: str = "correlation", by: str 
         raise BadOptionError(f"metric {metric!r}: use one of {', '.join(METRICS)}")
     if by not in BY:
         raise BadOptionError(f"by {by!r}: use image or class")
+    if precision not in PRECISIONS:
+        raise BadOptionError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     budget, backend = parse_memory(max_memory), Backend(device)
     with opened(store) as st:
         chosen = select_rows(st, rows, minimum=1 if by == "class" else 2)
         blocks = LayerBlocks(st, layer, chosen)
-        plan = _plan(blocks, metric, by, chosen, budget, out)
+        plan = _plan(blocks, metric, by, chosen, budget, out, precision)
         _, labels, class_names = _conditions(st, chosen, by)
         bar = Progress(description=f"rdm {blocks.layer}", enabled=progress)
         attrs = {"metric": metric, "layer": blocks.layer, "store": str(st.path), "by": by,
-                 "rows": len(chosen), "units": blocks.units}
+                 "rows": len(chosen), "units": blocks.units, "products": "float32" if plan.single else "float64"}
         template = _as_dataarray(None, by, labels, class_names, attrs, plan.m, plan.tile)
         target = None if out is None else _open_out(out, template)
         sums: list = []
         for start in range(0, plan.m, plan.tile):
             gram = _sweep_tile(blocks, plan, start, backend, bar, sums)
-            tile = _finish(gram, sums[1], sums[2], start, metric, blocks.units)
+            tile = _finish(gram, sums[0].s, sums[0].q, start, metric, blocks.units)
             if target is None:
                 template = template.copy(data=tile)
             else:
                 target[start:start + len(tile)] = tile
         bar.close()
-        _warn_degenerate(sums[2], sums[1], blocks.units, metric, labels)
+        _warn_degenerate(sums[0].q, sums[0].s, blocks.units, metric, labels)
         done = {"passes": bar.passes, "seconds": round(bar.seconds, 3)}
         if target is None:
             template.attrs.update(done)

@@ -58,6 +58,9 @@ def rdm_command(
     plot: Optional[Path] = PLOT_OPTION,
     max_memory: str = MAX_MEMORY_OPTION,
     device: str = DEVICE_OPTION,
+    precision: str = typer.Option("auto", "--precision", help="auto (float32 products summed in float64 for "
+        "correlation and cosine, errors of a few 1e-7; float64 for euclidean), float64 (errors near 1e-12, "
+        "twice the time) or float32."),
     quiet: bool = ANALYSIS_QUIET_OPTION,
 ) -> None:
     """Representational dissimilarity matrix of a layer, exact, in bounded memory."""
@@ -65,7 +68,7 @@ def rdm_command(
     _check_out(out)
     zarr_out = out if out is not None and out.suffix.lower() == ".zarr" else None
     result = rdm(store_path, layer, metric=metric, by=by, max_memory=max_memory, out=zarr_out,
-                 device=device, progress=not quiet)
+                 device=device, precision=precision, progress=not quiet)
     if zarr_out is None:
         _save_analysis(result, out)
     if plot is not None:

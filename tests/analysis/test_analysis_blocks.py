@@ -50,3 +50,37 @@ def test_column_blocks_are_whole_chunks_and_each_chunk_is_read_once(tmp_path, mo
         parts = list(blocks.columns(max_units=10**6))
     assert [units for units in reads] == [slice(0, 4), slice(4, 8), slice(8, 12)]
     np.testing.assert_array_equal(np.hstack(parts), flat)
+
+
+@pytest.mark.parametrize("units, block", [(100, 100), (9000, 3000), (20000, 20000)])
+def test_float32_products_are_summed_in_float64_over_at_most_flush_units(units, block, monkeypatch):
+    from actstore.analysis import products
+    from actstore.analysis.products import Backend, GramSum
+    sizes = []
+    real = products._syrk
+    monkeypatch.setattr(products, "_syrk", lambda acc, b: sizes.append(b.shape[1]) or real(acc, b))
+    x = np.random.default_rng(0).standard_normal((40, units)).astype(np.float32)
+    exact = x.astype(np.float64) @ x.T.astype(np.float64)
+    whole, rows = GramSum(Backend(), (40, 40), single=True), GramSum(Backend(), (15, 40), single=True)
+    for first in range(0, units, block):
+        part = np.ascontiguousarray(x[:, first:first + block])
+        whole.add(part, part)
+        rows.add(part[10:25], part)
+    got = whole.result()
+    assert max(sizes) <= GramSum.FLUSH_UNITS and sum(sizes) == units
+    assert got.dtype == np.float64 and np.array_equal(got, got.T)
+    np.testing.assert_allclose(got, exact, rtol=0, atol=1e-6 * np.abs(exact).max())
+    np.testing.assert_allclose(rows.result(), exact[10:25], rtol=0, atol=1e-6 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 5), (3, 3), (7, 4), (301, 301)])
+def test_the_first_float32_part_is_widened_in_place_exactly(shape):
+    from actstore.analysis.products import Backend
+    backend = Backend()
+    acc = np.zeros(shape)
+    part = backend.first_part(acc)
+    assert np.shares_memory(part, acc) and part.dtype == np.float32
+    values = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    part[...] = values
+    backend.widen(acc, part)
+    assert np.array_equal(acc, values.astype(np.float64))

@@ -155,13 +155,51 @@ def test_fewer_than_two_rows_and_bad_options_are_refused(stored):
         rdm(path, "features.0", metric="manhattan")
     with pytest.raises(UserError, match="max_memory 'lots'"):
         rdm(path, "features.0", max_memory="lots")
+    with pytest.raises(UserError, match="precision 'half': use one of auto, float64, float32"):
+        rdm(path, "features.0", precision="half")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
-def test_the_torch_code_path_gives_the_same_rdm(stored):
+@pytest.mark.parametrize("metric", ["euclidean", "correlation"])   # float64 and float32 products
+def test_the_torch_code_path_gives_the_same_rdm(stored, metric):
     path, values = stored
-    result = rdm(path, "features.0", metric="euclidean", device="torch:cpu")
-    np.testing.assert_allclose(result.values, reference(values["features.0"], "euclidean"), atol=1e-6)
+    result = rdm(path, "features.0", metric=metric, device="torch:cpu")
+    np.testing.assert_allclose(result.values, reference(values["features.0"], metric), atol=1e-6)
+
+
+def shared_pattern(n: int, units: int, seed: int = 0) -> np.ndarray:
+    """A ReLU layer of a rank-32 signal plus noise, each row scaled and lifted
+    by its own constant: the rows share large units, and float32 sums of
+    their products are off by 1e-6 (correlation) to 4e-6 (cosine)."""
+    rng = np.random.default_rng(seed)
+    signal = rng.standard_normal((n, 32)) @ rng.standard_normal((32, units)) + rng.standard_normal((n, units))
+    return (np.maximum(signal, 0) * rng.uniform(0.5, 3, (n, 1)) + rng.uniform(0, 10, (n, 1))).astype(np.float32)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_float32_products_keep_digits_where_rows_share_a_pattern(tmp_path, metric):
+    path = tmp_path / "s.zarr"
+    write_store(path, "zarr", n=60, conv=(8, 32, 32), chunk_channels=4)
+    values = shared_pattern(60, 8 * 32 * 32).reshape(60, 8, 32, 32)
+    overwrite_rows(path, 0, "features.0", values)
+    expected = reference(values, metric)
+    fast = rdm(path, "features.0", metric=metric)
+    assert fast.attrs["products"] == ("float64" if metric == "euclidean" else "float32")
+    np.testing.assert_allclose(fast.values, expected, atol=1e-6 if metric != "euclidean" else 1e-9, rtol=0)
+    exact = rdm(path, "features.0", metric=metric, precision="float64")
+    assert exact.attrs["products"] == "float64"
+    np.testing.assert_allclose(exact.values, expected, atol=1e-9, rtol=0)
+
+
+def test_float32_products_in_tiles_take_out_what_the_first_pass_fixed(tmp_path):
+    path = tmp_path / "s.zarr"
+    write_store(path, "zarr", n=400, conv=(4, 32, 32), chunk_images=50)
+    values = shared_pattern(400, 4 * 32 * 32, seed=1).reshape(400, 4, 32, 32)
+    overwrite_rows(path, 0, "features.0", values)
+    for metric in ("correlation", "cosine"):
+        tiled = rdm(path, "features.0", metric=metric, max_memory="1MB", out=tmp_path / f"{metric}.zarr")
+        assert tiled.attrs["passes"] > 1 and tiled.attrs["products"] == "float32"
+        np.testing.assert_allclose(tiled.values, reference(values, metric), atol=1e-6, rtol=0)
 
 
 @pytest.mark.cuda
