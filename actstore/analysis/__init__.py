@@ -18,7 +18,8 @@ import importlib
 
 from .cka import CKAResult, cka, cka_matrix
 from .pca import PCAResult, pca
-from .rdm import RSAResult, class_means, compare_rdms, rdm
+from .rdm import class_means, rdm
+from .rsa import RSAResult, compare_rdms
 
 # matplotlib is imported only when a picture is asked for.
 _PLOTS = ("plot_rdm", "plot_cka", "plot_pca")

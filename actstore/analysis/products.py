@@ -7,6 +7,7 @@ of a few 1e-7 on the sums, which correlation and cosine keep, where the
 euclidean distance's ``q_i + q_j − 2 G_ij`` would lose digits to cancellation."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -174,6 +175,51 @@ class GramSum:
             self._flush()
             self.part = None
         return self.backend.numpy(self.backend.symmetric(self.acc) if self.square else self.acc)
+
+
+@dataclass
+class MeanRows:
+    """Before float32 products, ``z = y − α v`` in each block, ``v`` the
+    block's mean row and ``α`` each row's coefficient on it (least squares,
+    so ``|z| <= |y|``). Rows that share large units (ReLU layers; cosine)
+    make float32 sums of ``y·y`` lose digits (1e-6 to 4e-6); sums of ``z·z``
+    do not, and :meth:`add_back` adds the rest in float64:
+    ``y_i·y_j = z_i·z_j + α_i α_j c + α_i (z_j·v) + α_j (z_i·v)``, ``c = v·v``.
+    SciPy's BLAS throughout, as for the products: NumPy's own BLAS threads
+    would spin beside them."""
+
+    BYTES = 60   # kept per row and block: α (float32) here and in L, R; z·v likewise
+
+    v: list = field(default_factory=list)
+    alpha: list = field(default_factory=list)
+    c: list = field(default_factory=list)
+    cross: list = field(default_factory=list)
+
+    def take_out(self, block: np.ndarray, k: int) -> None:
+        """Block ``k`` (float32, C order) becomes ``z`` in place. The first pass
+        fixes ``v`` and ``α``; later passes take the same out."""
+        from scipy.linalg.blas import sgemv, sger
+        if k == len(self.v):
+            v = block.mean(axis=0, dtype=np.float64).astype(np.float32)
+            c = float(np.square(v, dtype=np.float64).sum())
+            self.v.append(v)
+            self.c.append(c)
+            self.alpha.append(sgemv(1 / c, block.T, v, trans=1) if c > 0 else np.zeros(len(block), np.float32))
+        v, alpha = self.v[k], self.alpha[k]
+        sger(-1.0, v, alpha, a=block.T, overwrite_a=1)   # block.T (Fortran order) −= v αᵀ, in place
+        if k == len(self.cross):
+            self.cross.append(sgemv(1.0, block.T, v, trans=1).astype(np.float64))
+
+    def add_back(self, gram: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` of ``Σ z zᵀ`` made rows of ``Σ y yᵀ``: ``+= L Rᵀ`` in place."""
+        if not self.alpha:
+            return gram
+        from scipy.linalg.blas import dgemm
+        alpha, cross = np.stack(self.alpha, axis=1).astype(np.float64), np.stack(self.cross, axis=1)
+        left = np.hstack([alpha[start:stop] * np.asarray(self.c), alpha[start:stop], cross[start:stop]])
+        right = np.hstack([alpha, cross, alpha])
+        dgemm(1.0, right, left, beta=1.0, c=gram.T, trans_b=1, overwrite_c=1)   # gram.T += R Lᵀ
+        return gram
 
 
 def _syrk(acc: np.ndarray, block: np.ndarray) -> bool:

@@ -1,5 +1,5 @@
 """Class means and representational dissimilarity matrices straight from a
-store, in bounded memory, and RSA between two RDMs.
+store, in bounded memory (RSA between two RDMs is :mod:`.rsa`).
 
 An RDM is built from the Gram matrix ``G = X Xᵀ`` of the flattened rows,
 accumulated in float64 over blocks of units (so any number of units works),
@@ -14,11 +14,12 @@ of units (correlation ignores a row's constant) or every row by one common
 constant (euclidean distance ignores that), so large means do not cancel
 digits. ``precision="auto"`` multiplies the blocks in float32 for
 correlation and cosine (float32 sums over at most 8,192 units, added in
-float64: errors of a few 1e-7, half the time of float64 products) and in
-float64 for euclidean distance, whose ``q_i + q_j − 2 G_ij`` cancels. When the n×n result does not fit the budget it
-is computed in tiles of rows, one pass over the store per tile, and written
-to ``out`` (a Zarr path) and returned lazily. RSA follows Kriegeskorte et al.
-(2008); Kendall's tau-a as in Nili et al. (2014).
+float64, after each block's mean row is taken out: :class:`MeanRows`;
+errors of a few 1e-7 at half the time of float64 products) and in float64
+for euclidean distance, whose ``q_i + q_j − 2 G_ij`` cancels. When the n×n
+result does not fit the budget it is computed in tiles of rows, one pass
+over the store per tile, and written to ``out`` (a Zarr path) and returned
+lazily.
 """
 from __future__ import annotations
 
@@ -41,8 +42,7 @@ from .blocks import (
     select_rows,
     tile_rows,
 )
-from .products import Backend, GramSum
-from .stats import correlate, upper
+from .products import Backend, GramSum, MeanRows
 
 if TYPE_CHECKING:
     import xarray
@@ -187,44 +187,13 @@ def _shift(block: np.ndarray, metric: str) -> float | np.ndarray:
 @dataclass
 class _Sums:
     """What the first pass learns of every row ``y`` (the row after its shift):
-    its sum ``s`` and squared norm ``q``; with float32 products also, for each
-    block, what :func:`_take_out_mean_row` took out (``v``, ``alpha``, ``c``)
-    and ``cross`` = ``z·v`` of what remained."""
+    its sum ``s`` and squared norm ``q``; with float32 products also what was
+    taken out of each block before them (:class:`MeanRows`)."""
 
     shift: Any
     s: np.ndarray
     q: np.ndarray
-    v: list = field(default_factory=list)
-    alpha: list = field(default_factory=list)
-    c: list = field(default_factory=list)
-    cross: list = field(default_factory=list)
-
-    def correction(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """``(L, R)`` with ``y_i·y_j = z_i·z_j + (L Rᵀ)_ij``, summed over blocks."""
-        if not self.alpha:
-            return None
-        alpha, cross = np.stack(self.alpha, axis=1).astype(np.float64), np.stack(self.cross, axis=1)
-        return np.hstack([alpha * np.asarray(self.c), alpha, cross]), np.hstack([alpha, cross, alpha])
-
-
-def _take_out_mean_row(block: np.ndarray, sums: _Sums, k: int) -> None:
-    """``z = y − α v`` in place, ``v`` the block's mean row and ``α`` each row's
-    coefficient on it (least squares, so ``|z| <= |y|``). Rows that share a
-    pattern (ReLU layers, cosine) make float32 sums of ``y·y`` lose digits
-    (3e-6); of ``z·z`` they do not, and the rest is added in float64:
-    ``y_i·y_j = z_i·z_j + α_i α_j c + α_i (z_j·v) + α_j (z_i·v)``, ``c = v·v``."""
-    # SciPy's BLAS, as for the products: NumPy's own BLAS threads would spin beside them
-    from scipy.linalg.blas import sgemv, sger
-    if k == len(sums.v):   # the first pass: fix v and α (later passes take the same out)
-        v = block.mean(axis=0, dtype=np.float64).astype(np.float32)
-        c = float(np.square(v, dtype=np.float64).sum())
-        sums.v.append(v)
-        sums.c.append(c)
-        sums.alpha.append(sgemv(1 / c, block.T, v, trans=1) if c > 0 else np.zeros(len(block), np.float32))
-    v, alpha = sums.v[k], sums.alpha[k]
-    sger(-1.0, v, alpha, a=block.T, overwrite_a=1)   # block.T (Fortran order) −= v αᵀ, in place
-    if k == len(sums.cross):
-        sums.cross.append(sgemv(1.0, block.T, v, trans=1).astype(np.float64))
+    mean_rows: MeanRows = field(default_factory=MeanRows)
 
 
 def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, bar: Progress,
@@ -248,17 +217,13 @@ def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, 
             if not whole:   # else the diagonal of the Gram matrix
                 sums[0].q += np.einsum("ij,ij->i", block, block, dtype=np.float64)
         if plan.single:
-            _take_out_mean_row(block, sums[0], k)
+            sums[0].mean_rows.take_out(block, k)
         device_block = backend.put(block)
         gram.add(device_block if whole else device_block[start:stop], device_block)
     bar.passes += 1
     if first and plan.index is None:
         blocks.check_sums(sums[0].s)
-    gram = gram.result()
-    correction = sums[0].correction()
-    if correction is not None:   # gram += L[rows] Rᵀ in place (BLAS on the transposes)
-        from scipy.linalg.blas import dgemm
-        dgemm(1.0, correction[1], correction[0][start:stop], beta=1.0, c=gram.T, trans_b=1, overwrite_c=1)
+    gram = sums[0].mean_rows.add_back(gram.result(), start, stop)
     if first and whole:
         sums[0].q[:] = np.diag(gram)
     return gram
@@ -277,7 +242,7 @@ def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: i
     units = column_units(blocks.n, int(budget * READ_SHARE), extra=per_unit)
     per_row = 8 * m   # a row of the float64 sum; with float32 products its float32 part where it has
     if single:        # a part of its own (more units than one part sums), and what _Sums keeps per block
-        per_row += 4 * m * (blocks.units > GramSum.FLUSH_UNITS) + 60 * blocks.column_count(units)
+        per_row += 4 * m * (blocks.units > GramSum.FLUSH_UNITS) + MeanRows.BYTES * blocks.column_count(units)
     tile = tile_rows(m, budget, per_row)
     if tile < m and out is None:
         raise MemoryBudgetError(f"the {m}×{m} RDM takes {human(per_row * m)}, more than max_memory allows: "
@@ -378,62 +343,3 @@ def _as_dataarray(values: Any, by: str, labels: list[str], class_names: np.ndarr
         names = np.asarray([str(name) for name in class_names], dtype=object)
         coords["class_name"], coords["class_name_"] = (dims[0], names), (dims[1], names)
     return xr.DataArray(values, dims=dims, coords=coords, name=f"rdm {attrs['layer']}", attrs=attrs)
-
-
-@dataclass
-class RSAResult:
-    """An RSA correlation with its permutation p-value and bootstrap CI."""
-
-    r: float
-    p_value: float
-    ci: tuple[float, float]
-    method: str
-    permutations: int
-    seed: int | None
-
-    def __float__(self) -> float:
-        return float(self.r)
-
-
-def _square(rdm_value: Any, name: str) -> np.ndarray:
-    values = np.asarray(getattr(rdm_value, "values", rdm_value), dtype=np.float64)
-    if values.ndim != 2 or values.shape[0] != values.shape[1] or values.shape[0] < 3:
-        raise BadOptionError(f"{name} must be a square RDM of at least 3×3, got shape {values.shape}")
-    return values
-
-
-def compare_rdms(a: Any, b: Any, method: str = "spearman", *, permutations: int | None = None,
-                 seed: int | None = 0, confidence: float = 0.95) -> float | RSAResult:
-    """RSA: the correlation of two RDMs' upper triangles (diagonal excluded).
-
-    Args:
-        a, b: RDMs as DataArrays or plain arrays (e.g. a brain RDM from ``.npy``), same shape.
-        method: ``spearman``, ``pearson`` or ``kendall_tau_a``.
-        permutations: if given, also a permutation p-value (conditions of ``b``
-            permuted, rows and columns together) and a bootstrap CI over conditions.
-        seed: seed of the permutations and bootstrap samples.
-        confidence: level of the percentile bootstrap interval.
-
-    Returns:
-        The correlation as a float, or an :class:`RSAResult` with permutations.
-    """
-    a, b = _square(a, "a"), _square(b, "b")
-    if a.shape != b.shape:
-        raise BadOptionError(f"the RDMs differ in shape: {a.shape} and {b.shape}")
-    r = correlate(upper(a), upper(b), method)
-    if permutations is None:
-        return r
-    rng = np.random.default_rng(seed)
-    n = len(a)
-    null = np.array([correlate(upper(a), upper(b[np.ix_(p, p)]), method)
-                     for p in (rng.permutation(n) for _ in range(permutations))])
-    p_value = (1 + np.sum(null >= r)) / (1 + permutations)
-    boot = []
-    for _ in range(permutations):
-        pick = np.sort(rng.integers(0, n, n))
-        i, j = np.triu_indices(n, 1)
-        keep = pick[i] != pick[j]
-        boot.append(correlate(a[pick[i[keep]], pick[j[keep]]], b[pick[i[keep]], pick[j[keep]]], method))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.nanpercentile(boot, [tail, 100 - tail])
-    return RSAResult(float(r), float(p_value), (float(low), float(high)), method, permutations, seed)

@@ -74,7 +74,8 @@ def rdm_command(
     if plot is not None:
         from ..analysis import plot_rdm
         plot_rdm(result, plot)
-    typer.echo(_summary(f"rdm of {layer} ({metric}, by {by})", result.shape, result.attrs["passes"],
+    typer.echo(_summary(f"rdm of {layer} ({metric}, by {by}, {result.attrs['products']} products)", result.shape,
+                        result.attrs["passes"],
                         result.attrs["seconds"]) + (f"; saved to {out}" if out else ""))
 
 

@@ -42,6 +42,19 @@ def test_rdm_command_saves_the_matrix_and_a_picture(store, tmp_path):
     assert failed.exit_code == 1 and "did you mean features.0" in failed.output
 
 
+def test_rdm_command_chooses_the_precision_of_the_products(store, tmp_path):
+    path, values = store
+    x = values["features.0"].reshape(40, -1).astype(np.float64)
+    for precision, products, tolerance in (("auto", "float32", 1e-6), ("float64", "float64", 1e-12)):
+        output = run("rdm", path, "--layer", "features.0", "--precision", precision, "--out", tmp_path / "r.npy",
+                     "--quiet")
+        assert f"(correlation, by image, {products} products)" in output
+        np.testing.assert_allclose(np.load(tmp_path / "r.npy"), 1 - np.corrcoef(x), atol=tolerance, rtol=0)
+    failed = runner.invoke(app, ["rdm", str(path), "--layer", "features.0", "--precision", "half", "--quiet"])
+    assert failed.exit_code == 1 and failed.output.strip().splitlines() == [
+        "error: precision 'half': use one of auto, float64, float32"]
+
+
 def test_cka_command_prints_the_matrix(store, tmp_path):
     path, _ = store
     output = run("cka", path, "--layer", "features.0", "--layer", "classifier.4", "--out", tmp_path / "c.nc",
