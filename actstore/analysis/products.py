@@ -199,8 +199,8 @@ class MeanRows:
         """Block ``k`` (float32, C order) becomes ``z`` in place. The first pass
         fixes ``v`` and ``α``; later passes take the same out."""
         from scipy.linalg.blas import sgemv, sger
-        if k == len(self.v):
-            v = block.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if k == len(self.v):   # any v keeps the identity exact: the mean row, in float32
+            v = sgemv(1 / len(block), block.T, np.ones(len(block), np.float32))
             c = float(np.square(v, dtype=np.float64).sum())
             self.v.append(v)
             self.c.append(c)
