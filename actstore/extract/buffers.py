@@ -20,6 +20,9 @@ def autocast(device: torch.device, amp: str | None):
     return torch.autocast(device_type=device.type, dtype=getattr(torch, amp))
 
 
+NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
 class HostBatch:
     """One batch's activations in host memory that is reused from batch to
     batch (see :class:`HostBuffers`), in the stored dtype and shape."""
@@ -42,8 +45,16 @@ class HostBatch:
         return buffer[:len(output)].view(output.shape)
 
     def fill(self, name: str, output: torch.Tensor) -> torch.Tensor:
-        """Copy a CPU output in (the Extractor's ``into``), casting to the stored dtype."""
-        return self.target(name, output).copy_(output)
+        """Copy a CPU output in (the Extractor's ``into``), casting to the stored
+        dtype. NumPy copies on this thread; torch's ``copy_`` would wake its
+        OpenMP threads, which then spin on the cores the writer's codec needs."""
+        target = self.target(name, output)
+        if output.dtype in NUMPY_FLOATS:
+            with np.errstate(over="ignore", invalid="ignore"):   # to inf as torch casts, silently
+                np.copyto(target.numpy(), output.detach().numpy(), casting="unsafe")
+        else:   # bfloat16 (--amp), which NumPy lacks
+            target.copy_(output)
+        return target
 
     def fill_from_device(self, outputs: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> None:
         """Copy device outputs in on ``stream``, without waiting for them."""
