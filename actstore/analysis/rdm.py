@@ -268,7 +268,7 @@ def rdm(store: Store | Any, layer: str, *, metric: str = "correlation", by: str 
         device: ``cpu`` (NumPy) or a torch device (``cuda``) for the Gram blocks.
         precision: ``auto`` (float32 products summed in float64 for correlation
             and cosine, errors of a few 1e-7; float64 for euclidean),
-            ``float64`` (errors near 1e-12, twice the time) or ``float32``.
+            ``float64`` (errors near 1e-15, twice the time) or ``float32``.
         progress: show a progress bar over the reads.
 
     Returns:

@@ -59,7 +59,7 @@ def rdm_command(
     max_memory: str = MAX_MEMORY_OPTION,
     device: str = DEVICE_OPTION,
     precision: str = typer.Option("auto", "--precision", help="auto (float32 products summed in float64 for "
-        "correlation and cosine, errors of a few 1e-7; float64 for euclidean), float64 (errors near 1e-12, "
+        "correlation and cosine, errors of a few 1e-7; float64 for euclidean), float64 (errors near 1e-15, "
         "twice the time) or float32."),
     quiet: bool = ANALYSIS_QUIET_OPTION,
 ) -> None:

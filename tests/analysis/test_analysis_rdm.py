@@ -70,6 +70,10 @@ def test_rdm_by_class_is_the_rdm_of_the_class_means(stored):
         averaged = class_means(store, "features.0")
     np.testing.assert_allclose(result.values, reference(means, "euclidean"), atol=1e-6, rtol=0)
     assert result.dims == ("class", "class_") and list(result["class"].values) == list(CLASSES)
+    with open_store(path) as store:   # float32 products of the class means
+        correlation = rdm(store, "features.0", by="class")
+    assert correlation.attrs["products"] == "float32"
+    np.testing.assert_allclose(correlation.values, reference(means, "correlation"), atol=1e-6, rtol=0)
     np.testing.assert_allclose(averaged.values, means, atol=1e-6)
     assert averaged.dims == ("class", "channel", "height", "width")
 
