@@ -196,6 +196,18 @@ class _Sums:
     mean_rows: MeanRows = field(default_factory=MeanRows)
 
 
+class _OutOfFloat32(Exception):
+    """A block whose float32 products could overflow or underflow: multiply in float64."""
+
+
+def _fits_float32(block: np.ndarray) -> bool:
+    """Whether float32 sums of this block's products (over at most 8,192 units)
+    can neither overflow (|x| < 1e17) nor lose digits in subnormals (|x| > 1e-15);
+    False for NaN, which the float64 pass then refuses, naming the rows."""
+    peak = max(float(block.max(initial=0.0)), -float(block.min(initial=0.0)))
+    return peak == 0.0 or 1e-15 < peak < 1e17
+
+
 def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, bar: Progress,
                 sums: list) -> np.ndarray:
     """One pass: rows ``start:start+tile`` of the Gram matrix of the shifted
@@ -217,6 +229,8 @@ def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, 
             if not whole:   # else the diagonal of the Gram matrix
                 sums[0].q += np.einsum("ij,ij->i", block, block, dtype=np.float64)
         if plan.single:
+            if not _fits_float32(block):
+                raise _OutOfFloat32
             sums[0].mean_rows.take_out(block, k)
         device_block = backend.put(block)
         gram.add(device_block if whole else device_block[start:stop], device_block)
@@ -292,22 +306,35 @@ def rdm(store: Store | Any, layer: str, *, metric: str = "correlation", by: str 
                  "rows": len(chosen), "units": blocks.units, "products": "float32" if plan.single else "float64"}
         template = _as_dataarray(None, by, labels, class_names, attrs, plan.m, plan.tile)
         target = None if out is None else _open_out(out, template)
-        sums: list = []
-        for start in range(0, plan.m, plan.tile):
-            gram = _sweep_tile(blocks, plan, start, backend, bar, sums)
-            tile = _finish(gram, sums[0].s, sums[0].q, start, metric, blocks.units)
-            if target is None:
-                template = template.copy(data=tile)
-            else:
-                target[start:start + len(tile)] = tile
+        try:
+            template, sums = _sweeps(blocks, plan, backend, bar, template, target)
+        except _OutOfFloat32:   # values beyond float32's comfortable range: start again in float64
+            bar.passes += 1
+            plan = _plan(blocks, metric, by, chosen, budget, out, "float64")
+            template.attrs["products"] = "float64"
+            template, sums = _sweeps(blocks, plan, backend, bar, template, target)
         bar.close()
-        _warn_degenerate(sums[0].q, sums[0].s, blocks.units, metric, labels)
-        done = {"passes": bar.passes, "seconds": round(bar.seconds, 3)}
+        _warn_degenerate(sums.q, sums.s, blocks.units, metric, labels)
+        done = {"passes": bar.passes, "seconds": round(bar.seconds, 3), "products": template.attrs["products"]}
         if target is None:
             template.attrs.update(done)
             return template
         target.attrs.update(done)
         return _reopen(out)
+
+
+def _sweeps(blocks: LayerBlocks, plan: _Plan, backend: Backend, bar: Progress, template: "xarray.DataArray",
+            target: Any) -> tuple["xarray.DataArray", _Sums]:
+    """Every tile of the RDM: into ``template`` (one tile) or written to ``target``."""
+    sums: list = []
+    for start in range(0, plan.m, plan.tile):
+        gram = _sweep_tile(blocks, plan, start, backend, bar, sums)
+        tile = _finish(gram, sums[0].s, sums[0].q, start, plan.metric, blocks.units)
+        if target is None:
+            template = template.copy(data=tile)
+        else:
+            target[start:start + len(tile)] = tile
+    return template, sums[0]
 
 
 def _open_out(out: Any, template: "xarray.DataArray") -> Any:

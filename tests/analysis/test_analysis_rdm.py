@@ -195,6 +195,18 @@ def test_float32_products_keep_digits_where_rows_share_a_pattern(tmp_path, metri
     np.testing.assert_allclose(exact.values, expected, atol=1e-9, rtol=0)
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_values_beyond_float32s_range_are_multiplied_in_float64(tmp_path, scale):
+    path = tmp_path / "s.zarr"
+    values = write_store(path, "zarr")
+    big = (values["features.0"].astype(np.float64) * scale).astype(np.float32)
+    overwrite_rows(path, 0, "features.0", big)
+    for metric in ("correlation", "cosine"):
+        result = rdm(path, "features.0", metric=metric)
+        assert result.attrs["products"] == "float64" and result.attrs["passes"] == 2   # the float32 one stopped
+        np.testing.assert_allclose(result.values, reference(big, metric), atol=1e-6, rtol=0)
+
+
 def test_float32_products_in_tiles_take_out_what_the_first_pass_fixed(tmp_path):
     path = tmp_path / "s.zarr"
     write_store(path, "zarr", n=400, conv=(4, 32, 32), chunk_images=50)
