@@ -79,7 +79,6 @@ class Backend:
     def numpy(self, value: Any) -> np.ndarray:
         return value if self.torch is None else value.cpu().numpy()
 
-
     def contiguous(self, array: Any) -> Any:
         return np.ascontiguousarray(array) if self.torch is None else array.contiguous()
 
