@@ -209,38 +209,37 @@ def _fits_float32(block: np.ndarray) -> bool:
 
 
 def _sweep_tile(blocks: LayerBlocks, plan: _Plan, start: int, backend: Backend, bar: Progress,
-                sums: list) -> np.ndarray:
+                sums: _Sums | None) -> tuple[np.ndarray, _Sums]:
     """One pass: rows ``start:start+tile`` of the Gram matrix of the shifted
-    rows (of ``z`` for float32 products). The first pass (``sums`` empty) also
-    fixes the shift and sums every row and its squares."""
+    rows (of ``z`` for float32 products). The first pass (``sums`` None) also
+    fixes the shift, sums every row and its squares, and checks float32's range."""
     stop = min(start + plan.tile, plan.m)
     dtype = np.float32 if plan.single else np.float64
     gram = GramSum(backend, (stop - start, plan.m), plan.single)
-    first, whole = not sums, start == 0 and stop == plan.m
+    first, whole = sums is None, start == 0 and stop == plan.m
     for k, block in enumerate(blocks.columns(plan.units, bar, check=plan.index is not None, dtype=dtype)):
         if plan.index is not None:
             block = _class_block(block, plan.index, plan.counts).astype(dtype, copy=False)
-        if not sums:
-            sums.append(_Sums(_shift(block, plan.metric), np.zeros(plan.m), np.zeros(plan.m)))
-        shift = sums[0].shift
-        block -= np.asarray(shift, dtype=dtype).reshape(-1, 1) if np.ndim(shift) else dtype(shift)
+        if sums is None:
+            sums = _Sums(_shift(block, plan.metric), np.zeros(plan.m), np.zeros(plan.m))
+        block -= np.asarray(sums.shift, dtype=dtype).reshape(-1, 1) if np.ndim(sums.shift) else dtype(sums.shift)
         if first:
-            sums[0].s += block.sum(axis=1, dtype=np.float64)
+            sums.s += block.sum(axis=1, dtype=np.float64)
             if not whole:   # else the diagonal of the Gram matrix
-                sums[0].q += np.einsum("ij,ij->i", block, block, dtype=np.float64)
-        if plan.single:
-            if not _fits_float32(block):
+                sums.q += np.einsum("ij,ij->i", block, block, dtype=np.float64)
+            if plan.single and not _fits_float32(block):   # later passes read the same blocks
                 raise _OutOfFloat32
-            sums[0].mean_rows.take_out(block, k)
+        if plan.single:
+            sums.mean_rows.take_out(block, k)
         device_block = backend.put(block)
         gram.add(device_block if whole else device_block[start:stop], device_block)
     bar.passes += 1
     if first and plan.index is None:
-        blocks.check_sums(sums[0].s)
-    gram = sums[0].mean_rows.add_back(gram.result(), start, stop)
+        blocks.check_sums(sums.s)
+    gram = sums.mean_rows.add_back(gram.result(), start, stop)
     if first and whole:
-        sums[0].q[:] = np.diag(gram)
-    return gram
+        sums.q[:] = np.diag(gram)
+    return gram, sums
 
 
 def _plan(blocks: LayerBlocks, metric: str, by: str, rows: np.ndarray, budget: int, out: Any,
@@ -326,15 +325,15 @@ def rdm(store: Store | Any, layer: str, *, metric: str = "correlation", by: str 
 def _sweeps(blocks: LayerBlocks, plan: _Plan, backend: Backend, bar: Progress, template: "xarray.DataArray",
             target: Any) -> tuple["xarray.DataArray", _Sums]:
     """Every tile of the RDM: into ``template`` (one tile) or written to ``target``."""
-    sums: list = []
+    sums = None
     for start in range(0, plan.m, plan.tile):
-        gram = _sweep_tile(blocks, plan, start, backend, bar, sums)
-        tile = _finish(gram, sums[0].s, sums[0].q, start, plan.metric, blocks.units)
+        gram, sums = _sweep_tile(blocks, plan, start, backend, bar, sums)
+        tile = _finish(gram, sums.s, sums.q, start, plan.metric, blocks.units)
         if target is None:
             template = template.copy(data=tile)
         else:
             target[start:start + len(tile)] = tile
-    return template, sums[0]
+    return template, sums
 
 
 def _open_out(out: Any, template: "xarray.DataArray") -> Any:
