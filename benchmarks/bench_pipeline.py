@@ -22,8 +22,10 @@ Two baselines on the same chunks and the same threads:
   one file per layer, to the same disk (one thread).
 
 GB/s are of raw float32 activations; CPU s/GB are this process's CPU seconds
-(every thread, ``time.process_time``) per GB stored. Interleaved repeats,
-medians.
+(every thread, user and kernel, ``getrusage``) per GB stored. What the write
+path spends beyond the codec is split into the kernel's (system CPU: the page
+cache, files, page faults) and the rest (user CPU: copies, Python, threads,
+the format). Interleaved repeats, medians.
 
     python benchmarks/bench_pipeline.py                 # 512 rows (0.7 GB) per run, 2 repeats
     python benchmarks/bench_pipeline.py --rows 256 --repeats 1
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -60,6 +63,17 @@ BATCH = config.BATCH_SIZE
 TARGET_RATE, TARGET_CPU = 0.8, 1.2   # targets: vs the codec alone, on the same threads
 
 
+def clock() -> tuple[float, float, float]:
+    """Wall seconds, and this process's user and system CPU seconds (every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return time.perf_counter(), usage.ru_utime, usage.ru_stime
+
+
+def since(start: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Wall, user and system seconds since ``start`` (a :func:`clock`)."""
+    return tuple(now - then for now, then in zip(clock(), start))
+
+
 class _NoProgress:
     def update(self, count: int) -> None:
         pass
@@ -72,19 +86,34 @@ def layout_of(acts: dict[str, np.ndarray], rows: int, codec: str, shard_rows: in
     return Layout(n_rows=rows, layers=specs, compression=codec, shard_rows=shards)
 
 
-def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray], threads: int) -> tuple[float, float]:
-    """Wall and CPU seconds to write ``layout.n_rows`` rows, cycling through
+def warm_host_buffers(acts: dict[str, np.ndarray]) -> HostBuffers:
+    """Host batches as many as a run keeps in flight (the write queue's, the
+    one being written and the one being filled), each filled once: a run of
+    thousands of images reuses them, so a short timed run must not pay for
+    their first touch (a page fault per 4 KiB, as much CPU as a fast codec
+    here)."""
+    host = HostBuffers(torch.device("cpu"), BATCH, "float32", flatten=False)
+    batches = [host.take() for _ in range(config.WRITE_QUEUE_BATCHES + 2)]
+    for out in batches:
+        for name, data in acts.items():
+            out.fill(name, torch.from_numpy(data[:BATCH]))
+        out.release()
+    return host
+
+
+def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray], threads: int,
+             host: HostBuffers) -> tuple[float, float, float]:
+    """Wall, user and system seconds to write ``layout.n_rows`` rows, cycling through
     ``acts``, from the first batch until the writer is closed (the store's
-    creation is a run's setup, not part of it)."""
+    creation is a run's setup, not part of it; ``host``: warm host batches)."""
     rows = layout.n_rows
     names = [f"img_{i:06d}.jpg" for i in range(rows)]
     keep = np.ones(rows, dtype=bool)
     writer = create_writer(path, file_format, layout, names, [0] * rows, [], {"format": "actstore"})
     writer.limit_codec_threads(threads)
     os.sync()   # every run starts with no dirty pages of the runs before it to write back
-    wall, cpu = time.perf_counter(), time.process_time()
+    started = clock()
     background = BackgroundWriter(writer, layout.block_rows, rows, _NoProgress())
-    host = HostBuffers(torch.device("cpu"), BATCH, "float32", flatten=False)
     n = min(len(a) for a in acts.values())   # a multiple of BATCH: every batch is a view
     for start in range(0, rows, BATCH):
         batch_rows = np.arange(start, min(rows, start + BATCH))
@@ -94,7 +123,7 @@ def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray]
         background.put(batch_rows, keep[batch_rows], out)
     background.finish()
     writer.close()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return since(started)
 
 
 def chunk_encoder(file_format: str, codec: str, layout: Layout):
@@ -104,13 +133,14 @@ def chunk_encoder(file_format: str, codec: str, layout: Layout):
     return CodecSpec(codec, layout.compression_level).encoder(file_format)
 
 
-def codec_alone(encode, chunks: list[np.ndarray], repeat: int, threads: int) -> tuple[float, float, int, int]:
-    """Wall and CPU seconds, stored and raw bytes, to encode ``chunks`` ``repeat`` times on ``threads``."""
+def codec_alone(encode, chunks: list[np.ndarray], repeat: int, threads: int) -> tuple[float, ...]:
+    """Wall, user and system seconds, stored and raw bytes, to encode
+    ``chunks`` ``repeat`` times on ``threads``."""
     os.sync()
-    wall, cpu = time.perf_counter(), time.process_time()
+    start = clock()
     with ThreadPoolExecutor(threads) as pool:
         stored = sum(len(p) for p in pool.map(encode, chunks * repeat))
-    return time.perf_counter() - wall, time.process_time() - cpu, stored, repeat * sum(c.nbytes for c in chunks)
+    return *since(start), stored, repeat * sum(c.nbytes for c in chunks)
 
 
 def grid(acts: dict[str, np.ndarray], layout: Layout) -> list[np.ndarray]:
@@ -128,32 +158,31 @@ def grid(acts: dict[str, np.ndarray], layout: Layout) -> list[np.ndarray]:
     return out
 
 
-def feed_only(acts: dict[str, np.ndarray], rows: int) -> tuple[float, float]:
-    """Wall and CPU seconds of the main thread's part alone: each batch copied
+def feed_only(acts: dict[str, np.ndarray], rows: int, host: HostBuffers) -> tuple[float, float, float]:
+    """Wall, user and system seconds of the main thread's part alone: each batch copied
     into a reused host batch, which is released at once (no writer)."""
-    host = HostBuffers(torch.device("cpu"), BATCH, "float32", flatten=False)
     n = min(len(a) for a in acts.values())
-    wall, cpu = time.perf_counter(), time.process_time()
+    started = clock()
     for start in range(0, rows, BATCH):
         out = host.take()
         for name, data in acts.items():
             out.fill(name, torch.from_numpy(data[start % n:start % n + min(BATCH, rows - start)]))
         out.release()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return since(started)
 
 
-def tofile(path, acts: dict[str, np.ndarray], rows: int) -> tuple[float, float]:
+def tofile(path, acts: dict[str, np.ndarray], rows: int) -> tuple[float, float, float]:
     n = min(len(a) for a in acts.values())
     path.mkdir(parents=True, exist_ok=True)
     os.sync()
-    wall, cpu = time.perf_counter(), time.process_time()
+    started = clock()
     handles = {name: open(path / f"{name}.raw", "wb") for name in acts}
     for start in range(0, rows, BATCH):
         for name, data in acts.items():
             data[start % n:start % n + min(BATCH, rows - start)].tofile(handles[name])
     for handle in handles.values():
         handle.close()
-    return time.perf_counter() - wall, time.process_time() - cpu
+    return since(started)
 
 
 def run(acts, rows: int, repeats: int, thread_counts: list[int], formats: list[str], codecs: list[str]):
@@ -162,12 +191,13 @@ def run(acts, rows: int, repeats: int, thread_counts: list[int], formats: list[s
     raw = rows * sum(a[0].nbytes for a in acts.values())
     n = min(len(a) for a in acts.values())
     results: dict[tuple, list] = {}
+    host = warm_host_buffers(acts)
     for _ in range(repeats):
         path = out / "raw"
         remove(path)
         results.setdefault(("tofile",), []).append((*tofile(path, acts, rows), raw))
         remove(path)
-        results.setdefault(("feed",), []).append((*feed_only(acts, rows), raw))
+        results.setdefault(("feed",), []).append((*feed_only(acts, rows, host), raw))
         for label in formats:
             file_format, suffix, shard_rows = FORMATS[label]
             for codec in codecs:
@@ -176,8 +206,8 @@ def run(acts, rows: int, repeats: int, thread_counts: list[int], formats: list[s
                 for threads in thread_counts:
                     path = out / f"store{suffix}"
                     remove(path)
-                    wall, cpu = pipeline(path, file_format, layout, acts, threads)
-                    results.setdefault((label, codec, threads, "pipeline"), []).append((wall, cpu, dir_bytes(path)))
+                    results.setdefault((label, codec, threads, "pipeline"), []).append(
+                        (*pipeline(path, file_format, layout, acts, threads, host), dir_bytes(path)))
                     remove(path)
                     encode = chunk_encoder(file_format, codec, layout)
                     results.setdefault((label, codec, threads, "codec"), []).append(
@@ -186,40 +216,45 @@ def run(acts, rows: int, repeats: int, thread_counts: list[int], formats: list[s
 
 
 def report(results, raw: int, rows: int, thread_counts: list[int], formats: list[str], codecs: list[str]) -> None:
-    """The table, and the targets. The write path's CPU s per stored GB (the
-    process's, less the feed's: the copy into host batches, which a real run
-    makes in its forward hook) split into the codec's own (its baseline), the
-    kernel's write of the stored bytes (tofile's CPU per GB) and the rest:
-    what the write path adds itself (copies, Python, threads, the format)."""
-    tofile_rate = raw / median([w for w, _, _ in results[("tofile",)]]) / 1e9
-    write_cpu = median([c for _, c, _ in results[("tofile",)]]) / (raw / 1e9)
-    feed_cpu = median([c for _, c, _ in results[("feed",)]]) / (raw / 1e9)
+    """The table, and the targets. The write path's CPU s per stored GB is
+    the process's less the feed's (the copy into host batches, which a real
+    run makes in its forward hook); beyond the codec's own (its baseline) it
+    splits into the kernel's (system CPU beyond the codec's: the page cache,
+    files, faults) and the rest (user CPU beyond the codec's: copies, Python,
+    threads, the format)."""
+    gb = raw / 1e9
+    t_wall, t_user, t_sys = (median([r[i] for r in results[("tofile",)]]) for i in range(3))
+    f_user, f_sys = (median([r[i] for r in results[("feed",)]]) for i in (1, 2))
     table_rows, verdicts = [], []
     for label in formats:
         for codec in codecs:
             for threads in thread_counts:
                 pipe, alone = results[(label, codec, threads, "pipeline")], results[(label, codec, threads, "codec")]
-                wall, cpu, stored = (median([r[i] for r in pipe]) for i in range(3))
-                a_wall, a_cpu, a_stored, a_raw = (median([r[i] for r in alone]) for i in range(4))
-                rate, a_rate = raw / wall / 1e9, a_raw / a_wall / 1e9
-                # the write path: everything but the feed (the forward hook's copy in a real run)
-                cpu_gb, a_cpu_gb = (cpu - feed_cpu * raw / 1e9) / (stored / 1e9), a_cpu / (a_stored / 1e9)
-                rest = cpu_gb - a_cpu_gb - write_cpu
+                wall, user, system, stored = (median([r[i] for r in pipe]) for i in range(4))
+                a_wall, a_user, a_sys, a_stored, a_raw = (median([r[i] for r in alone]) for i in range(5))
+                rate, a_rate = gb / wall, a_raw / a_wall / 1e9
+                # per stored GB; the write path: everything but the feed (the forward hook's copy in a real run)
+                user, system = (user - f_user) / (stored / 1e9), (system - f_sys) / (stored / 1e9)
+                a_user, a_sys = a_user / (a_stored / 1e9), a_sys / (a_stored / 1e9)
+                cpu_gb, a_cpu_gb = user + system, a_user + a_sys
                 table_rows.append([label, codec, threads, f"{rate:.2f}", f"{a_rate:.2f}", f"{rate / a_rate:.2f}",
-                                   f"{rate / tofile_rate:.2f}", f"{cpu_gb:.2f}", f"{a_cpu_gb:.2f}",
-                                   f"{cpu_gb / a_cpu_gb:.2f}", f"{write_cpu:.2f} / {rest:.2f}",
+                                   f"{rate / (gb / t_wall):.2f}", f"{cpu_gb:.2f}", f"{a_cpu_gb:.2f}",
+                                   f"{cpu_gb / a_cpu_gb:.2f}", f"{system - a_sys:.2f} / {user - a_user:.2f}",
                                    f"{raw / stored:.2f}"])
                 if codec != "none":
                     ok = rate >= TARGET_RATE * a_rate and cpu_gb <= TARGET_CPU * a_cpu_gb
                     verdicts.append(f"{label} {codec} {threads} thread(s): {rate / a_rate:.2f}x the codec's GB/s, "
                                     f"{cpu_gb / a_cpu_gb:.2f}x its CPU s/GB ({'MET' if ok else 'MISSED'})")
     print(table(table_rows, ["format", "codec", "threads", "GB/s", "codec alone GB/s", "vs codec", "vs tofile",
-                             "write path CPU s/stored GB", "codec alone", "vs codec", "beyond codec: write / rest",
+                             "write path CPU s/stored GB", "codec alone", "vs codec", "beyond codec: kernel / rest",
                              "raw/stored"]))
-    print(f"\nuncompressed ndarray.tofile to the same disk: {tofile_rate:.2f} GB/s, {write_cpu:.2f} CPU s/GB; "
-          f"the feed alone (copies into host batches): {feed_cpu:.2f} CPU s per raw GB")
+    print(f"\nuncompressed ndarray.tofile to the same disk: {gb / t_wall:.2f} GB/s, "
+          f"{(t_user + t_sys) / gb:.2f} CPU s/GB ({t_sys / gb:.2f} of it the kernel's); "
+          f"the feed alone (copies into host batches): "
+          f"{(f_user + f_sys) / gb:.2f} CPU s per raw GB")
     print(f"\ntargets: >= {TARGET_RATE}x the codec alone's GB/s, <= {TARGET_CPU}x its CPU s/GB, same threads:")
     print("\n".join(verdicts))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
