@@ -8,7 +8,12 @@ batch after the forward pass: copied into a reused host batch
 (``HostBuffers``), queued to the ``BackgroundWriter``, gathered into blocks
 by its ``RowBuffer`` and written by a real store writer (``create_writer``,
 ``limit_codec_threads``). No decoding, no forward pass: the main thread
-feeds as fast as the writer takes. Each configuration is timed until the
+feeds as fast as the writer takes. The host batches are made and touched
+once before any timed run, as many as a run keeps in flight: a run of
+thousands of images reuses them, and a short timed run would otherwise pay
+their first touch (a page fault per 4 KiB: on this benchmark's 0.35-0.7 GB
+runs, about one fault per page written, as much CPU as a fast codec on a
+virtual machine). Each configuration is timed until the
 writer is closed (bytes in the page cache, not yet on disk); every timed
 run starts after ``os.sync()``, so no run pays for the write-back of the
 runs before it.
@@ -28,6 +33,7 @@ cache, files, page faults) and the rest (user CPU: copies, Python, threads,
 the format). Interleaved repeats, medians.
 
     python benchmarks/bench_pipeline.py                 # 512 rows (0.7 GB) per run, 2 repeats
+    python benchmarks/bench_pipeline.py --rows 512 --repeats 3   # the README's table
     python benchmarks/bench_pipeline.py --rows 256 --repeats 1
 """
 from __future__ import annotations
