@@ -14,7 +14,7 @@ import pytest
 from synthetic import SUFFIXES, write_store
 
 from actstore import UserError, open_store
-from actstore.errors import RowsNotWrittenError
+from actstore.errors import CorruptStoreError, RowsNotWrittenError
 from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer
 from actstore.store.rechunk import rechunk
 
@@ -74,6 +74,50 @@ def test_to_dask_refuses_unwritten_rows(tmp_path):
         with pytest.raises(RowsNotWrittenError):
             store.to_dask("features.0")
         assert store.to_dask("features.0", rows=store.written_rows).shape == (16, 6, 5, 4)
+
+
+@pytest.mark.parametrize("shard_rows", [16, 0])
+def test_a_lost_file_raises_through_dask_and_xarray_instead_of_reading_nan(tmp_path, shard_rows):
+    """A deleted shard (or chunk) of written rows raises wherever a view
+    reads it, naming layer, rows and file, as store[layer] does; rows of
+    other files still read their values, one int row included."""
+    path = tmp_path / "s.zarr"
+    values = write_store(path, "zarr", shard_rows=shard_rows)
+    lost_file = path / "activations" / "features.0" / "c" / ("1/0/0/0" if shard_rows else "2/0/0/0")
+    lost_file.unlink()
+    rows = "16-31" if shard_rows else "16-23"
+    message = f"layer 'features.0' rows {rows} are recorded as written but their data is gone \\({lost_file} missing"
+    with open_store(path) as store:
+        with pytest.raises(CorruptStoreError, match=message):
+            store.to_dask("features.0").compute()
+        with pytest.raises(CorruptStoreError, match=message):
+            store.to_xarray("features.0").values
+        with pytest.raises(CorruptStoreError, match=message):
+            store.to_xarray().compute()
+        with pytest.raises(CorruptStoreError, match="layer 'features.0' rows 20 are recorded"):
+            store.to_dask("features.0", rows=[3, 20]).compute()   # only the rows asked for are named
+        kept = [39, 2, 2, 33, 15]
+        assert np.array_equal(store.to_dask("features.0", rows=kept).compute(), values["features.0"][kept])
+        assert np.array_equal(store.to_dask("features.0", rows=slice(0, 16)).compute(), values["features.0"][:16])
+        assert np.array_equal(store.to_dask("features.0", rows=7).compute(), values["features.0"][7])
+        assert np.array_equal(store.to_xarray("classifier.4").values, values["classifier.4"])
+
+
+@pytest.mark.parametrize("file_format", list(SUFFIXES))
+def test_nan_rows_that_are_data_read_as_nan_through_dask(tmp_path, file_format):
+    """NaN activations (a skipped image's row) are data, not a lost file."""
+    path = tmp_path / f"n{SUFFIXES[file_format]}"
+    layout = Layout(n_rows=8, layers=(LayerSpec("fc", (3,), (3,), "float32", (4, 3)),), chunk_images=4)
+    values = np.arange(24, dtype="float32").reshape(8, 3)
+    values[5] = np.nan
+    writer = create_writer(path, file_format, layout, [f"{i}.png" for i in range(8)], [0] * 8, [],
+                           {"format": FORMAT_NAME, "model_name": "synthetic", "weights": "none",
+                            "status": "complete"})
+    writer.write_rows(0, {"fc": values})
+    writer.close()
+    with open_store(path) as store:
+        np.testing.assert_array_equal(store.to_dask("fc").compute(), values)
+        np.testing.assert_array_equal(store.to_dask("fc", rows=[5, 1]).compute(), values[[5, 1]])
 
 
 def test_to_xarray_layer_has_named_dims_and_image_coords(stored):

@@ -65,27 +65,36 @@ class LazyArray:
         return data.astype(dtype) if dtype is not None else data
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        selection, post = _normalise(key, self.shape)
+        selection, post = normalise(key, self.shape)
         check_written(self._written, selection[0], self.name)
-        data = self._reader.read(self._key, selection)
-        if data.dtype.kind == "f" and data.size and np.isnan(data.min()):   # the fill value, or data that is NaN
-            self._refuse_lost(selection[0])
-        return post(data)
-
-    def _refuse_lost(self, rows_key: Any) -> None:
-        """Raise :class:`~actstore.errors.CorruptStoreError` when a stored
-        chunk or shard of these written rows is gone: they would read the
-        fill value (NaN), not their data."""
-        rows = np.atleast_1d(np.arange(self.shape[0])[rows_key])
-        step = self._reader.block_rows(self._key)
-        gone = self._reader.missing_blocks(self._key, np.unique(rows // step).tolist())
-        if gone:
-            files = sorted({path for paths in gone.values() for path in paths})
-            raise lost(self.name, rows[np.isin(rows // step, list(gone))],
-                       ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else ""))
+        return post(read_layer(self._reader, self.name, self.shape[0], selection))
 
 
-def _normalise(key: Any, shape: tuple[int, ...]):
+def read_layer(reader: StoreReader, name: str, n_rows: int, selection: tuple) -> np.ndarray:
+    """``selection`` (an orthogonal selection, rows first) of layer ``name``
+    of an ``n_rows`` store, read through ``reader``.
+
+    Raises :class:`~actstore.errors.CorruptStoreError` when a stored chunk or
+    shard of the selected rows is gone: those rows would read the fill value
+    (NaN), not their data. Every way of reading a layer (``store[layer]``,
+    ``to_dask``, ``to_xarray``) reads through here.
+    """
+    key = f"{ACTIVATIONS}/{name}"
+    data = reader.read(key, selection)
+    if data.dtype.kind != "f" or not data.size or not np.isnan(data.min()):
+        return data
+    # NaN: the fill value of a lost file, or data that is NaN (a skipped image's row)
+    rows = np.atleast_1d(np.arange(n_rows)[selection[0]])
+    step = reader.block_rows(key)
+    gone = reader.missing_blocks(key, np.unique(rows // step).tolist())
+    if gone:
+        files = sorted({path for paths in gone.values() for path in paths})
+        raise lost(name, rows[np.isin(rows // step, list(gone))],
+                   ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else ""))
+    return data
+
+
+def normalise(key: Any, shape: tuple[int, ...]):
     """Turn a NumPy-style key into an orthogonal selection with sorted unique
     index arrays, and a function that restores the order the user asked for."""
     if not isinstance(key, tuple):

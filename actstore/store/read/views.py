@@ -17,7 +17,8 @@ import numpy as np
 
 from ...errors import MissingPackageError
 from ..io.location import identity, location
-from ..layout import ACTIVATIONS, stored_dim_names
+from ..layout import stored_dim_names
+from .arrays import normalise, read_layer
 from .selection import axis_index, check_written
 
 if TYPE_CHECKING:
@@ -39,22 +40,30 @@ def _require(module: str) -> Any:
 
 
 class _LayerSource:
-    """What dask reads blocks from: one layer of the store at ``path``,
-    opened on first read in each process (it pickles as the path only)."""
+    """What dask reads blocks from: one layer of the store at ``path`` (of
+    ``n_rows`` rows), seen through ``rows`` (the store rows of its rows, in
+    order; None: every row), opened on first read in each process (it
+    pickles as the path only). A block reads only its own rows, and raises
+    where their chunk or shard is gone, as ``store[layer]`` does."""
 
-    def __init__(self, path: Path, layer: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.path, self.key = location(path), f"{ACTIVATIONS}/{layer}"
-        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+    def __init__(self, path: Path, layer: str, n_rows: int, rows: np.ndarray | None,
+                 unit_shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.path, self.layer, self.n_rows, self.rows = location(path), layer, n_rows, rows
+        self.shape = (n_rows if rows is None else len(rows), *unit_shape)
+        self.dtype, self.ndim = dtype, len(self.shape)
         self._reader = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_reader": None}
 
-    def __getitem__(self, selection: tuple) -> np.ndarray:
+    def __getitem__(self, key: tuple) -> np.ndarray:
         if self._reader is None:
             from ..backends.registry import open_reader
             self._reader = open_reader(self.path)
-        return self._reader.read(self.key, selection)
+        if self.rows is not None:
+            key = (self.rows[key[0]], *key[1:])
+        selection, post = normalise(key, (self.n_rows, *self.shape[1:]))
+        return post(read_layer(self._reader, self.layer, self.n_rows, selection))
 
 
 def to_dask(store: "Store", layer: str, rows: Any = None,
@@ -88,18 +97,17 @@ def to_dask(store: "Store", layer: str, rows: Any = None,
     array = store[layer]
     selected = axis_index(slice(None) if rows is None else rows, len(store), 0)
     check_written(store.written, selected, layer)
+    picked = None if rows is None else np.atleast_1d(np.arange(len(store))[selected])
+    source = _LayerSource(store.path, layer, len(store), picked, array.shape[1:], array.dtype)
     if chunks is None:
         store_chunks = array.chunks
         chunk_bytes = math.prod(store_chunks) * array.dtype.itemsize
         per_dask_chunk = max(1, DASK_CHUNK_BYTES // max(1, chunk_bytes))
-        chunks = (min(len(store), store_chunks[0] * per_dask_chunk) or 1, *store_chunks[1:])
-    source = _LayerSource(store.path, layer, array.shape, array.dtype)
-    name = "actstore-" + da.core.tokenize(identity(store.path), layer, store.written)
+        chunks = (min(source.shape[0], store_chunks[0] * per_dask_chunk) or 1, *store_chunks[1:])
+    name = "actstore-" + da.core.tokenize(identity(store.path), layer, store.written, picked)
     lazy = da.from_array(source, chunks=chunks, name=name, asarray=True, fancy=False, lock=False,
                          meta=np.empty((0,) * array.ndim, dtype=array.dtype))
-    if rows is None:
-        return lazy
-    return lazy[selected]
+    return lazy[0] if isinstance(selected, int) else lazy
 
 
 def to_xarray(store: "Store", layers: str | Sequence[str] | None = None,
