@@ -172,6 +172,69 @@ def test_a_shard_larger_than_an_upload_part_is_streamed_as_one_multipart_upload(
     assert np.array_equal(zarr.open_array(f"{url}/activations/fc", mode="r")[:], values)   # zarr-python too
 
 
+KILLED_MID_UPLOAD = textwrap.dedent("""
+    import os, signal, sys
+    import numpy as np
+    from actstore.store import FORMAT_NAME, LayerSpec, Layout, create_writer
+    from actstore.store.backends import shard_stream
+    shard_stream.UPLOAD_PART_BYTES = 5 * 2**20     # S3's smallest part
+    url = sys.argv[1]
+    values = np.random.default_rng(0).standard_normal((40, 65536), dtype=np.float32)
+    spec = LayerSpec("fc", (65536,), (65536,), "float32", (4, 16384))
+    writer = create_writer(url, "zarr", Layout(40, (spec,), 4, shard_rows=40), [str(i) for i in range(40)],
+                           [0] * 40, ["a"], {"format": FORMAT_NAME})
+    for start in range(0, 24, 4):                   # parts of the shard uploaded, the upload not completed
+        writer.write_rows(start, {"fc": values[start:start + 4]})
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_a_killed_writers_multipart_upload_is_aborted_when_its_shard_is_written_again(url, s3_env):
+    """S3 keeps (and bills) the parts of an upload that was never completed
+    until it is aborted: the writer that writes the shard again aborts it."""
+    from actstore.store import reopen_writer
+    fs = fsspec.filesystem("s3", use_listings_cache=False)
+    bucket, key = url[5:].split("/", 1)
+    shard = f"{key}/activations/fc/c/0/0"
+
+    def pending() -> list[str]:
+        listing = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=shard)
+        return [upload["Key"] for upload in listing.get("Uploads", [])]
+    proc = subprocess.run([sys.executable, "-c", KILLED_MID_UPLOAD, url], cwd=ROOT, env=s3_env,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert pending() == [shard] and not fs.exists(f"{bucket}/{shard}")
+    values = np.random.default_rng(0).standard_normal((40, 65536), dtype=np.float32)
+    with reopen_writer(url) as writer:
+        assert not writer.written().any()
+        for start in range(0, 40, 4):
+            writer.write_rows(start, {"fc": values[start:start + 4]})
+    assert pending() == []
+    with open_store(url) as store:
+        assert store.written.all() and np.array_equal(store["fc"][:], values)
+
+
+def test_a_bucket_that_refuses_listing_uploads_warns_once_and_writing_goes_on(monkeypatch):
+    """A policy without s3:ListBucketMultipartUploads: one warning naming the
+    lifecycle rule that does the cleanup instead, never a failed write."""
+    from actstore.store.backends import shard_stream
+    monkeypatch.setattr(shard_stream, "_cannot_abort", False)
+    calls = []
+
+    class Refusing:
+        def split_path(self, path):
+            return path.split("/", 1) + [None]
+
+        def call_s3(self, method, **kwargs):
+            calls.append(method)
+            raise PermissionError("Access Denied")
+    with pytest.warns(UserWarning, match=r"^unfinished uploads of killed writers cannot be aborted in bucket b "
+                                         r"\(Access Denied\); S3 keeps their parts until a lifecycle rule"):
+        assert shard_stream.abort_stale_uploads(Refusing(), "b/s.zarr/activations/fc/c/0/0") == 0
+    assert shard_stream.abort_stale_uploads(Refusing(), "b/s.zarr/activations/fc/c/1/0") == 0   # not tried again
+    assert calls == ["list_multipart_uploads"]
+
+
 def test_a_store_is_read_lazily_from_s3(url):
     values = write_store(url, "zarr")
     with open_store(url) as store:

@@ -23,6 +23,7 @@ import glob
 import io
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -86,6 +87,7 @@ class UploadSink:
 
     def __init__(self, fs, path: str, index_at_start: bool) -> None:
         self.fs, self.path = fs, path
+        abort_stale_uploads(fs, path)
         self.buffer = io.BytesIO() if index_at_start else None
         self.file = None if index_at_start else fs.open(path, "wb", block_size=UPLOAD_PART_BYTES)
 
@@ -106,6 +108,32 @@ class UploadSink:
     def abort(self) -> None:
         if self.file is not None:
             self.file.discard()
+
+
+def abort_stale_uploads(fs, path: str) -> int:
+    """Abort the multipart uploads of object ``path`` that a killed writer
+    left; return how many. S3 keeps (and bills) an upload's parts until it
+    is completed or aborted; the writer of a shard is the only one writing
+    it (rows are claimed), so any upload of it not its own is stale. Other
+    object stores expire unfinished uploads themselves."""
+    global _cannot_abort
+    if not hasattr(fs, "call_s3") or _cannot_abort:
+        return 0
+    bucket, key, _ = fs.split_path(path)
+    try:
+        listing = fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=key)
+        stale = [upload["UploadId"] for upload in listing.get("Uploads", []) if upload["Key"] == key]
+        for upload_id in stale:
+            fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+    except OSError as error:   # e.g. a policy without s3:ListBucketMultipartUploads: writing goes on
+        _cannot_abort = True
+        warnings.warn(f"unfinished uploads of killed writers cannot be aborted in bucket {bucket} ({error}); "
+                      "S3 keeps their parts until a lifecycle rule aborts incomplete multipart uploads")
+        return 0
+    return len(stale)
+
+
+_cannot_abort = False   # set once listing or aborting uploads was refused: not tried again
 
 
 class StoredShard(Protocol):
