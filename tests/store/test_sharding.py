@@ -196,6 +196,12 @@ def test_a_kill_mid_shard_loses_only_that_shard_and_the_resume_is_bit_identical(
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert len(list(path.rglob("c/1/0/0/0.*.partial"))) == 1 and not list(path.rglob("c/1/0/0/0"))
+    partial = next(path.rglob("c/1/0/0/0.*.partial"))
+    partial.write_bytes(bytes(5000))   # what a larger shard would have flushed before the kill
+    files = [p for p in (path / "activations/features.0").rglob("*") if p.is_file()]
+    with open_store(path) as store:   # info counts the shards in place, not the unfinished one
+        assert store.summary()["layers"]["features.0"]["bytes_stored"] == sum(
+            p.stat().st_size for p in files if not p.name.endswith(".partial")) < sum(p.stat().st_size for p in files)
     writer = reopen_writer(path)
     assert writer.written().tolist() == [True] * 8 + [False] * 37   # the unfinished shard: not written
     writer.write_rows(8, rows_of(values, 8, 45))                     # the resume starts at its first row

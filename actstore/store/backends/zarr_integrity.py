@@ -53,6 +53,18 @@ def missing_objects(arr, row_blocks: Sequence[int]) -> dict[int, list[str]]:
     return {block: paths for block, paths in gone.items() if paths}
 
 
+def stored_bytes(arr) -> int:
+    """Bytes the array's chunks or shards take: zarr's ``nbytes_stored``
+    less a killed writer's unfinished shard files (``*.partial``, removed
+    when the shard is written again), which hold no row of the store."""
+    store = arr.store_path.store
+
+    async def unfinished() -> int:
+        keys = [key async for key in store.list_prefix(f"{arr.path}/") if key.endswith(".partial")]
+        return sum(await asyncio.gather(*map(store.getsize, keys)))
+    return int(arr.nbytes_stored()) - sync(unfinished())
+
+
 def locate_corruption(arr, selection: tuple) -> Exception | None:
     """After an unsharded array's read of ``selection`` failed: the
     :class:`~actstore.errors.CorruptStoreError` naming the first chunk row
@@ -77,4 +89,4 @@ def locate_corruption(arr, selection: tuple) -> Exception | None:
     return corrupt(arr.path.rsplit("/", 1)[-1], rows, f"chunk {object_path(arr, key)}", error)
 
 
-__all__ = ["locate_corruption", "missing_objects", "object_path"]
+__all__ = ["locate_corruption", "missing_objects", "object_path", "stored_bytes"]

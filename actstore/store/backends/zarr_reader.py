@@ -11,7 +11,7 @@ from ..layout import ACTIVATIONS, DERIVED, layer_order
 from ..metadata.attributes import decode
 from .base import StoreReader
 from .zarr import _open_group, _with_skipped
-from .zarr_integrity import locate_corruption, missing_objects
+from .zarr_integrity import locate_corruption, missing_objects, stored_bytes
 from .zarr_shards import ShardFormat, ShardReader
 
 
@@ -58,7 +58,7 @@ class ZarrReader(StoreReader):
 
     def chunk_stats(self, name: str) -> tuple[int, int]:
         arr = self.array(name)
-        return int(arr.nbytes_stored()), int(arr.nchunks_initialized)
+        return stored_bytes(arr), int(arr.nchunks_initialized)
 
     def block_rows(self, name: str) -> int:
         return int(self.array(name).metadata.chunk_grid.chunk_shape[0])
