@@ -1,14 +1,18 @@
 """The writer's ceiling without a model: pre-made activation batches through
 the real write path, per format, codec and codec threads.
 
-What a GPU user can expect of the CPU side per core. Batches of real AlexNet
+What the CPU side can take per core. Batches of real AlexNet
 activations (random weights, generated photographs: bench_writer's layers,
 1.35 MB per image) go through what ``extract``'s batch loop does with a
-batch after the forward pass: copied into a reused host batch
+batch after the forward pass: into a reused host batch
 (``HostBuffers``), queued to the ``BackgroundWriter``, gathered into blocks
 by its ``RowBuffer`` and written by a real store writer (``create_writer``,
 ``limit_codec_threads``). No decoding, no forward pass: the main thread
-feeds as fast as the writer takes. The host batches are made and touched
+feeds as fast as the writer takes, in two ways (``--feeds``): ``copy``, each
+batch copied into its host batch by the CPU, as a CPU run's forward hook
+does; ``handover``, each batch already in its host batch, as a GPU run's
+device-to-host copy leaves it (a DMA into pinned memory that the CPU only
+issues): what a GPU user can expect. The host batches are made and touched
 once before any timed run, as many as a run keeps in flight: a run of
 thousands of images reuses them, and a short timed run would otherwise pay
 their first touch (a page fault per 4 KiB: on this benchmark's 0.35-0.7 GB
@@ -65,6 +69,11 @@ from actstore.store import (
 
 FORMATS = {"zarr sharded": ("zarr", ".zarr", None), "zarr unsharded": ("zarr", ".zarr", 0),
            "hdf5": ("hdf5", ".h5", 0)}
+# How a batch reaches its host batch: copied by the CPU (what a CPU run's
+# forward hook does), or already there (a GPU run's device-to-host copy into
+# pinned memory, which the CPU only issues).
+FEEDS = {"copy": "each batch copied into a reused host batch, as a CPU run's forward hook does",
+         "handover": "each batch already in its host batch, as a GPU run's device-to-host copy leaves it"}
 BATCH = config.BATCH_SIZE
 TARGET_RATE, TARGET_CPU = 0.8, 1.2   # targets: vs the codec alone, on the same threads
 
@@ -100,18 +109,20 @@ def warm_host_buffers(acts: dict[str, np.ndarray]) -> HostBuffers:
     here)."""
     host = HostBuffers(torch.device("cpu"), BATCH, "float32", flatten=False)
     batches = [host.take() for _ in range(config.WRITE_QUEUE_BATCHES + 2)]
-    for out in batches:
-        for name, data in acts.items():
-            out.fill(name, torch.from_numpy(data[:BATCH]))
+    n = min(len(a) for a in acts.values())
+    for i, out in enumerate(batches):
+        for name, data in acts.items():   # the pre-made rows in turn, as a run cycles through them
+            out.fill(name, torch.from_numpy(data[i * BATCH % n:i * BATCH % n + BATCH]))
         out.release()
     return host
 
 
 def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray], threads: int,
-             host: HostBuffers) -> tuple[float, float, float]:
+             host: HostBuffers, feed: str) -> tuple[float, float, float]:
     """Wall, user and system seconds to write ``layout.n_rows`` rows, cycling through
     ``acts``, from the first batch until the writer is closed (the store's
-    creation is a run's setup, not part of it; ``host``: warm host batches)."""
+    creation is a run's setup, not part of it; ``host``: warm host batches;
+    ``feed``: one of :data:`FEEDS`)."""
     rows = layout.n_rows
     names = [f"img_{i:06d}.jpg" for i in range(rows)]
     keep = np.ones(rows, dtype=bool)
@@ -124,8 +135,11 @@ def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray]
     for start in range(0, rows, BATCH):
         batch_rows = np.arange(start, min(rows, start + BATCH))
         out = host.take()
-        for name, data in acts.items():   # what the forward hook does: the output into host memory
-            out.fill(name, torch.from_numpy(data[start % n:start % n + len(batch_rows)]))
+        if feed == "copy":
+            for name, data in acts.items():   # what the forward hook does: the output into host memory
+                out.fill(name, torch.from_numpy(data[start % n:start % n + len(batch_rows)]))
+        elif not out.buffers:   # a batch made now would be empty: every one in flight is made beforehand
+            raise RuntimeError("more host batches in flight than warm_host_buffers made")
         background.put(batch_rows, keep[batch_rows], out)
     background.finish()
     writer.close()
@@ -191,7 +205,8 @@ def tofile(path, acts: dict[str, np.ndarray], rows: int) -> tuple[float, float, 
     return since(started)
 
 
-def run(acts, rows: int, repeats: int, thread_counts: list[int], formats: list[str], codecs: list[str]):
+def run(acts, rows: int, repeats: int, thread_counts: list[int], formats: list[str], codecs: list[str],
+        feeds: list[str]):
     out = SCRATCH / "pipeline"
     out.mkdir(parents=True, exist_ok=True)
     raw = rows * sum(a[0].nbytes for a in acts.values())
@@ -211,55 +226,60 @@ def run(acts, rows: int, repeats: int, thread_counts: list[int], formats: list[s
                 chunks = grid({k: a[:n] for k, a in acts.items()}, layout)
                 for threads in thread_counts:
                     path = out / f"store{suffix}"
-                    remove(path)
-                    results.setdefault((label, codec, threads, "pipeline"), []).append(
-                        (*pipeline(path, file_format, layout, acts, threads, host), dir_bytes(path)))
-                    remove(path)
+                    for feed in feeds:
+                        remove(path)
+                        results.setdefault((label, codec, threads, feed), []).append(
+                            (*pipeline(path, file_format, layout, acts, threads, host, feed), dir_bytes(path)))
+                        remove(path)
                     encode = chunk_encoder(file_format, codec, layout)
                     results.setdefault((label, codec, threads, "codec"), []).append(
                         codec_alone(encode, chunks, rows // n, threads))
     return results, raw
 
 
-def report(results, raw: int, rows: int, thread_counts: list[int], formats: list[str], codecs: list[str]) -> None:
-    """The table, and the targets. The write path's CPU s per stored GB is
-    the process's less the feed's (the copy into host batches, which a real
-    run makes in its forward hook); beyond the codec's own (its baseline) it
-    splits into the kernel's (system CPU beyond the codec's: the page cache,
-    files, faults) and the rest (user CPU beyond the codec's: copies, Python,
-    threads, the format)."""
+def report(results, raw: int, thread_counts: list[int], formats: list[str], codecs: list[str],
+           feeds: list[str]) -> None:
+    """A table per feed, and the targets. The write path's CPU s per stored
+    GB is the process's, less the feed's where the CPU copies (the copy into
+    host batches, which a CPU run makes in its forward hook); beyond the
+    codec's own (its baseline) it splits into the kernel's (system CPU beyond
+    the codec's: the page cache, files, faults) and the rest (user CPU beyond
+    the codec's: copies, Python, threads, the format)."""
     gb = raw / 1e9
     t_wall, t_user, t_sys = (median([r[i] for r in results[("tofile",)]]) for i in range(3))
     f_user, f_sys = (median([r[i] for r in results[("feed",)]]) for i in (1, 2))
-    table_rows, verdicts = [], []
-    for label in formats:
-        for codec in codecs:
-            for threads in thread_counts:
-                pipe, alone = results[(label, codec, threads, "pipeline")], results[(label, codec, threads, "codec")]
-                wall, user, system, stored = (median([r[i] for r in pipe]) for i in range(4))
-                a_wall, a_user, a_sys, a_stored, a_raw = (median([r[i] for r in alone]) for i in range(5))
-                rate, a_rate = gb / wall, a_raw / a_wall / 1e9
-                # per stored GB; the write path: everything but the feed (the forward hook's copy in a real run)
-                user, system = (user - f_user) / (stored / 1e9), (system - f_sys) / (stored / 1e9)
-                a_user, a_sys = a_user / (a_stored / 1e9), a_sys / (a_stored / 1e9)
-                cpu_gb, a_cpu_gb = user + system, a_user + a_sys
-                table_rows.append([label, codec, threads, f"{rate:.2f}", f"{a_rate:.2f}", f"{rate / a_rate:.2f}",
-                                   f"{rate / (gb / t_wall):.2f}", f"{cpu_gb:.2f}", f"{a_cpu_gb:.2f}",
-                                   f"{cpu_gb / a_cpu_gb:.2f}", f"{system - a_sys:.2f} / {user - a_user:.2f}",
-                                   f"{raw / stored:.2f}"])
-                if codec != "none":
-                    ok = rate >= TARGET_RATE * a_rate and cpu_gb <= TARGET_CPU * a_cpu_gb
-                    verdicts.append(f"{label} {codec} {threads} thread(s): {rate / a_rate:.2f}x the codec's GB/s, "
-                                    f"{cpu_gb / a_cpu_gb:.2f}x its CPU s/GB ({'MET' if ok else 'MISSED'})")
-    print(table(table_rows, ["format", "codec", "threads", "GB/s", "codec alone GB/s", "vs codec", "vs tofile",
-                             "write path CPU s/stored GB", "codec alone", "vs codec", "beyond codec: kernel / rest",
-                             "raw/stored"]))
-    print(f"\nuncompressed ndarray.tofile to the same disk: {gb / t_wall:.2f} GB/s, "
+    print(f"uncompressed ndarray.tofile to the same disk: {gb / t_wall:.2f} GB/s, "
           f"{(t_user + t_sys) / gb:.2f} CPU s/GB ({t_sys / gb:.2f} of it the kernel's); "
-          f"the feed alone (copies into host batches): "
-          f"{(f_user + f_sys) / gb:.2f} CPU s per raw GB")
-    print(f"\ntargets: >= {TARGET_RATE}x the codec alone's GB/s, <= {TARGET_CPU}x its CPU s/GB, same threads:")
-    print("\n".join(verdicts))
+          f"the copy into host batches alone: {(f_user + f_sys) / gb:.2f} CPU s per raw GB")
+    for feed in feeds:
+        table_rows, verdicts = [], []
+        fed_user, fed_sys = (f_user, f_sys) if feed == "copy" else (0.0, 0.0)
+        for label in formats:
+            for codec in codecs:
+                for threads in thread_counts:
+                    pipe, alone = results[(label, codec, threads, feed)], results[(label, codec, threads, "codec")]
+                    wall, user, system, stored = (median([r[i] for r in pipe]) for i in range(4))
+                    a_wall, a_user, a_sys, a_stored, a_raw = (median([r[i] for r in alone]) for i in range(5))
+                    rate, a_rate = gb / wall, a_raw / a_wall / 1e9
+                    # per stored GB; the write path: everything but the feed (a CPU run's forward hook)
+                    user, system = (user - fed_user) / (stored / 1e9), (system - fed_sys) / (stored / 1e9)
+                    a_user, a_sys = a_user / (a_stored / 1e9), a_sys / (a_stored / 1e9)
+                    cpu_gb, a_cpu_gb = user + system, a_user + a_sys
+                    table_rows.append([label, codec, threads, f"{rate:.2f}", f"{a_rate:.2f}",
+                                       f"{rate / a_rate:.2f}", f"{rate / (gb / t_wall):.2f}", f"{cpu_gb:.2f}",
+                                       f"{a_cpu_gb:.2f}", f"{cpu_gb / a_cpu_gb:.2f}",
+                                       f"{system - a_sys:.2f} / {user - a_user:.2f}", f"{raw / stored:.2f}"])
+                    if codec != "none":
+                        ok = rate >= TARGET_RATE * a_rate and cpu_gb <= TARGET_CPU * a_cpu_gb
+                        verdicts.append(f"{label} {codec} {threads} thread(s): {rate / a_rate:.2f}x the codec's "
+                                        f"GB/s, {cpu_gb / a_cpu_gb:.2f}x its CPU s/GB ({'MET' if ok else 'MISSED'})")
+        print(f"\nfeed: {feed} ({FEEDS[feed]})\n")
+        print(table(table_rows, ["format", "codec", "threads", "GB/s", "codec alone GB/s", "vs codec", "vs tofile",
+                                 "write path CPU s/stored GB", "codec alone", "vs codec",
+                                 "beyond codec: kernel / rest", "raw/stored"]))
+        print(f"\ntargets ({feed} feed): >= {TARGET_RATE}x the codec alone's GB/s, <= {TARGET_CPU}x its CPU "
+              f"s/GB, same threads:")
+        print("\n".join(verdicts))
 
 
 def main() -> None:
@@ -272,6 +292,9 @@ def main() -> None:
                         help=f"of {', '.join(repr(f) for f in FORMATS)} [default: all]")
     parser.add_argument("--codecs", nargs="*", default=list(COMPRESSIONS), choices=list(COMPRESSIONS),
                         help="[default: all]")
+    parser.add_argument("--feeds", nargs="*", default=list(FEEDS), choices=list(FEEDS),
+                        help="how batches reach the host batches: copied by the CPU, or handed over as a GPU's "
+                             "device-to-host copy leaves them [default: both]")
     args = parser.parse_args()
     if args.images % BATCH or args.rows % args.images:
         parser.error(f"--images must be a multiple of {BATCH} and --rows a multiple of --images")
@@ -282,8 +305,8 @@ def main() -> None:
     print(f"{args.rows} rows ({raw / 1e9:.2f} GB raw) per run, batches of {BATCH}, layers "
           f"{', '.join(f'{k} {a.shape[1:]}' for k, a in acts.items())}; disk {SCRATCH}; "
           f"{args.repeats} interleaved repeat(s), medians\n")
-    results, raw = run(acts, args.rows, args.repeats, thread_counts, args.formats, args.codecs)
-    report(results, raw, args.rows, thread_counts, args.formats, args.codecs)
+    results, raw = run(acts, args.rows, args.repeats, thread_counts, args.formats, args.codecs, args.feeds)
+    report(results, raw, thread_counts, args.formats, args.codecs, args.feeds)
     remove(SCRATCH / "pipeline")
 
 
