@@ -4,7 +4,9 @@ should not know how the store is laid out.
 dask and xarray are optional (``pip install 'actstore[analysis]'``) and are
 imported here only, when first used. A dask array reads the store by path, so
 it survives the ``with open_store(...)`` block and can be sent to other
-processes; each dask chunk is a whole number of store chunks.
+processes; each dask chunk spans a whole number of store chunks (along
+images too when every row is kept), and a block reads only its own rows. A block whose chunk or
+shard is gone raises, as ``store[layer]`` does: never NaN for lost data.
 """
 from __future__ import annotations
 
@@ -79,7 +81,7 @@ def to_dask(store: "Store", layer: str, rows: Any = None,
         rows: rows to keep, in this order (anything the image axis takes,
             e.g. ``store.select(classes=["dog"])``); default every row.
         chunks: dask chunks; default whole store chunks, grouped along images
-            to about :data:`DASK_CHUNK_BYTES`.
+            (the rows kept, in order) to about :data:`DASK_CHUNK_BYTES`.
 
     Returns:
         A ``dask.array.Array`` of shape ``(len(rows), *per-image shape)``.
@@ -88,6 +90,8 @@ def to_dask(store: "Store", layer: str, rows: Any = None,
         UserError: dask is not installed.
         RowsNotWrittenError: some selected rows are not written yet (pass
             ``rows=store.written_rows`` while a store is being written).
+        CorruptStoreError: on compute, a block's rows are written but their
+            chunk or shard is gone.
 
     Example:
         >>> x = store.to_dask("classifier.4")                      # doctest: +SKIP
