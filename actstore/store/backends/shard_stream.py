@@ -110,6 +110,9 @@ class UploadSink:
             self.file.discard()
 
 
+_cannot_abort = False   # set once listing or aborting uploads was refused: not tried again
+
+
 def abort_stale_uploads(fs, path: str) -> int:
     """Abort the multipart uploads of object ``path`` that a killed writer
     left; return how many. S3 keeps (and bills) an upload's parts until it
@@ -131,9 +134,6 @@ def abort_stale_uploads(fs, path: str) -> int:
                       "S3 keeps their parts until a lifecycle rule aborts incomplete multipart uploads")
         return 0
     return len(stale)
-
-
-_cannot_abort = False   # set once listing or aborting uploads was refused: not tried again
 
 
 class StoredShard(Protocol):
@@ -339,4 +339,5 @@ def open_shard_stream(arr, fmt: ShardFormat, root: Location, compressor: ChunkCo
     return stream
 
 
-__all__ = ["FileSink", "ShardStream", "StoredFile", "StoredObject", "UploadSink", "open_shard_stream"]
+__all__ = ["FileSink", "ShardStream", "StoredFile", "StoredObject", "UploadSink", "abort_stale_uploads",
+           "open_shard_stream"]

@@ -5,8 +5,9 @@ dask and xarray are optional (``pip install 'actstore[analysis]'``) and are
 imported here only, when first used. A dask array reads the store by path, so
 it survives the ``with open_store(...)`` block and can be sent to other
 processes; each dask chunk spans a whole number of store chunks (along
-images too when every row is kept), and a block reads only its own rows. A block whose chunk or
-shard is gone raises, as ``store[layer]`` does: never NaN for lost data.
+images too when every row is kept), and a block reads only its own rows. A
+block whose chunk or shard is gone raises, as ``store[layer]`` does: never
+NaN for lost data.
 """
 from __future__ import annotations
 
