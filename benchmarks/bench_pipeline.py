@@ -69,9 +69,7 @@ from actstore.store import (
 
 FORMATS = {"zarr sharded": ("zarr", ".zarr", None), "zarr unsharded": ("zarr", ".zarr", 0),
            "hdf5": ("hdf5", ".h5", 0)}
-# How a batch reaches its host batch: copied by the CPU (what a CPU run's
-# forward hook does), or already there (a GPU run's device-to-host copy into
-# pinned memory, which the CPU only issues).
+# How a batch reaches its host batch (a GPU's device-to-host copy is a DMA the CPU only issues).
 FEEDS = {"copy": "each batch copied into a reused host batch, as a CPU run's forward hook does",
          "handover": "each batch already in its host batch, as a GPU run's device-to-host copy leaves it"}
 BATCH = config.BATCH_SIZE
