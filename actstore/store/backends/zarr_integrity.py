@@ -10,6 +10,8 @@ from typing import Sequence
 
 import numpy as np
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.common import concurrent_map
+from zarr.core.config import config as zarr_config
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
@@ -54,15 +56,16 @@ def missing_objects(arr, row_blocks: Sequence[int]) -> dict[int, list[str]]:
 
 
 def stored_bytes(arr) -> int:
-    """Bytes the array's chunks or shards take: zarr's ``nbytes_stored``
-    less a killed writer's unfinished shard files (``*.partial``, removed
-    when the shard is written again), which hold no row of the store."""
+    """Bytes the array's chunks or shards take, as zarr's ``nbytes_stored``
+    counts them (one listing, then each object's size), less a killed
+    writer's unfinished shard files (``*.partial``, removed when the shard is
+    written again), which hold no row of the store."""
     store = arr.store_path.store
 
-    async def unfinished() -> int:
-        keys = [key async for key in store.list_prefix(f"{arr.path}/") if key.endswith(".partial")]
-        return sum(await asyncio.gather(*map(store.getsize, keys)))
-    return int(arr.nbytes_stored()) - sync(unfinished())
+    async def total() -> int:
+        keys = [(key,) async for key in store.list_prefix(f"{arr.path}/") if not key.endswith(".partial")]
+        return sum(await concurrent_map(keys, store.getsize, limit=zarr_config.get("async.concurrency")))
+    return sync(total())
 
 
 def locate_corruption(arr, selection: tuple) -> Exception | None:
