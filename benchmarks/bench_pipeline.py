@@ -99,6 +99,15 @@ def layout_of(acts: dict[str, np.ndarray], rows: int, codec: str, shard_rows: in
     return Layout(n_rows=rows, layers=specs, compression=codec, shard_rows=shards)
 
 
+def fill_batch(out, acts: dict[str, np.ndarray], start: int) -> None:
+    """Copy rows ``start..start+BATCH`` of the run into host batch ``out``, as
+    the forward hook copies its outputs: the pre-made rows, cycled (their
+    count is a multiple of BATCH, so every batch is a view)."""
+    n = min(len(a) for a in acts.values())
+    for name, data in acts.items():
+        out.fill(name, torch.from_numpy(data[start % n:start % n + BATCH]))
+
+
 def warm_host_buffers(acts: dict[str, np.ndarray]) -> HostBuffers:
     """Host batches as many as a run keeps in flight (the write queue's, the
     one being written and the one being filled), each filled once: a run of
@@ -107,10 +116,8 @@ def warm_host_buffers(acts: dict[str, np.ndarray]) -> HostBuffers:
     here)."""
     host = HostBuffers(torch.device("cpu"), BATCH, "float32", flatten=False)
     batches = [host.take() for _ in range(config.WRITE_QUEUE_BATCHES + 2)]
-    n = min(len(a) for a in acts.values())
     for i, out in enumerate(batches):
-        for name, data in acts.items():   # the pre-made rows in turn, as a run cycles through them
-            out.fill(name, torch.from_numpy(data[i * BATCH % n:i * BATCH % n + BATCH]))
+        fill_batch(out, acts, i * BATCH)   # the pre-made rows in turn, as a run cycles through them
         out.release()
     return host
 
@@ -129,13 +136,11 @@ def pipeline(path, file_format: str, layout: Layout, acts: dict[str, np.ndarray]
     os.sync()   # every run starts with no dirty pages of the runs before it to write back
     started = clock()
     background = BackgroundWriter(writer, layout.block_rows, rows, _NoProgress())
-    n = min(len(a) for a in acts.values())   # a multiple of BATCH: every batch is a view
     for start in range(0, rows, BATCH):
-        batch_rows = np.arange(start, min(rows, start + BATCH))
+        batch_rows = np.arange(start, start + BATCH)
         out = host.take()
         if feed == "copy":
-            for name, data in acts.items():   # what the forward hook does: the output into host memory
-                out.fill(name, torch.from_numpy(data[start % n:start % n + len(batch_rows)]))
+            fill_batch(out, acts, start)
         elif not out.buffers:   # a batch made now would be empty: every one in flight is made beforehand
             raise RuntimeError("more host batches in flight than warm_host_buffers made")
         background.put(batch_rows, keep[batch_rows], out)
@@ -179,12 +184,10 @@ def grid(acts: dict[str, np.ndarray], layout: Layout) -> list[np.ndarray]:
 def feed_only(acts: dict[str, np.ndarray], rows: int, host: HostBuffers) -> tuple[float, float, float]:
     """Wall, user and system seconds of the main thread's part alone: each batch copied
     into a reused host batch, which is released at once (no writer)."""
-    n = min(len(a) for a in acts.values())
     started = clock()
     for start in range(0, rows, BATCH):
         out = host.take()
-        for name, data in acts.items():
-            out.fill(name, torch.from_numpy(data[start % n:start % n + min(BATCH, rows - start)]))
+        fill_batch(out, acts, start)
         out.release()
     return since(started)
 
